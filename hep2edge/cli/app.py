@@ -1,0 +1,70 @@
+"""The `hep2edge` Typer application and its entry point.
+
+Option defaults come from `hep2edge.yaml` in the working directory (one section per command);
+flags override them. Library errors become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from hep2edge import __version__
+from hep2edge.errors import Hep2EdgeError
+from hep2edge.workspace import CONFIG_FILE, load_defaults
+
+app = typer.Typer(
+    name="hep2edge",
+    help="Train, export and run a multi-task U-Net for HEp-2 IIF images next to the microscope.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hep2edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Defaults for every command's options come from ./hep2edge.yaml when it exists."""
+    defaults = load_defaults()
+    if defaults:
+        ctx.default_map = {**(ctx.default_map or {}), **defaults}
+        err_console.print(f"[dim]defaults from {CONFIG_FILE}: {', '.join(sorted(defaults))}[/dim]")
+
+
+def _register_commands() -> None:
+    # Importing the modules registers their commands on `app`; they import nothing heavy at import time.
+    from hep2edge.cli import (  # noqa: F401
+        bench_command,
+        data_commands,
+        demo_command,
+        export_commands,
+        runtime_commands,
+        train_command,
+    )
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console entry point: run the app, turning library errors into one line and exit code 2."""
+    try:
+        app()
+    except Hep2EdgeError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Dataset reading and validation (I3A Task 2 layout)."""

@@ -1,0 +1,1 @@
+"""Synthetic HEp-2 IIF fields with masks and labels."""

@@ -1,0 +1,118 @@
+"""The tile grid: cut an image into overlapping square tiles and stitch per-tile maps back.
+
+The seed grid (15 tiles of 384 on 1040 x 1388: left = 251*i, top = 328*j) is what `tile_grid`
+returns for that size; other sizes get the fewest tiles that cover the image, spread evenly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_EXTRA_FOR_EXACT_STRIDE = 1
+
+
+def axis_starts(length: int, tile: int) -> list[int]:
+    """Start offsets of tiles along one axis of `length` pixels.
+
+    Fewest tiles that cover; one more tile is allowed when that makes the stride a whole number
+    (this is what reproduces the seed's 5 x 251 columns on 1388 px). A length shorter than a tile
+    gets one tile at 0 (the image is padded).
+    """
+    if length <= 0 or tile <= 0:
+        raise ValueError(f"length and tile must be positive, got {length} and {tile}")
+    if length <= tile:
+        return [0]
+    span = length - tile
+    fewest = math.ceil(length / tile)
+    for count in range(fewest, fewest + MAX_EXTRA_FOR_EXACT_STRIDE + 1):
+        if span % (count - 1) == 0:
+            stride = span // (count - 1)
+            return [stride * i for i in range(count)]
+    return [round(span * i / (fewest - 1)) for i in range(fewest)]
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Tile positions for one image size: tiles are row-major, (top, left) in image pixels."""
+
+    height: int
+    width: int
+    tile: int
+    tops: tuple[int, ...]
+    lefts: tuple[int, ...]
+
+    @property
+    def positions(self) -> list[tuple[int, int]]:
+        return [(top, left) for top in self.tops for left in self.lefts]
+
+    def __len__(self) -> int:
+        return len(self.tops) * len(self.lefts)
+
+    @property
+    def padded_shape(self) -> tuple[int, int]:
+        return max(self.height, self.tile), max(self.width, self.tile)
+
+    def valid_size(self, index: int) -> tuple[int, int]:
+        """Height and width of the part of tile `index` that lies inside the image (not pad)."""
+        top, left = self.positions[index]
+        return min(self.tile, self.height - top), min(self.tile, self.width - left)
+
+
+def tile_grid(height: int, width: int, tile: int) -> TileGrid:
+    """The grid of `tile` x `tile` tiles covering a `height` x `width` image."""
+    return TileGrid(height, width, tile, tuple(axis_starts(height, tile)), tuple(axis_starts(width, tile)))
+
+
+def pad_to_grid(image: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """Zero-pad an (H, W[, C]) image at the bottom/right so every tile lies inside it."""
+    ph, pw = grid.padded_shape
+    if image.shape[:2] != (grid.height, grid.width):
+        raise ValueError(f"image is {image.shape[:2]}, grid is for {(grid.height, grid.width)}")
+    if (ph, pw) == (grid.height, grid.width):
+        return image
+    pad = [(0, ph - grid.height), (0, pw - grid.width)] + [(0, 0)] * (image.ndim - 2)
+    return np.pad(image, pad)
+
+
+def extract_tiles(image: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """(H, W[, C]) -> (N, tile, tile[, C]) in grid order, padded where the image is small."""
+    padded = pad_to_grid(image, grid)
+    t = grid.tile
+    return np.stack([padded[top : top + t, left : left + t] for top, left in grid.positions])
+
+
+def _accumulate(tiles: np.ndarray, grid: TileGrid) -> tuple[np.ndarray, np.ndarray]:
+    if tiles.shape[0] != len(grid) or tiles.shape[1:3] != (grid.tile, grid.tile):
+        raise ValueError(f"expected ({len(grid)}, {grid.tile}, {grid.tile}) tiles, got {tiles.shape}")
+    ph, pw = grid.padded_shape
+    total = np.zeros((ph, pw), dtype=np.float64)
+    count = np.zeros((ph, pw), dtype=np.int32)
+    t = grid.tile
+    for value, (top, left) in zip(tiles, grid.positions):
+        total[top : top + t, left : left + t] += value
+        count[top : top + t, left : left + t] += 1
+    return total[: grid.height, : grid.width], count[: grid.height, : grid.width]
+
+
+def stitch_mean(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """(N, tile, tile) per-tile maps -> (H, W) float32 mean over the tiles covering each pixel."""
+    total, count = _accumulate(tiles.astype(np.float64), grid)
+    return (total / count).astype(np.float32)
+
+
+def stitch_or(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """(N, tile, tile) binary maps -> (H, W) bool: foreground if any covering tile says so."""
+    total, _ = _accumulate(tiles.astype(bool).astype(np.float64), grid)
+    return total > 0
+
+
+def stitch_majority(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """(N, tile, tile) binary maps -> (H, W) bool: foreground if more than half the covering tiles say so."""
+    total, count = _accumulate(tiles.astype(bool).astype(np.float64), grid)
+    return total * 2 > count
+
+
+STITCHERS = {"mean": stitch_mean, "or": stitch_or, "majority": stitch_majority}

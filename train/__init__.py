@@ -1,0 +1,1 @@
+"""hep2edge.train"""

@@ -1,0 +1,72 @@
+"""fp32 ONNX export: probabilities inside the graph, dynamic batch, contract in metadata_props."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from hep2edge.contract import INPUT_NAME, ModelContract
+from hep2edge.train.model import MultiTaskUnet
+
+OUTPUT_NAMES = ("mask", "pattern", "intensity")
+DEFAULT_OPSET = 17
+
+
+class ProbabilityHeads(nn.Module):
+    """Wraps the training model so the graph outputs probabilities (sigmoid / softmax applied)."""
+
+    def __init__(self, model: MultiTaskUnet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.model(image)
+        return (
+            torch.sigmoid(out["mask"]),
+            torch.softmax(out["pattern"], dim=1),
+            torch.sigmoid(out["intensity"]),
+        )
+
+
+def attach_contract(model_proto: onnx.ModelProto, contract: ModelContract) -> None:
+    """Replace any hep2edge contract in `metadata_props` with `contract`."""
+    metadata = contract.to_metadata()
+    kept = [p for p in model_proto.metadata_props if p.key not in metadata]
+    del model_proto.metadata_props[:]
+    model_proto.metadata_props.extend(kept)
+    for key, value in metadata.items():
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def read_contract(model_proto: onnx.ModelProto, source: str = "model") -> ModelContract:
+    return ModelContract.from_metadata({p.key: p.value for p in model_proto.metadata_props}, source)
+
+
+def export_fp32_onnx(
+    model: MultiTaskUnet, contract: ModelContract, path: Path, opset: int = DEFAULT_OPSET, sample_batch: int = 2
+) -> onnx.ModelProto:
+    """Export `model` to `path` (fp32, dynamic batch) and return the loaded, contract-carrying proto."""
+    model = model.eval()
+    wrapper = ProbabilityHeads(model).eval()
+    sample = torch.zeros(sample_batch, contract.channels, contract.tile, contract.tile)
+    dynamic = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}}
+    path = Path(path)
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper,
+            (sample,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            dynamo=False,
+        )
+    proto = onnx.load(str(path))
+    attach_contract(proto, contract.with_precision("fp32"))
+    onnx.save(proto, str(path))
+    return proto

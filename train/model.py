@@ -1,0 +1,131 @@
+"""The multi-task U-Net: smp.Unet for the mask plus two small pooled heads (pattern, intensity).
+
+The heads pool bottleneck features (optionally the last few encoder stages), so they hold a few
+thousand parameters and accept any input size divisible by 32.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hep2edge.errors import ConfigError
+from hep2edge.labels import PATTERNS
+
+DEFAULT_ENCODER = "efficientnet-b4"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture arguments; stored in every checkpoint so export needs nothing else."""
+
+    encoder: str = DEFAULT_ENCODER
+    in_channels: int = 1
+    num_patterns: int = len(PATTERNS)
+    pool_levels: int = 1  # 1 = bottleneck only; k = concat of the last k encoder stages, pooled
+    dropout: float = 0.3
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["decoder_channels"] = list(self.decoder_channels)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        fields = dict(data)
+        fields["decoder_channels"] = tuple(fields.get("decoder_channels", cls.decoder_channels))
+        return cls(**fields)
+
+
+def available_encoders() -> list[str]:
+    return sorted(smp.encoders.get_encoder_names())
+
+
+class MultiTaskUnet(nn.Module):
+    """(N, C, H, W) -> {"mask": (N,1,H,W) logits, "pattern": (N,7) logits, "intensity": (N,1) logit}."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.encoder not in smp.encoders.get_encoder_names():
+            raise ConfigError(
+                f"unknown encoder '{config.encoder}'; valid names include: "
+                f"{', '.join(n for n in available_encoders() if '-' in n or n.startswith(('resnet', 'vgg', 'mobilenet')))[:400]}"
+                " ... (see segmentation_models_pytorch)"
+            )
+        if not 1 <= config.pool_levels <= 5:
+            raise ConfigError(f"pool_levels must be 1-5, got {config.pool_levels}")
+        self.config = config
+        self.unet = smp.Unet(
+            encoder_name=config.encoder,
+            encoder_weights=None,
+            in_channels=config.in_channels,
+            classes=1,
+            decoder_channels=config.decoder_channels,
+        )
+        pooled = sum(self.unet.encoder.out_channels[-config.pool_levels :])
+        self.pattern_head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(pooled, config.num_patterns))
+        self.intensity_head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(pooled, 1))
+
+    def last_shared_layer(self) -> nn.Parameter:
+        """The weight GradNorm measures task gradients on: the encoder's deepest parameter tensor."""
+        params = [p for p in self.unet.encoder.parameters() if p.requires_grad and p.dim() > 1]
+        return params[-1]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.unet.encoder(x)
+        mask = self.unet.segmentation_head(self.unet.decoder(features))
+        pooled = torch.cat(
+            [F.adaptive_avg_pool2d(f, 1).flatten(1) for f in features[-self.config.pool_levels :]], dim=1
+        )
+        return {"mask": mask, "pattern": self.pattern_head(pooled), "intensity": self.intensity_head(pooled)}
+
+
+def _online(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_encoder_weights(model: MultiTaskUnet, weights: str | None) -> str:
+    """Initialise the encoder from `none`, `imagenet` or a local file; returns what was used."""
+    if weights in (None, "", "none"):
+        return "none"
+    if weights == "imagenet":
+        if not _online():
+            raise ConfigError(
+                "--encoder-weights imagenet needs a download and this machine is offline; "
+                "download the encoder's state dict elsewhere and pass --encoder-weights PATH"
+            )
+        reference = smp.Unet(model.config.encoder, encoder_weights="imagenet", in_channels=model.config.in_channels)
+        model.unet.encoder.load_state_dict(reference.encoder.state_dict())
+        return "imagenet"
+    path = Path(weights)
+    if not path.is_file():
+        raise ConfigError(f"--encoder-weights {weights}: no such file (use none, imagenet or a .pth path)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise ConfigError(f"{path}: not a readable torch state dict ({exc.__class__.__name__})") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    missing, unexpected = model.unet.encoder.load_state_dict(state, strict=False)
+    if len(missing) == len(model.unet.encoder.state_dict()):
+        raise ConfigError(f"{path}: no tensor matches encoder '{model.config.encoder}'")
+    return str(path)
+
+
+def build_model(config: ModelConfig, encoder_weights: str | None = None) -> MultiTaskUnet:
+    """A MultiTaskUnet with its encoder initialised as asked."""
+    model = MultiTaskUnet(config)
+    load_encoder_weights(model, encoder_weights)
+    return model

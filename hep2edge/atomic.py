@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -43,10 +44,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise OutputWriteError(f"{path}: cannot write ({describe_os_error(exc)})") from exc
     finally:
         if tmp_name:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
-            except OSError:
-                pass
 
 
 def atomic_write_text(path: Path, text: str) -> None:

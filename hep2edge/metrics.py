@@ -157,10 +157,13 @@ def pattern_confusion(pp: PatchPredictions, level: str = "patch") -> np.ndarray:
     return confusion_matrix(pp.pattern_true, pp.pattern_prob.argmax(1), pp.pattern_prob.shape[1])
 
 
-def mean_std(per_fold: list[dict[str, dict[str, float]]]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+LevelMetrics = dict[str, dict[str, float]]
+
+
+def mean_std(per_fold: list[LevelMetrics]) -> tuple[LevelMetrics, LevelMetrics]:
     """Mean and (population) std over folds of each level's scalar metrics."""
-    mean: dict[str, dict[str, float]] = {}
-    std: dict[str, dict[str, float]] = {}
+    mean: LevelMetrics = {}
+    std: LevelMetrics = {}
     for level in LEVELS:
         keys = sorted({k for fold in per_fold for k in fold.get(level, {})})
         mean[level], std[level] = {}, {}

@@ -1,5 +1,128 @@
-"""Commands of this stage (being written)."""
+"""`hep2edge train`: patient-wise k-fold training of the multi-task U-Net (thin over hep2edge.train.run)."""
 
 from __future__ import annotations
 
-from hep2edge.cli.app import app  # noqa: F401
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from hep2edge.cli.app import app
+from hep2edge.cli.common import console, import_stage, show_resolved
+from hep2edge.errors import ConfigError
+from hep2edge.workspace import newest_run_dir, resolve_out_dir
+
+
+def _floats(text: str, count: int, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in str(text).replace(",", " ").split())
+    except ValueError:
+        values = ()
+    if len(values) != count:
+        raise ConfigError(f"{option} {text!r}: expected {count} numbers separated by commas")
+    return values
+
+
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in str(text).replace(",", " ").split())
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected integers separated by commas, e.g. 256,128,64,32,16") from None
+
+
+def _out_dir(out: Path | None, resume: bool) -> Path:
+    """--out; else with --resume the newest runs/train/<n>; else the next one (one process only)."""
+    if out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("under torchrun pass --out RUN so that every process writes to the same run folder")
+    if out is None and resume:
+        newest = newest_run_dir("train")
+        if newest is None:
+            raise ConfigError("--resume: no runs/train/<n> here to continue; pass --out RUN")
+        return newest
+    return resolve_out_dir(out, "train")
+
+
+def _print_summary(summary_path: Path) -> None:
+    """Mean ± std over the held-out folds, one row per level."""
+    from rich.table import Table
+
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    keys = ("dice", "pattern_accuracy", "pattern_mca", "intensity_accuracy", "intensity_auc")
+    table = Table(title=f"held-out folds {[f['fold'] for f in summary['folds']]}: mean ± std over folds")
+    table.add_column("level")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for level in ("patch", "image", "patient"):
+        cells = []
+        for key in keys:
+            mean, std = summary["mean"][level].get(key), summary["std"][level].get(key)
+            cells.append("-" if mean is None else f"{mean:.3f} ± {std or 0:.3f}")
+        table.add_row(level, *cells)
+    console.print(table)
+    console.print(f"wrote {summary_path} and {summary_path.with_suffix('.md')}", highlight=False)
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(None, "--data", help="Dataset folder (images, masks, labels.csv).", show_default=False),
+    out: Path = typer.Option(None, "--out", help="Run folder (default: the next runs/train/<n>).", show_default=False),
+    manifest: Path = typer.Option(None, "--manifest", help="Manifest CSV (default: the dataset's labels.csv)."),
+    folds_file: Path = typer.Option(None, "--folds-file", help="Reuse patient folds from this JSON."),
+    encoder: str = typer.Option("efficientnet-b4", "--encoder", help="Any segmentation_models_pytorch encoder."),
+    encoder_weights: str = typer.Option("none", "--encoder-weights", help="none | imagenet | PATH to a state dict."),
+    in_channels: int = typer.Option(1, "--in-channels", help="1 (gray) or 3 (gray replicated)."),
+    channel_policy: str = typer.Option("luminance", "--channel-policy", help="How colour images become gray."),
+    decoder_channels: str = typer.Option("256,128,64,32,16", "--decoder-channels", help="U-Net decoder widths."),
+    pool_levels: int = typer.Option(1, "--pool-levels", help="Encoder stages pooled into the heads (1-5)."),
+    dropout: float = typer.Option(0.3, "--dropout", help="Dropout before the classification heads."),
+    tile: int = typer.Option(384, "--tile", help="Tile size in pixels (multiple of 32)."),
+    normalization: str = typer.Option("fixed", "--normalization", help="fixed (by dtype) | minmax (per tile)."),
+    augment: bool = typer.Option(False, "--augment/--no-augment", help="Flips, rotations, photometric changes."),
+    epochs: int = typer.Option(30, "--epochs", help="Epochs per fold."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Tiles per step (per process)."),
+    lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate."),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", help="Adam weight decay."),
+    scheduler: str = typer.Option("cosine", "--scheduler", help="cosine | plateau | none."),
+    folds: int = typer.Option(5, "--folds", help="Patient-wise folds."),
+    fold: str = typer.Option("all", "--fold", help="all, or one fold number to train."),
+    seed: int = typer.Option(0, "--seed", help="Seed of folds, initialisation, order and augmentation."),
+    seg_loss: str = typer.Option("dice", "--seg-loss", help="dice | bce | dice+bce."),
+    class_weights: bool = typer.Option(False, "--class-weights/--no-class-weights",
+                                       help="Inverse-frequency pattern class weights."),
+    label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Pattern label smoothing."),
+    weighting: str = typer.Option("gradnorm", "--weighting", help="fixed | gradnorm | uncertainty."),
+    task_weights: str = typer.Option("1,1,1", "--task-weights", help="Initial / fixed weights: mask,pattern,intensity."),
+    alpha: float = typer.Option(0.12, "--alpha", help="GradNorm asymmetry alpha."),
+    weighting_lr: float = typer.Option(0.025, "--weighting-lr", help="GradNorm weight learning rate."),
+    monitor: str = typer.Option("score", "--monitor",
+                                help="Best checkpoint by: score | val_loss | dice | pattern_accuracy | ..."),
+    patience: int = typer.Option(0, "--patience", help="Early stop after this many epochs without gain (0 = off)."),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA (CPU is always fp32)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (or the newest runs/train)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+) -> None:
+    """Train with patient-wise k-fold cross-validation; writes checkpoints, metrics, plots and a summary."""
+    if data is None:
+        raise ConfigError("no dataset: pass --data DIR or set `train: {data: DIR}` in hep2edge.yaml")
+    if not Path(data).is_dir():
+        raise ConfigError(f"--data {data}: no such dataset folder")
+    config_module: Any = import_stage("hep2edge.train.config")
+    run_module: Any = import_stage("hep2edge.train.run")
+    config = config_module.TrainConfig(
+        data=Path(data), out=_out_dir(out, resume), manifest=manifest, folds_file=folds_file,
+        encoder=encoder, encoder_weights=encoder_weights, in_channels=in_channels, channel_policy=channel_policy,
+        decoder_channels=_ints(decoder_channels, "--decoder-channels"), pool_levels=pool_levels, dropout=dropout,
+        tile=tile, normalization=normalization, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, scheduler=scheduler, folds=folds, fold=config_module.parse_fold(fold), seed=seed,
+        seg_loss=seg_loss, class_weights=class_weights, label_smoothing=label_smoothing, weighting=weighting,
+        task_weights=_floats(task_weights, 3, "--task-weights"), alpha=alpha, weighting_lr=weighting_lr,
+        monitor=monitor, patience=patience, amp=amp, device=device, resume=resume, progress=progress,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        show_resolved("train", config)
+    summary = run_module.run_training(config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print_summary(summary)

@@ -1,1 +1,57 @@
-"""hep2edge.runtime.backends"""
+"""Backends: one interface, chosen by name (`auto`, `tensorrt`, `onnxruntime`, `torch`).
+
+The registry holds loaders, so a backend module (and its heavy import) is imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+
+from hep2edge.errors import MissingExtraError
+from hep2edge.registry import Registry
+from hep2edge.runtime.backends.base import Backend, BackendConfig
+
+BackendLoader = Callable[[], type[Backend]]
+BACKENDS: Registry[BackendLoader] = Registry("backend")
+
+
+EXTRA_OF = {"onnxruntime": "onnx", "torch": "train", "segmentation_models_pytorch": "train", "tensorrt": "tensorrt"}
+
+
+def _lazy(module: str, cls: str) -> BackendLoader:
+    def load() -> type[Backend]:
+        try:
+            loaded = importlib.import_module(f"hep2edge.runtime.backends.{module}")
+        except ModuleNotFoundError as exc:
+            top = (exc.name or "").split(".")[0]
+            if top in EXTRA_OF:
+                raise MissingExtraError(top, EXTRA_OF[top]) from exc
+            raise
+        backend: type[Backend] = getattr(loaded, cls)
+        return backend
+
+    return load
+
+
+BACKENDS.add("tensorrt", _lazy("tensorrt_backend", "TensorRTBackend"))
+BACKENDS.add("onnxruntime", _lazy("onnxruntime_backend", "OnnxRuntimeBackend"))
+BACKENDS.add("torch", _lazy("torch_backend", "TorchBackend"))
+
+
+def create_backend(name: str, config: BackendConfig) -> Backend:
+    """An (inactive) backend of a registered name; `auto` must be resolved first (see select.py)."""
+    return BACKENDS.get(name)()(config)
+
+
+def is_available(name: str) -> bool:
+    """Whether a backend's dependencies import here (TensorRT also needs pycuda and a GPU)."""
+    if name == "tensorrt":
+        from hep2edge.runtime.backends.tensorrt_backend import tensorrt_available
+
+        return tensorrt_available()
+    return importlib.util.find_spec({"onnxruntime": "onnxruntime", "torch": "torch"}[name]) is not None
+
+
+__all__ = ["BACKENDS", "Backend", "BackendConfig", "create_backend", "is_available"]

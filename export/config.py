@@ -1,0 +1,142 @@
+"""Typed configuration of the export stage and the parsers for its option strings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hep2edge.contract import PRECISIONS
+from hep2edge.errors import ConfigError
+
+CALIBRATION_METHODS = ("entropy", "max")
+HIGH_PRECISION_DTYPES = ("fp16", "fp32")
+# names of the rules in hep2edge.export.int8.EXCLUSIONS (kept here so the CLI can check them cheaply)
+INT8_EXCLUSION_RULES = ("depthwise", "heads", "se", "sigmoid-mul")
+DEFAULT_BATCH = (1, 8, 16)
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """Batch sizes of the TensorRT optimization profile (min <= opt <= max)."""
+
+    min: int = DEFAULT_BATCH[0]
+    opt: int = DEFAULT_BATCH[1]
+    max: int = DEFAULT_BATCH[2]
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise ConfigError(f"--batch {self.min},{self.opt},{self.max}: need 1 <= MIN <= OPT <= MAX")
+
+    def shapes(self, channels: int, tile: int) -> dict[str, tuple[int, int, int, int]]:
+        """{'min'|'opt'|'max': (N, C, t, t)} input shapes of the profile."""
+        sizes = (("min", self.min), ("opt", self.opt), ("max", self.max))
+        return {name: (n, channels, tile, tile) for name, n in sizes}
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """ModelOpt ONNX PTQ settings (per-channel weights always; Sigmoid/Softmax are never quantized)."""
+
+    calib_method: str = "entropy"
+    calib_images: int = 32
+    # fp16: the non-quantized layers run in fp16 in the strongly typed TensorRT engine (what the
+    # target wants); fp32 makes the Q/DQ graph faster under ONNX Runtime CPU but slower on the GPU.
+    high_precision: str = "fp16"
+    exclude_rules: tuple[str, ...] = ()  # named rules: depthwise, heads, se, sigmoid-mul
+    exclude_op_types: tuple[str, ...] = ()
+    exclude_nodes: tuple[str, ...] = ()  # regular expressions on ONNX node names
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.calib_method not in CALIBRATION_METHODS:
+            raise ConfigError(
+                f"--calib-method {self.calib_method}: valid methods are {', '.join(CALIBRATION_METHODS)}"
+            )
+        if self.high_precision not in HIGH_PRECISION_DTYPES:
+            raise ConfigError(
+                f"--int8-high-precision {self.high_precision}: valid: {', '.join(HIGH_PRECISION_DTYPES)}"
+            )
+        unknown = [r for r in self.exclude_rules if r not in INT8_EXCLUSION_RULES]
+        if unknown:
+            raise ConfigError(
+                f"--int8-exclude {unknown[0]}: valid rules are {', '.join(INT8_EXCLUSION_RULES)}"
+            )
+        if self.calib_images < 1:
+            raise ConfigError(f"--calib-images {self.calib_images}: need at least 1 calibration image")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much a precision may lose against PyTorch fp32 before export fails."""
+
+    fp32_rel_error: float = 1e-4
+    dice_drop: float = 0.01
+    accuracy_drop: float = 0.02
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Everything `hep2edge export` needs; written next to the outputs as config.yaml."""
+
+    checkpoint: Path | None = None  # None: best checkpoint of the newest runs/train/<n>
+    out: Path | None = None  # None: the next runs/export/<n>
+    precisions: tuple[str, ...] = ("fp32",)
+    calib_data: Path | None = None
+    val_data: Path | None = None
+    val_images: int = 8
+    int8: Int8Options = field(default_factory=Int8Options)
+    limits: Limits = field(default_factory=Limits)
+    batch: BatchProfile = field(default_factory=BatchProfile)
+    engine: bool = False
+    workspace_gib: float = 4.0
+    opset: int = 17
+    simplify: bool = True
+    verify_batch: int = 8
+
+    def __post_init__(self) -> None:
+        if self.opset < 17:
+            raise ConfigError(f"--opset {self.opset}: the export needs opset 17 or newer")
+        if self.workspace_gib <= 0:
+            raise ConfigError(f"--workspace {self.workspace_gib}: must be a positive number of GiB")
+        if self.val_images < 1:
+            raise ConfigError(f"--val-images {self.val_images}: need at least 1 validation image")
+
+
+def parse_precisions(values: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """['fp16,int8', 'fp32'] -> ('fp32', 'fp16', 'int8'): repeatable or comma-separated, fp32 always first."""
+    names: list[str] = []
+    for value in values or ():
+        for part in str(value).split(","):
+            name = part.strip().lower()
+            if not name:
+                continue
+            if name not in PRECISIONS:
+                raise ConfigError(f"--precision {name}: valid precisions are {', '.join(PRECISIONS)}")
+            if name not in names:
+                names.append(name)
+    return tuple(p for p in PRECISIONS if p in names or p == "fp32")
+
+
+def parse_batch(text: str | None) -> BatchProfile:
+    """'1,8,16' -> BatchProfile(1, 8, 16); a single number N means N,N,N."""
+    if text is None or str(text).strip() == "":
+        return BatchProfile()
+    try:
+        numbers = [int(part) for part in str(text).split(",")]
+    except ValueError as exc:
+        raise ConfigError(f"--batch {text}: expected MIN,OPT,MAX (three integers)") from exc
+    if len(numbers) == 1:
+        numbers *= 3
+    if len(numbers) != 3:
+        raise ConfigError(f"--batch {text}: expected MIN,OPT,MAX (three integers)")
+    return BatchProfile(*numbers)
+
+
+def parse_names(values: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """Repeatable or comma-separated names -> tuple, order kept, duplicates dropped."""
+    names: list[str] = []
+    for value in values or ():
+        for part in str(value).split(","):
+            if part.strip() and part.strip() not in names:
+                names.append(part.strip())
+    return tuple(names)

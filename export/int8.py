@@ -1,0 +1,134 @@
+"""INT8 Q/DQ in the graph through ModelOpt ONNX PTQ, calibrated on real tiles.
+
+Weights are quantized per channel (ModelOpt's ORT-based path always does); Sigmoid and Softmax are not
+quantizable op types there, so the probability heads stay in high precision. Named exclusion rules
+(`depthwise`, `se`, `sigmoid-mul`, `heads`) keep the nodes EfficientNet is known to be fragile on out
+of INT8. `high_precision` decides the dtype of everything not quantized (fp16 by default: what the
+strongly typed TensorRT engine should run; fp32 is faster under ONNX Runtime CPU only).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+
+from hep2edge.contract import INPUT_NAME
+from hep2edge.export.library_log import captured
+from hep2edge.export.precisions import ConversionInputs, Converted
+from hep2edge.export.tensorrt_probe import hide_stub_only_tensorrt
+from hep2edge.registry import Registry
+
+ExclusionRule = Callable[[onnx.ModelProto], list[str]]
+EXCLUSIONS: Registry[ExclusionRule] = Registry("int8 exclusion rule")
+
+SE_NAME = re.compile(r"_se_|\.se\.|/se/|conv_reduce|conv_expand", re.IGNORECASE)
+
+
+@EXCLUSIONS.register("depthwise")
+def depthwise_convs(model: onnx.ModelProto) -> list[str]:
+    """Grouped convolutions (depthwise in MBConv blocks): their per-channel ranges are the fragile part."""
+    return [
+        n.name for n in model.graph.node
+        if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
+    ]
+
+
+@EXCLUSIONS.register("se")
+def squeeze_excitation(model: onnx.ModelProto) -> list[str]:
+    """Squeeze-excitation reduce/expand convolutions and the Mul that applies their gate."""
+    se_convs = {n.name for n in model.graph.node if SE_NAME.search(n.name)}
+    producers = {out: n for n in model.graph.node for out in n.output}
+    gates = []
+    for node in model.graph.node:
+        if node.op_type != "Mul":
+            continue
+        for name in node.input:
+            sigmoid = producers.get(name)
+            if sigmoid is not None and sigmoid.op_type == "Sigmoid":
+                upstream = producers.get(sigmoid.input[0])
+                if upstream is not None and upstream.name in se_convs:
+                    gates.append(node.name)
+    return sorted(se_convs) + gates
+
+
+@EXCLUSIONS.register("sigmoid-mul")
+def sigmoid_gated_muls(model: onnx.ModelProto) -> list[str]:
+    """Every Mul fed by a Sigmoid: SiLU/Swish activations and SE gates."""
+    producers = {out: n.op_type for n in model.graph.node for out in n.output}
+    return [
+        n.name for n in model.graph.node
+        if n.op_type == "Mul" and any(producers.get(i) == "Sigmoid" for i in n.input)
+    ]
+
+
+@EXCLUSIONS.register("heads")
+def classifier_heads(model: onnx.ModelProto) -> list[str]:
+    """The pattern and intensity heads (Gemm/MatMul after global pooling): a few thousand weights."""
+    return [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
+
+
+def excluded_nodes(model: onnx.ModelProto, rules: tuple[str, ...], patterns: tuple[str, ...]) -> list[str]:
+    """Node-name regexes for ModelOpt: exact names from the named rules plus the user's patterns."""
+    names: list[str] = []
+    for rule in rules:
+        names.extend(EXCLUSIONS.get(rule)(model))
+    return sorted({f"^{re.escape(n)}$" for n in names if n}) + list(patterns)
+
+
+def _count_qdq(model: onnx.ModelProto) -> tuple[int, int]:
+    quantize = sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear")
+    consumers = {i for n in model.graph.node if n.op_type == "DequantizeLinear" for i in n.output}
+    quantized = sum(1 for n in model.graph.node if n.op_type != "QuantizeLinear" and consumers & set(n.input))
+    return quantize, quantized
+
+
+def convert_int8(inputs: ConversionInputs) -> Converted:
+    """model.onnx -> Q/DQ graph calibrated on `inputs.calibration()` tiles (float32 I/O kept)."""
+    hide_stub_only_tensorrt()
+    options = inputs.int8
+    calibration = inputs.calibration()
+    fp32 = onnx.load(str(inputs.fp32_path))
+    exclude = excluded_nodes(fp32, options.exclude_rules, options.exclude_nodes)
+    start = time.perf_counter()
+    # ModelOpt writes intermediate files next to its input: work on a private copy.
+    with tempfile.TemporaryDirectory(prefix="hep2edge-int8-") as tmp:
+        source = Path(tmp) / "model.onnx"
+        shutil.copyfile(inputs.fp32_path, source)
+        target = Path(tmp) / "model.int8.onnx"
+        with captured(inputs.log_path):
+            from modelopt.onnx.quantization import quantize
+
+            quantize(
+                onnx_path=str(source),
+                quantize_mode="int8",
+                calibration_data={INPUT_NAME: calibration},
+                calibration_method=options.calib_method,
+                calibration_eps=["cpu"],
+                op_types_to_exclude=list(options.exclude_op_types),
+                nodes_to_exclude=exclude,
+                high_precision_dtype=options.high_precision,
+                output_path=str(target),
+                log_level="WARNING",
+            )
+        proto = onnx.load(str(target))
+    quantize_nodes, quantized_ops = _count_qdq(proto)
+    notes = {
+        "tool": "modelopt.onnx.quantization",
+        "calibration_method": options.calib_method,
+        "calibration_tiles": int(calibration.shape[0]),
+        "high_precision_dtype": options.high_precision,
+        "per_channel_weights": True,
+        "excluded_rules": list(options.exclude_rules),
+        "excluded_op_types": list(options.exclude_op_types),
+        "excluded_nodes": len(exclude),
+        "quantize_linear_nodes": quantize_nodes,
+        "quantized_ops": quantized_ops,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    return Converted(proto, notes)

@@ -1,0 +1,67 @@
+"""The precision registry: name -> how to make that precision's ONNX file from the fp32 one.
+
+Adding a precision is one `PRECISIONS.add(...)` entry. Converters return a graph without the contract;
+the pipeline attaches `contract.with_precision(name)`, checks and saves it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from hep2edge.export.config import Int8Options
+from hep2edge.registry import Registry
+
+
+@dataclass
+class ConversionInputs:
+    """What a converter may use: the checked fp32 file, calibration tiles on demand, options, a log file."""
+
+    fp32_path: Path
+    calibration: Callable[[], np.ndarray]
+    int8: Int8Options
+    log_path: Path
+
+
+@dataclass
+class Converted:
+    """A converter's graph (no contract yet) and facts worth reporting."""
+
+    proto: onnx.ModelProto
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+Converter = Callable[[ConversionInputs], Converted]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """One precision: its file name and converter (None for fp32, exported straight from PyTorch)."""
+
+    name: str
+    filename: str
+    convert: Converter | None
+    needs_calibration: bool = False
+
+
+def _fp16(inputs: ConversionInputs) -> Converted:
+    from hep2edge.export.fp16 import convert_fp16
+
+    return convert_fp16(inputs)
+
+
+def _int8(inputs: ConversionInputs) -> Converted:
+    from hep2edge.export.int8 import convert_int8
+
+    return convert_int8(inputs)
+
+
+PRECISIONS: Registry[Precision] = Registry("precision")
+PRECISIONS.add("fp32", Precision("fp32", "model.onnx", None))
+PRECISIONS.add("fp16", Precision("fp16", "model.fp16.onnx", _fp16))
+PRECISIONS.add("int8", Precision("int8", "model.int8.onnx", _int8, needs_calibration=True))

@@ -1,0 +1,174 @@
+"""The export report: per precision, output differences and task metrics against PyTorch fp32.
+
+`export_report.json` (machine-readable: `precisions: {fp32|fp16|int8: {file, max_abs_diff, dice, ...}}`)
+and `export_report.md` (the same as tables), both written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hep2edge.atomic import atomic_write_json, atomic_write_text
+from hep2edge.export.config import Limits
+from hep2edge.export.verify import TASK_METRICS, OutputDiff
+
+REPORT_JSON = "export_report.json"
+REPORT_MD = "export_report.md"
+
+
+@dataclass
+class PrecisionResult:
+    """One precision's file, how far its outputs are from PyTorch fp32, and what that costs in the task."""
+
+    precision: str
+    file: str | None = None
+    sha256: str | None = None
+    max_abs_diff: float = float("nan")
+    mean_abs_diff: float = float("nan")
+    rel_error: float = float("nan")
+    outputs: dict[str, dict[str, float]] = field(default_factory=dict)
+    dice: float = float("nan")
+    pattern_accuracy: float = float("nan")
+    intensity_accuracy: float = float("nan")
+    changes: dict[str, float] = field(default_factory=dict)
+    image_level: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and self.error is None
+
+    def set_diffs(self, diffs: dict[str, OutputDiff]) -> None:
+        self.outputs = {name: asdict(d) for name, d in diffs.items()}
+        self.max_abs_diff = max(d.max_abs_diff for d in diffs.values())
+        self.mean_abs_diff = max(d.mean_abs_diff for d in diffs.values())
+        self.rel_error = max(d.rel_error for d in diffs.values())
+
+    def set_metrics(self, metrics: dict[str, dict[str, float]], reference: dict[str, float]) -> None:
+        patch = metrics["patch"]
+        self.dice, self.pattern_accuracy = patch["dice"], patch["pattern_accuracy"]
+        self.intensity_accuracy = patch["intensity_accuracy"]
+        self.changes = {name: patch[name] - reference[name] for name in TASK_METRICS}
+        self.image_level = {name: metrics["image"][name] for name in TASK_METRICS}
+
+    def check(self, limits: Limits) -> None:
+        """Record every limit this precision breaks (fp32 parity for fp32, task-metric drops for all)."""
+        if self.precision == "fp32" and not self.rel_error <= limits.fp32_rel_error:
+            self.failures.append(
+                f"fp32 parity off: relative error {self.rel_error:.2e} > {limits.fp32_rel_error:g}"
+            )
+        allowed = {"dice": limits.dice_drop, "pattern_accuracy": limits.accuracy_drop,
+                   "intensity_accuracy": limits.accuracy_drop}
+        for name, limit in allowed.items():
+            drop = -self.changes.get(name, float("nan"))
+            if not drop <= limit:
+                self.failures.append(f"{name} drops by {drop:.4f} > {limit:g}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["passed"] = self.passed
+        return data
+
+
+@dataclass
+class ExportReport:
+    """Everything `hep2edge export` did, in the order it did it."""
+
+    out_dir: str
+    checkpoint: str
+    checkpoint_reason: str
+    model_id: str
+    contract: dict[str, Any]
+    limits: dict[str, float]
+    verification: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, float] = field(default_factory=dict)
+    precisions: dict[str, PrecisionResult] = field(default_factory=dict)
+    simplification: str = ""
+    tensorrt: dict[str, Any] = field(default_factory=dict)
+    machine: dict[str, str] = field(default_factory=lambda: {
+        "host": platform.node(), "cpu": platform.processor() or platform.machine(), "python": platform.python_version()
+    })
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.precisions.values())
+
+    def failures(self) -> list[str]:
+        lines = [f"{p}: {f}" for p, r in self.precisions.items() for f in r.failures]
+        return lines + [f"{p}: {r.error}" for p, r in self.precisions.items() if r.error]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["precisions"] = {name: r.to_dict() for name, r in self.precisions.items()}
+        data["passed"] = self.passed
+        data["failures"] = self.failures()
+        return _finite(data)
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf -> None so the JSON is standard."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _fmt(value: float | None, digits: int = 4, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def to_markdown(report: ExportReport) -> str:
+    """Human-readable tables of the report."""
+    lines = [
+        f"# Export report — {report.model_id}", "",
+        f"- checkpoint: `{report.checkpoint}` ({report.checkpoint_reason})",
+        f"- verification: {report.verification.get('source', '-')}, {report.verification.get('tiles', 0)} tiles",
+        f"- calibration: {report.calibration.get('source', 'not needed')}",
+        f"- machine: {report.machine['host']} ({report.machine['cpu']}), ONNX Runtime CPU",
+        f"- result: {'PASSED' if report.passed else 'FAILED'}", "",
+        "Patch level; changes are against PyTorch fp32 "
+        f"(Dice {_fmt(report.reference.get('dice'))}, pattern acc {_fmt(report.reference.get('pattern_accuracy'))}, "
+        f"intensity acc {_fmt(report.reference.get('intensity_accuracy'))}).", "",
+        "| precision | file | max abs diff | mean abs diff | Dice (Δ) | pattern acc (Δ) | intensity acc (Δ) | ok |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in report.precisions.items():
+        cells = [name, f"`{r.file}`" if r.file else "-", _fmt(r.max_abs_diff, 2 if r.max_abs_diff > 1e-2 else 8),
+                 _fmt(r.mean_abs_diff, 8)]
+        cells += [f"{_fmt(getattr(r, m))} ({_fmt(r.changes.get(m), signed=True)})" for m in TASK_METRICS]
+        cells.append("yes" if r.passed else "**no**")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Per output (max / mean abs diff):", ""]
+    for name, r in report.precisions.items():
+        per = ", ".join(
+            f"{o} {_fmt(d['max_abs_diff'], 6)} / {_fmt(d['mean_abs_diff'], 6)}" for o, d in r.outputs.items()
+        )
+        lines.append(f"- {name}: {per or '-'}")
+        if r.notes:
+            lines.append(f"  - notes: {', '.join(f'{k}={v}' for k, v in r.notes.items())}")
+    if report.failures():
+        lines += ["", "## Failures", ""] + [f"- {f}" for f in report.failures()]
+    if report.tensorrt:
+        lines += ["", "## TensorRT", "", f"- {report.tensorrt.get('status', '')}"]
+        lines += [f"- `{cmd}`" for cmd in report.tensorrt.get("trtexec", [])]
+        lines += [f"- engine: `{e}`" for e in report.tensorrt.get("engines", [])]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: ExportReport, out_dir: Path) -> tuple[Path, Path]:
+    json_path, md_path = Path(out_dir) / REPORT_JSON, Path(out_dir) / REPORT_MD
+    atomic_write_json(json_path, report.to_dict())
+    atomic_write_text(md_path, to_markdown(report))
+    return json_path, md_path

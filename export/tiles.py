@@ -1,0 +1,177 @@
+"""Real tiles for calibration and verification, read from an I3A-format dataset.
+
+Calibration tiles come from the checkpoint's training patients (or `--calib-data`), verification
+tiles with their masks and labels from its validation patients (or `--val-data`); never random data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hep2edge.contract import ModelContract
+from hep2edge.errors import ConfigError, DataError
+from hep2edge.imageio import read_image, read_mask
+from hep2edge.normalization import normalize_tiles
+from hep2edge.tiling import TileGrid, extract_tiles, tile_grid
+
+ROOT_KEYS = ("root", "dataset_root", "data_root", "dataset", "data_dir")
+TRAIN_KEYS = ("train_patients",)
+VAL_KEYS = ("val_patients", "valid_patients", "validation_patients")
+
+
+@dataclass
+class TileSet:
+    """Normalised network inputs with their ground truth, enough to score every precision.
+
+    images (N, C, t, t) float32; masks and valid (N, t, t) bool (valid = inside the image, not pad);
+    pattern, intensity (N,) int; image_ids, patient_ids (N,) str.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    valid: np.ndarray
+    pattern: np.ndarray
+    intensity: np.ndarray
+    image_ids: np.ndarray
+    patient_ids: np.ndarray
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+@dataclass(frozen=True)
+class DataSelection:
+    """A dataset folder and the patients to use from it (None = all)."""
+
+    root: Path
+    patients: frozenset[str] | None
+    origin: str
+
+
+def patient_key(value: object) -> str:
+    """'00012', 12, ' 12 ' -> '12': patient ids compared without padding."""
+    text = str(value).strip()
+    return (text.lstrip("0") or "0") if text.isdigit() else text
+
+
+def _first(data: dict[str, Any], keys: Sequence[str]) -> Any:
+    return next((data[k] for k in keys if data.get(k) not in (None, "", [])), None)
+
+
+def resolve_selection(
+    flag: Path | None, flag_name: str, checkpoint_data: dict[str, Any], patient_keys: Sequence[str], ckpt: Path
+) -> DataSelection:
+    """The folder given by `flag`, else the checkpoint's dataset restricted to its fold's patients."""
+    if flag is not None:
+        return DataSelection(Path(flag), None, flag_name)
+    data = checkpoint_data if isinstance(checkpoint_data, dict) else {}
+    root, patients = _first(data, ROOT_KEYS), _first(data, patient_keys)
+    if root is None or patients is None or not Path(str(root)).is_dir():
+        where = f"records dataset {root} which is not here" if root and not Path(str(root)).is_dir() else (
+            "records no dataset and fold patients"
+        )
+        raise ConfigError(f"{ckpt}: checkpoint {where}; pass {flag_name} DATA_DIR")
+    keys = frozenset(patient_key(p) for p in patients)
+    return DataSelection(Path(str(root)), keys, f"{patient_keys[0]} of {ckpt.name}")
+
+
+def load_records(selection: DataSelection) -> list[Any]:
+    """The dataset's image records, restricted to the selected patients; DataError if none."""
+    from hep2edge.data.manifest import load_dataset
+
+    if not selection.root.is_dir():
+        raise DataError(f"{selection.root}: no such dataset folder ({selection.origin})")
+    dataset = load_dataset(selection.root)
+    records = list(dataset.records)
+    if selection.patients is not None:
+        records = [r for r in records if patient_key(r.patient) in selection.patients]
+    if not records:
+        raise DataError(f"{selection.root}: no images for {selection.origin}")
+    return records
+
+
+def spread_over_patients(records: Sequence[Any], count: int, seed: int) -> list[Any]:
+    """Up to `count` records taken round-robin over shuffled patients (seeded), so all patients appear."""
+    rng = np.random.default_rng(seed)
+    by_patient: dict[str, list[Any]] = {}
+    for record in records:
+        by_patient.setdefault(patient_key(record.patient), []).append(record)
+    queues = [by_patient[k] for k in sorted(by_patient)]
+    for queue in queues:
+        rng.shuffle(queue)  # type: ignore[arg-type]
+    order = rng.permutation(len(queues))
+    chosen: list[Any] = []
+    while len(chosen) < count and any(queues):
+        for index in order:
+            if queues[index] and len(chosen) < count:
+                chosen.append(queues[index].pop())
+    return chosen
+
+
+def _image_path(root: Path, value: object) -> Path:
+    path = Path(str(value))
+    return path if path.is_absolute() or path.exists() else root / path
+
+
+def _read_tiles(root: Path, record: Any, contract: ModelContract) -> tuple[np.ndarray, TileGrid, np.ndarray]:
+    """Raw (n, t, t) tiles of one image, its grid, and its (n, C, t, t) normalised network input."""
+    image = read_image(_image_path(root, record.image), contract.channel_policy)
+    grid = tile_grid(image.shape[0], image.shape[1], contract.tile)
+    raw = extract_tiles(image, grid)
+    inputs = normalize_tiles(raw, contract.normalization)
+    if inputs.shape[1] != contract.channels:
+        raise DataError(
+            f"{record.image}: gives {inputs.shape[1]} channel(s), the model takes {contract.channels}"
+        )
+    return raw, grid, inputs
+
+
+def calibration_tiles(selection: DataSelection, contract: ModelContract, count: int, seed: int) -> np.ndarray:
+    """(count, C, t, t) float32 tiles from up to `count` distinct images, spread over patients."""
+    records = spread_over_patients(load_records(selection), count, seed)
+    rng = np.random.default_rng(seed + 1)
+    per_image = math.ceil(count / len(records))
+    picked: list[np.ndarray] = []
+    for record in records:
+        _, _, inputs = _read_tiles(selection.root, record, contract)
+        picked.extend(inputs[rng.permutation(len(inputs))[:per_image]])
+    order = rng.permutation(len(picked))[:count]
+    return np.ascontiguousarray(np.stack([picked[i] for i in sorted(order)]).astype(np.float32))
+
+
+def _valid_tiles(grid: TileGrid) -> np.ndarray:
+    valid = np.zeros((len(grid), grid.tile, grid.tile), dtype=bool)
+    for index in range(len(grid)):
+        h, w = grid.valid_size(index)
+        valid[index, :h, :w] = True
+    return valid
+
+
+def verification_tiles(selection: DataSelection, contract: ModelContract, images: int, seed: int) -> TileSet:
+    """Every tile of up to `images` held-out images (spread over patients) with masks and labels."""
+    records = spread_over_patients(load_records(selection), images, seed)
+    parts: list[tuple[np.ndarray, ...]] = []
+    for record in records:
+        _, grid, inputs = _read_tiles(selection.root, record, contract)
+        if getattr(record, "mask", None) is None:
+            raise DataError(f"{record.image}: has no mask; verification needs masked images ({selection.origin})")
+        mask = read_mask(_image_path(selection.root, record.mask))
+        if mask.shape != (grid.height, grid.width):
+            raise DataError(f"{record.mask}: mask is {mask.shape}, image is {(grid.height, grid.width)}")
+        n = len(grid)
+        parts.append((
+            inputs, extract_tiles(mask, grid), _valid_tiles(grid),
+            np.full(n, int(record.pattern)), np.full(n, int(record.intensity)),
+            np.full(n, str(record.image)), np.full(n, patient_key(record.patient)),
+        ))
+    inputs, masks, valid, pattern, intensity, image_ids, patient_ids = (np.concatenate(c) for c in zip(*parts))
+    return TileSet(inputs, masks, valid, pattern, intensity, image_ids, patient_ids,
+                   source=f"{len(records)} images of {selection.root} ({selection.origin})")
+

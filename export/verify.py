@@ -1,0 +1,83 @@
+"""Compare each precision's ONNX file under ONNX Runtime with PyTorch fp32 on held-out tiles.
+
+Output differences (max / mean abs, relative error) and task metrics (patch-level Dice, pattern and
+intensity accuracy, with image level kept for the report) computed with hep2edge.metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hep2edge.export.onnx_export import OUTPUT_NAMES
+from hep2edge.export.tiles import TileSet
+from hep2edge.metrics import PatchPredictions, evaluate_levels, segmentation_counts
+
+Outputs = dict[str, np.ndarray]
+TASK_METRICS = ("dice", "pattern_accuracy", "intensity_accuracy")
+
+
+def torch_outputs(model: Any, images: np.ndarray, batch: int = 8) -> Outputs:
+    """PyTorch fp32 probabilities ((N,1,t,t), (N,7), (N,1)) through the same heads as the ONNX graph."""
+    import torch
+
+    from hep2edge.export.onnx_export import ProbabilityHeads
+
+    wrapper = ProbabilityHeads(model).eval()
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
+    with torch.inference_mode():
+        for start in range(0, len(images), batch):
+            outputs = wrapper(torch.from_numpy(np.ascontiguousarray(images[start : start + batch])))
+            for name, value in zip(OUTPUT_NAMES, outputs):
+                chunks[name].append(value.float().numpy())
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def onnx_outputs(path: Path, images: np.ndarray, batch: int = 8) -> Outputs:
+    from hep2edge.export.onnx_graph import run_onnx
+
+    return run_onnx(Path(path), images, batch)
+
+
+@dataclass(frozen=True)
+class OutputDiff:
+    max_abs_diff: float
+    mean_abs_diff: float
+    rel_error: float  # max abs diff / max abs reference value
+
+
+def output_diffs(reference: Outputs, candidate: Outputs) -> dict[str, OutputDiff]:
+    """Per output: max and mean absolute difference and the relative error against `reference`."""
+    diffs: dict[str, OutputDiff] = {}
+    for name in OUTPUT_NAMES:
+        ref, out = reference[name].astype(np.float64), candidate[name].astype(np.float64)
+        if ref.shape != out.shape:
+            raise ValueError(f"output '{name}' has shape {out.shape}, PyTorch gives {ref.shape}")
+        delta = np.abs(ref - out)
+        scale = max(float(np.abs(ref).max()), 1e-12)
+        diffs[name] = OutputDiff(float(delta.max()), float(delta.mean()), float(delta.max()) / scale)
+    return diffs
+
+
+def predictions(outputs: Outputs, tiles: TileSet, threshold: float) -> PatchPredictions:
+    """Per-tile predictions against the ground truth; pixels in the pad are never foreground."""
+    mask = (outputs["mask"][:, 0] >= threshold) & tiles.valid
+    counts = segmentation_counts(mask, tiles.masks & tiles.valid)
+    return PatchPredictions(
+        image_ids=tiles.image_ids,
+        patient_ids=tiles.patient_ids,
+        pattern_true=tiles.pattern,
+        pattern_prob=outputs["pattern"].astype(np.float64),
+        intensity_true=tiles.intensity,
+        intensity_prob=outputs["intensity"][:, 0].astype(np.float64),
+        seg_counts=counts,
+    )
+
+
+def task_metrics(outputs: Outputs, tiles: TileSet, threshold: float) -> dict[str, dict[str, float]]:
+    """{'patch': {...}, 'image': {...}} scalar metrics of one set of outputs."""
+    levels = evaluate_levels(predictions(outputs, tiles, threshold))
+    return {"patch": levels["patch"], "image": levels["image"]}

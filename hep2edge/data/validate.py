@@ -1,0 +1,132 @@
+"""Validate a dataset: collect every problem (up to a limit), each with its file and line, and summarise it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hep2edge.data.manifest import (
+    Dataset,
+    ImageRecord,
+    Problem,
+    _rel,
+    find_manifest,
+    parse_manifest,
+    structural_problems,
+)
+from hep2edge.errors import DataError, ImageReadError
+from hep2edge.imageio import read_image, read_mask
+
+__all__ = ["Problem", "ValidationReport", "validate_dataset"]
+
+
+@dataclass
+class ValidationReport:
+    """The outcome of `validate_dataset`: the problems found and the records that parsed."""
+
+    root: Path
+    manifest: Path | None
+    records: tuple[ImageRecord, ...] = ()
+    problems: list[Problem] = field(default_factory=list)
+    truncated: bool = False
+    max_problems: int = 50
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, problem: Problem) -> bool:
+        """Record a problem; False once the limit is reached (the caller may stop looking)."""
+        if len(self.problems) >= self.max_problems:
+            self.truncated = True
+            return False
+        self.problems.append(problem)
+        return True
+
+    @property
+    def full(self) -> bool:
+        return len(self.problems) >= self.max_problems
+
+    def dataset(self) -> Dataset:
+        if self.manifest is None or not self.ok:
+            raise DataError(f"{self.root}: dataset has {len(self.problems)} problem(s)")
+        return Dataset(self.root, self.manifest, self.records)
+
+    def summary(self) -> dict[str, Any]:
+        """Patients, images, and per pattern / intensity name the number of patients and images."""
+        data = Dataset(self.root, self.manifest or self.root, self.records)
+        patterns_p, patterns_i = data.pattern_counts("patient"), data.pattern_counts("image")
+        inten_p, inten_i = data.intensity_counts("patient"), data.intensity_counts("image")
+        return {
+            "root": str(self.root),
+            "manifest": str(self.manifest) if self.manifest else None,
+            "patients": len(data.patients()),
+            "images": len(self.records),
+            "patterns": {k: {"patients": patterns_p[k], "images": patterns_i[k]} for k in patterns_p},
+            "intensities": {k: {"patients": inten_p[k], "images": inten_i[k]} for k in inten_p},
+            "problems": len(self.problems),
+            "truncated": self.truncated,
+        }
+
+    def lines(self) -> list[str]:
+        """Every problem as `file:line: message`."""
+        out = [str(p) for p in self.problems]
+        if self.truncated:
+            out.append(f"... stopped after {self.max_problems} problems (raise --max-problems to see more)")
+        return out
+
+
+def _check_images(report: ValidationReport, records: list[ImageRecord], where: str, skip: set[int]) -> None:
+    """Decode every image and mask; report unreadable files and mask sizes that differ from the image."""
+    for r in records:
+        if report.full:
+            report.truncated = True
+            return
+        if r.line in skip or not r.image.is_file():
+            continue
+        try:
+            shape = read_image(r.image).shape
+        except ImageReadError as exc:
+            report.add(Problem(where, r.line, f"image {exc}"))
+            continue
+        if r.mask is None or not r.mask.is_file():
+            continue
+        try:
+            mask_shape = read_mask(r.mask).shape
+        except ImageReadError as exc:
+            report.add(Problem(where, r.line, f"mask {exc}"))
+            continue
+        if mask_shape != shape:
+            report.add(Problem(where, r.line, f"mask {_rel(r.mask, report.root)} is {mask_shape[1]} x {mask_shape[0]} "
+                               f"but its image is {shape[1]} x {shape[0]} (W x H)"))
+
+
+def validate_dataset(
+    root: Path | str, manifest: Path | str | None = None, max_problems: int = 50, check_images: bool = True
+) -> ValidationReport:
+    """Check a dataset folder and return every problem found (up to `max_problems`) with a summary."""
+    root = Path(root)
+    report = ValidationReport(root=root, manifest=None, max_problems=max(1, max_problems))
+    try:
+        report.manifest = find_manifest(root, manifest)
+        records, row_problems = parse_manifest(root, report.manifest)
+    except DataError as exc:
+        text = str(exc)
+        file, _, message = text.partition(": ")
+        report.add(Problem(file, None, message or text))
+        return report
+    where = str(report.manifest)
+    unique: dict[Path, ImageRecord] = {}
+    for record in records:
+        unique.setdefault(record.image, record)
+    report.records = tuple(unique.values())
+    structural = structural_problems(records, where, root)
+    for problem in sorted(row_problems + structural, key=lambda p: p.line or 0):
+        report.add(problem)
+    if check_images and not report.full:
+        duplicates = {p.line for p in structural if p.message.startswith("duplicate") and p.line}
+        _check_images(report, records, where, duplicates)
+    if not records and not report.problems:
+        report.add(Problem(where, None, "manifest has no image rows"))
+    return report

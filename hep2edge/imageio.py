@@ -1,0 +1,294 @@
+"""Reading and writing microscope images: 8/16-bit gray, RGB(A), TIFF/PNG/JPEG, with a channel policy.
+
+Every failure raises ImageReadError("<path>: <problem>"); no cv2/tifffile exception escapes.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tifffile
+
+from hep2edge.atomic import atomic_write_bytes
+from hep2edge.errors import ImageReadError
+from hep2edge.registry import Registry
+
+MAX_PIXELS = 100_000_000
+SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+
+ChannelPolicy = Callable[[np.ndarray], np.ndarray]
+CHANNEL_POLICIES: Registry[ChannelPolicy] = Registry("channel policy")
+
+
+@CHANNEL_POLICIES.register("luminance")
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 weights (0.299 R + 0.587 G + 0.114 B), dtype kept."""
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+@CHANNEL_POLICIES.register("red")
+def _red(rgb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(rgb[..., 0])
+
+
+@CHANNEL_POLICIES.register("green")
+def _green(rgb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(rgb[..., 1])
+
+
+@CHANNEL_POLICIES.register("blue")
+def _blue(rgb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(rgb[..., 2])
+
+
+@CHANNEL_POLICIES.register("max")
+def _max(rgb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(rgb.max(axis=-1))
+
+
+def channel_policy_names() -> list[str]:
+    return CHANNEL_POLICIES.names()
+
+
+# ---------------------------------------------------------------------------------------------- format sniffing
+
+
+def _sniff(head: bytes) -> str:
+    """'tiff', 'png', 'jpeg' or 'other' from the first bytes of a file."""
+    if head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+        return "tiff"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    return "other"
+
+
+def _fail(path: Path, problem: str) -> ImageReadError:
+    return ImageReadError(f"{path}: {problem}")
+
+
+def _open_checked(path: Path) -> bytes:
+    """The file's bytes; raises for missing, folder, unreadable or zero-byte files."""
+    if not path.exists():
+        raise _fail(path, "file not found")
+    if path.is_dir():
+        raise _fail(path, "is a folder, not an image")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _fail(path, f"cannot read ({exc.strerror or exc})") from exc
+    if not data:
+        raise _fail(path, "empty file (0 bytes)")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------- header sizes
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return int(height), int(width)
+
+
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    pos = 2
+    while pos + 9 < len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        if marker in _SOF_MARKERS:
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return int(height), int(width)
+        pos += 2 + length
+    return None
+
+
+def _tiff_page(tif: tifffile.TiffFile) -> tifffile.TiffPage:
+    page = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
+    return page  # type: ignore[return-value]
+
+
+def _tiff_size(page: tifffile.TiffPage) -> tuple[int, int]:
+    return int(page.imagelength), int(page.imagewidth)
+
+
+def image_size(path: Path | str) -> tuple[int, int]:
+    """(H, W) read from the header when possible (PNG, JPEG, TIFF), else by decoding."""
+    path = Path(path)
+    data = _open_checked(path)
+    kind = _sniff(data[:8])
+    size: tuple[int, int] | None = None
+    if kind == "png":
+        size = _png_size(data)
+    elif kind == "jpeg":
+        size = _jpeg_size(data)
+    elif kind == "tiff":
+        try:
+            with tifffile.TiffFile(io.BytesIO(data)) as tif:
+                size = _tiff_size(_tiff_page(tif))
+        except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds
+            raise _fail(path, f"corrupt TIFF ({_short(exc)})") from exc
+    if size is None:
+        shape = read_image(path).shape
+        size = (int(shape[0]), int(shape[1]))
+    return size
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
+
+
+def _check_pixels(path: Path, size: tuple[int, int] | None, max_pixels: int) -> None:
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise _fail(path, f"image is {size[1]} x {size[0]} pixels, over the limit of {max_pixels:,} pixels")
+
+
+def _decode_tiff(path: Path, data: bytes, max_pixels: int) -> np.ndarray:
+    """First page of a TIFF as (H, W) or (H, W, C), samples last, colour order RGB."""
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = _tiff_page(tif)
+            _check_pixels(path, _tiff_size(page), max_pixels)
+            if page.bitspersample == 1:
+                raise _fail(path, "unsupported bit depth (1-bit bilevel TIFF)")
+            ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts) if c]
+            if ends and max(ends) > len(data):
+                raise _fail(path, f"truncated TIFF (pixel data needs {max(ends):,} bytes, file has {len(data):,})")
+            array = page.asarray()
+            axes = str(getattr(page, "axes", ""))
+    except ImageReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds
+        raise _fail(path, f"corrupt or unsupported TIFF ({_short(exc)})") from exc
+    if array.ndim == 3 and axes.startswith("S") and array.shape[0] <= 4 < array.shape[2]:
+        array = np.moveaxis(array, 0, -1)
+    return array
+
+
+def _decode_cv2(path: Path, data: bytes, kind: str, max_pixels: int) -> np.ndarray:
+    """PNG/JPEG/other via OpenCV, converted from BGR(A) to RGB(A)."""
+    if kind == "png":
+        _check_pixels(path, _png_size(data), max_pixels)
+        if b"IEND" not in data[-16:]:
+            raise _fail(path, "truncated PNG (no IEND chunk at the end)")
+    elif kind == "jpeg":
+        _check_pixels(path, _jpeg_size(data), max_pixels)
+        if b"\xff\xd9" not in data[-64:]:
+            raise _fail(path, "truncated JPEG (no end-of-image marker)")
+    try:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise _fail(path, f"cannot decode ({_short(exc)})") from exc
+    if array is None:
+        what = {"png": "corrupt PNG", "jpeg": "corrupt JPEG"}.get(kind, "not an image (unknown format)")
+        raise _fail(path, what)
+    if array.ndim == 3 and array.shape[2] == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    elif array.ndim == 3 and array.shape[2] == 4:
+        array = cv2.cvtColor(array, cv2.COLOR_BGRA2RGBA)
+    return array
+
+
+def _to_gray(path: Path, array: np.ndarray, policy: ChannelPolicy) -> np.ndarray:
+    """(H, W) / (H, W, 1|2|3|4) -> (H, W): alpha dropped, colour reduced by the policy."""
+    if array.dtype not in SUPPORTED_DTYPES:
+        bits = array.dtype.itemsize * 8
+        kind = {"f": "float", "i": "signed integer", "b": "1-bit"}.get(array.dtype.kind, "")
+        raise _fail(path, f"unsupported pixel type {bits}-bit {kind or array.dtype.name} (need 8- or 16-bit unsigned)")
+    if array.ndim == 2:
+        return array
+    if array.ndim != 3:
+        raise _fail(path, f"unsupported image shape {array.shape} (need H x W or H x W x C)")
+    channels = array.shape[2]
+    if channels in (1, 2):  # gray, gray + alpha
+        return np.ascontiguousarray(array[..., 0])
+    if channels in (3, 4):
+        return policy(array[..., :3])
+    raise _fail(path, f"unsupported number of channels ({channels})")
+
+
+def read_image(path: Path | str, channel_policy: str = "luminance", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read one image as (H, W) uint8 or uint16 gray; colour is reduced by `channel_policy`.
+
+    TIFF: first page. RGBA: alpha dropped. Raises ImageReadError("<path>: <problem>") on any failure.
+    """
+    path = Path(path)
+    policy = CHANNEL_POLICIES.get(channel_policy)
+    data = _open_checked(path)
+    kind = _sniff(data[:8])
+    array = _decode_tiff(path, data, max_pixels) if kind == "tiff" else _decode_cv2(path, data, kind, max_pixels)
+    _check_pixels(path, (int(array.shape[0]), int(array.shape[1])) if array.ndim >= 2 else None, max_pixels)
+    if array.ndim < 2 or 0 in array.shape[:2]:
+        raise _fail(path, f"image has no pixels (shape {array.shape})")
+    return _to_gray(path, array, policy)
+
+
+def read_mask(path: Path | str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read a mask as (H, W) bool: any nonzero channel is foreground."""
+    return read_image(path, "max", max_pixels) != 0
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def _check_writable(array: np.ndarray) -> np.ndarray:
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    if array.dtype not in SUPPORTED_DTYPES or array.ndim not in (2, 3):
+        raise ValueError(f"can only write (H, W[, C]) uint8/uint16 images, got {array.dtype} {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of an (H, W) gray or (H, W, 3|4) RGB(A) uint8/uint16 array (bool -> 0/255)."""
+    array = _check_writable(array)
+    if array.ndim == 3 and array.shape[2] == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    elif array.ndim == 3 and array.shape[2] == 4:
+        array = cv2.cvtColor(array, cv2.COLOR_RGBA2BGRA)
+    ok, buffer = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:  # pragma: no cover - cv2 only fails on unsupported arrays, checked above
+        raise ValueError("PNG encoding failed")
+    return buffer.tobytes()
+
+
+def encode_tiff(array: np.ndarray) -> bytes:
+    """Uncompressed TIFF bytes of an (H, W) or (H, W, C) uint8/uint16 array (bool -> 0/255)."""
+    array = _check_writable(array)
+    buffer = io.BytesIO()
+    photometric = "minisblack" if array.ndim == 2 else "rgb"
+    tifffile.imwrite(buffer, array, photometric=photometric)
+    return buffer.getvalue()
+
+
+def write_image_png(path: Path | str, array: np.ndarray) -> Path:
+    """Write an image as PNG, atomically."""
+    path = Path(path)
+    atomic_write_bytes(path, encode_png(array))
+    return path
+
+
+def write_image_tiff(path: Path | str, array: np.ndarray) -> Path:
+    """Write an image as uncompressed TIFF, atomically."""
+    path = Path(path)
+    atomic_write_bytes(path, encode_tiff(array))
+    return path

@@ -1,0 +1,160 @@
+"""The one backend interface (Polygraphy's runner shape) and the contract checks every backend shares.
+
+A backend turns an (N, C, t, t) float32 batch of normalised tiles into the model's three outputs,
+already activated: mask (N, 1, t, t) probability, pattern (N, 7) probabilities, intensity (N, 1) P(positive).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from hep2edge.contract import OUTPUTS, ModelContract
+from hep2edge.errors import ConfigError, ContractError
+
+DEFAULT_MAX_BATCH = 32
+OUTPUT_NAMES: tuple[str, ...] = tuple(OUTPUTS)
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """How to open a model: the file, the largest batch of tiles per call, the device preference."""
+
+    model: Path
+    max_batch: int = DEFAULT_MAX_BATCH
+    device: str = "auto"  # auto | cpu | cuda
+    cuda_graph: bool = False  # TensorRT only: replay one captured graph for full fixed-size batches
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ConfigError(f"max batch must be at least 1, got {self.max_batch}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"unknown device '{self.device}'; valid: auto, cpu, cuda")
+
+
+def gpu_present() -> bool:
+    """A CUDA device node exists (desktop driver or Jetson), checked without importing any CUDA library."""
+    return any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/nvhost-ctrl", "/dev/nvgpu"))
+
+
+class Backend(ABC):
+    """Runs one model. Use as a context manager: `with backend: backend.infer(batch)`."""
+
+    name: str = "backend"
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+        self._contract: ModelContract | None = None
+        self._max_batch = config.max_batch
+        self.active = False
+
+    @property
+    def contract(self) -> ModelContract:
+        if self._contract is None:
+            raise RuntimeError(f"{self.name} backend: activate() before reading the contract")
+        return self._contract
+
+    @property
+    def max_batch(self) -> int:
+        """Largest number of tiles one `infer` call accepts."""
+        return self._max_batch
+
+    @property
+    def precision(self) -> str:
+        return self.contract.precision
+
+    def describe(self) -> str:
+        """One line naming the backend, the model file and where it runs."""
+        return f"{self.name} on {self.device_name()} ({self.config.model.name}, {self.precision})"
+
+    def device_name(self) -> str:
+        return "cpu"
+
+    def activate(self) -> None:
+        """Load the model and check its contract; idempotent."""
+        if not self.active:
+            self._contract = self._load()
+            self.active = True
+
+    def deactivate(self) -> None:
+        if self.active:
+            self._release()
+            self.active = False
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """(N, C, t, t) float32, N <= max_batch -> {"mask", "pattern", "intensity"} float32 arrays."""
+        if not self.active:
+            raise RuntimeError(f"{self.name} backend: activate() before infer()")
+        check_batch(batch, self.contract, self.max_batch)
+        outputs = self._infer(np.ascontiguousarray(batch, dtype=np.float32))
+        return check_outputs(outputs, len(batch), self.contract)
+
+    @abstractmethod
+    def _load(self) -> ModelContract: ...
+
+    @abstractmethod
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def _release(self) -> None:
+        """Free what `_load` allocated."""
+
+    def __enter__(self) -> Backend:
+        self.activate()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.deactivate()
+
+
+def check_batch(batch: np.ndarray, contract: ModelContract, max_batch: int) -> None:
+    expected = (contract.channels, contract.tile, contract.tile)
+    if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
+        raise ValueError(f"batch must be (N, {', '.join(map(str, expected))}), got {batch.shape}")
+    if not 1 <= len(batch) <= max_batch:
+        raise ValueError(f"batch of {len(batch)} tiles; this backend takes 1 to {max_batch}")
+
+
+def check_outputs(outputs: dict[str, np.ndarray], n: int, contract: ModelContract) -> dict[str, np.ndarray]:
+    t = contract.tile
+    shapes = {"mask": (n, 1, t, t), "pattern": (n, len(contract.patterns)), "intensity": (n, 1)}
+    checked: dict[str, np.ndarray] = {}
+    for name, shape in shapes.items():
+        value = np.asarray(outputs[name], dtype=np.float32)
+        if value.shape != shape:
+            raise ContractError(f"model output '{name}' is {value.shape}, the contract says {shape}")
+        checked[name] = value
+    return checked
+
+
+def check_io(
+    contract: ModelContract,
+    source: str,
+    input_names: Sequence[str],
+    input_shape: Sequence[object],
+    output_names: Sequence[str],
+) -> None:
+    """Refuse a model whose inputs/outputs disagree with its contract (a static dim must match)."""
+    fix = "re-export it with `hep2edge export`"
+    if list(input_names) != [contract.input_name]:
+        raise ContractError(f"{source}: inputs {list(input_names)}, contract says ['{contract.input_name}']; {fix}")
+    missing = [name for name in OUTPUT_NAMES if name not in output_names]
+    if missing:
+        raise ContractError(f"{source}: outputs {list(output_names)} lack {missing}; {fix}")
+    expected = (None, contract.channels, contract.tile, contract.tile)
+    if len(input_shape) != 4:
+        raise ContractError(f"{source}: input has shape {list(input_shape)}, expected 4 dims (NCHW); {fix}")
+    for axis, (dim, want) in enumerate(zip(input_shape, expected)):
+        if want is not None and isinstance(dim, int) and dim > 0 and dim != want:
+            raise ContractError(
+                f"{source}: input dim {axis} is {dim} but the contract says {want} "
+                f"(channels {contract.channels}, tile {contract.tile}); {fix}"
+            )
+

@@ -1,0 +1,119 @@
+"""Resolve `--backend auto` and `--model` (a file, an export folder, or nothing = newest `runs/export/<n>`).
+
+Preference in an export folder: a TensorRT engine whose sidecar matches this GPU and TensorRT, else the
+fp16 ONNX where a GPU runs ONNX Runtime's CUDA provider, else the fp32 ONNX (fp16/int8 graphs are slower
+than fp32 on a CPU). Every choice comes with the reason, which the CLI prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hep2edge.errors import ConfigError, Hep2EdgeError
+from hep2edge.runtime.backends import BACKENDS, is_available
+from hep2edge.runtime.backends.base import gpu_present
+from hep2edge.workspace import newest_run_dir
+
+ENGINE_SUFFIXES = (".engine", ".plan")
+ONNX_SUFFIXES = (".onnx",)
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+PRECISION_ORDER = ("fp16", "fp32", "int8")
+
+
+@dataclass(frozen=True)
+class Selection:
+    backend: str
+    model: Path
+    reason: str
+
+
+def backend_for_file(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in ENGINE_SUFFIXES:
+        return "tensorrt"
+    if suffix in ONNX_SUFFIXES:
+        return "onnxruntime"
+    if suffix in CHECKPOINT_SUFFIXES:
+        return "torch"
+    raise ConfigError(
+        f"{path}: cannot tell the backend from '{suffix}'; use .engine, .onnx or .pt, or pass --backend"
+    )
+
+
+def _precision_of(path: Path) -> str:
+    """`model.fp16.onnx` -> fp16; `model.onnx` -> fp32."""
+    parts = path.name.split(".")
+    return parts[-2] if len(parts) >= 3 and parts[-2] in PRECISION_ORDER else "fp32"
+
+
+def _by_precision(files: list[Path], order: tuple[str, ...]) -> list[Path]:
+    rank = {p: i for i, p in enumerate(order)}
+    return sorted((f for f in files if _precision_of(f) in rank), key=lambda f: rank[_precision_of(f)])
+
+
+def _engine_for_this_gpu(folder: Path) -> tuple[Path | None, str]:
+    engines = _by_precision([p for p in folder.iterdir() if p.suffix in ENGINE_SUFFIXES], PRECISION_ORDER)
+    if not engines:
+        return None, "no TensorRT engine in the folder"
+    if not is_available("tensorrt"):
+        return None, f"{engines[0].name} skipped: TensorRT/pycuda/GPU not available here"
+    from hep2edge.runtime.backends.engine_sidecar import read_sidecar
+    from hep2edge.runtime.backends.tensorrt_backend import current_gpu, import_pycuda, import_tensorrt
+
+    gpu = current_gpu(import_pycuda())
+    version = import_tensorrt().__version__
+    notes = []
+    for engine in engines:
+        try:
+            why = read_sidecar(engine).mismatch(version, *gpu)
+        except Hep2EdgeError as exc:
+            why = str(exc)
+        if why is None:
+            return engine, f"engine built for this GPU ({gpu[0]})"
+        notes.append(f"{engine.name}: {why}")
+    return None, "; ".join(notes)
+
+
+def _pick_in_folder(folder: Path, backend: str) -> Selection:
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    if backend in ("auto", "tensorrt"):
+        engine, note = _engine_for_this_gpu(folder)
+        if engine is not None:
+            return Selection("tensorrt", engine, note)
+        if backend == "tensorrt":
+            raise ConfigError(f"{folder}: no usable engine ({note}); build one with `hep2edge build-engine`")
+    if backend in ("auto", "onnxruntime"):
+        order = ("fp16", "fp32", "int8") if gpu_present() else ("fp32", "fp16", "int8")
+        onnx = _by_precision([p for p in files if p.suffix in ONNX_SUFFIXES], order)
+        if onnx:
+            where = "a GPU is present" if gpu_present() else "no GPU: fp32 is fastest on a CPU"
+            prefix = f"{note}; " if backend == "auto" else ""
+            return Selection("onnxruntime", onnx[0], f"{prefix}{onnx[0].name} ({where})")
+    checkpoints = [p for p in files if p.suffix in CHECKPOINT_SUFFIXES]
+    if backend in ("auto", "torch") and checkpoints:
+        return Selection("torch", checkpoints[0], f"checkpoint {checkpoints[0].name}")
+    raise ConfigError(f"{folder}: no model file for backend '{backend}' (expected .engine, .onnx or .pt)")
+
+
+def select_model(model: Path | None, backend: str = "auto") -> Selection:
+    """Resolve the backend name and model file, with a one-line reason."""
+    if backend != "auto":
+        BACKENDS.get(backend)  # unknown names fail here, listing the valid ones
+    if model is None:
+        newest = newest_run_dir("export")
+        if newest is None:
+            raise ConfigError("no model given and no runs/export/<n> found: pass --model FILE or run `hep2edge export`")
+        chosen = _pick_in_folder(newest, backend)
+        return Selection(chosen.backend, chosen.model, f"newest export {newest}: {chosen.reason}")
+    if model.is_dir():
+        return _pick_in_folder(model, backend)
+    if not model.is_file():
+        raise ConfigError(f"{model}: no such model file or folder")
+    if backend != "auto":
+        return Selection(backend, model, "as requested")
+    chosen = backend_for_file(model)
+    if not is_available(chosen):
+        extra = {"tensorrt": "tensorrt", "onnxruntime": "onnx", "torch": "train"}[chosen]
+        raise ConfigError(f"{model}: needs the {chosen} backend, not installed here: pip install 'hep2edge[{extra}]'")
+    return Selection(chosen, model, f"{model.suffix} file")

@@ -1,0 +1,237 @@
+"""TensorRT 10 backend: a serialized engine run with pycuda buffers, tensors bound by name.
+
+The engine's sidecar JSON (contract + TensorRT version + GPU) is checked against the running TensorRT and
+GPU before deserialising. Pinned host and device buffers are sized for `max_batch`, addresses are bound
+once with `set_tensor_address`, and each call is H2D -> `execute_async_v3` -> D2H on one stream.
+With `cuda_graph`, full batches replay one captured CUDA graph (needs `cuda.bindings`).
+TensorRT and pycuda are imported in `activate()`, so this module imports anywhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hep2edge.contract import ModelContract
+from hep2edge.errors import ConfigError, ContractError, MissingExtraError
+from hep2edge.runtime.backends.base import OUTPUT_NAMES, Backend, check_io
+from hep2edge.runtime.backends.engine_sidecar import read_sidecar
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+log = logging.getLogger(__name__)
+
+
+def import_tensorrt() -> ModuleType:
+    """The real TensorRT module (not the stubs-only namespace package) or MissingExtraError."""
+    try:
+        module = importlib.import_module("tensorrt")
+    except ImportError as exc:
+        raise MissingExtraError("tensorrt", "tensorrt") from exc
+    if not hasattr(module, "Runtime"):  # tensorrt-stubs alone installs an importable namespace package
+        raise MissingExtraError("tensorrt", "tensorrt")
+    return module
+
+
+def import_pycuda() -> ModuleType:
+    """pycuda.driver with the device's primary context made current (shared with torch if it runs too)."""
+    try:
+        importlib.import_module("pycuda.autoprimaryctx")
+        return importlib.import_module("pycuda.driver")
+    except ImportError as exc:
+        raise MissingExtraError("pycuda", "gpu") from exc
+
+
+def tensorrt_available() -> bool:
+    try:
+        import_tensorrt()
+        import_pycuda()
+    except (MissingExtraError, Exception):  # pycuda raises its own errors when there is no GPU
+        return False
+    return True
+
+
+def current_gpu(cuda: ModuleType) -> tuple[str, str]:
+    """(name, 'major.minor') of the device whose context is current."""
+    device = cuda.Context.get_device()
+    major, minor = device.compute_capability()
+    return str(device.name()), f"{major}.{minor}"
+
+
+@dataclass
+class Binding:
+    """One I/O tensor: its name, pinned host array and device allocation, both sized for max batch."""
+
+    name: str
+    host: np.ndarray
+    device: Any  # pycuda.driver.DeviceAllocation
+
+
+class TensorRTBackend(Backend):
+    """Runs a `model.<precision>.engine` built by `hep2edge build-engine` for this GPU."""
+
+    name = "tensorrt"
+    _trt: ModuleType | None = None
+    _cuda: ModuleType | None = None
+    _engine: trt.ICudaEngine | None = None
+    _context: trt.IExecutionContext | None = None
+    _stream: Any = None
+    _bindings: dict[str, Binding] | None = None
+    _graph_exec: Any = None
+    _gpu = ("", "")
+
+    # --- loading -----------------------------------------------------------------------------------------
+    def _load(self) -> ModelContract:
+        path = self.config.model
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such engine file")
+        if self.config.device == "cpu":
+            raise ConfigError("the tensorrt backend runs on a GPU only; use --backend onnxruntime for --device cpu")
+        sidecar = read_sidecar(path)
+        trt_mod, cuda = import_tensorrt(), import_pycuda()
+        self._trt, self._cuda = trt_mod, cuda
+        self._gpu = current_gpu(cuda)
+        why = sidecar.mismatch(trt_mod.__version__, *self._gpu)
+        if why:
+            raise ContractError(f"{path}: stale engine ({why}); rebuild it here with `hep2edge build-engine`")
+        self._engine = self._deserialize(path.read_bytes(), str(path))
+        self._context = self._engine.create_execution_context()
+        inputs, outputs = self._io_names()
+        check_io(sidecar.contract, str(path), inputs, self._input_shape(inputs[0]), outputs)
+        self._max_batch = self._fit_max_batch(inputs[0])
+        self._stream = cuda.Stream()
+        self._bindings = self._allocate(inputs + outputs)
+        return sidecar.contract
+
+    def _deserialize(self, plan: bytes, source: str) -> trt.ICudaEngine:
+        assert self._trt is not None
+        logger = self._trt.Logger(self._trt.Logger.WARNING)
+        self._runtime = self._trt.Runtime(logger)
+        engine = self._runtime.deserialize_cuda_engine(plan)
+        if engine is None:
+            raise ContractError(f"{source}: TensorRT could not deserialize this engine; rebuild it on this machine")
+        return engine
+
+    def _io_names(self) -> tuple[list[str], list[str]]:
+        assert self._engine is not None and self._trt is not None
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        inputs = [n for n in names if self._engine.get_tensor_mode(n) == self._trt.TensorIOMode.INPUT]
+        return inputs, [n for n in names if n not in inputs]
+
+    def _input_shape(self, name: str) -> list[int]:
+        assert self._engine is not None
+        return list(self._engine.get_tensor_shape(name))
+
+    def _fit_max_batch(self, input_name: str) -> int:
+        """The configured max batch, capped by the engine's optimisation profile (static engines: their N)."""
+        assert self._engine is not None
+        static = self._input_shape(input_name)[0]
+        if static > 0:
+            return static
+        _, _, profile_max = self._engine.get_tensor_profile_shape(input_name, 0)
+        return min(self.config.max_batch, int(profile_max[0]))
+
+    def _allocate(self, names: list[str]) -> dict[str, Binding]:
+        assert self._engine is not None and self._context is not None and self._cuda is not None
+        assert self._trt is not None
+        input_name = names[0]
+        contract_shape = (self._max_batch, *self._input_shape(input_name)[1:])
+        self._context.set_input_shape(input_name, contract_shape)
+        bindings: dict[str, Binding] = {}
+        for name in names:
+            shape = tuple(self._context.get_tensor_shape(name))
+            dtype = np.dtype(self._trt.nptype(self._engine.get_tensor_dtype(name)))
+            host = self._cuda.pagelocked_empty(shape, dtype)
+            device = self._cuda.mem_alloc(host.nbytes)
+            if not self._context.set_tensor_address(name, int(device)):
+                raise ContractError(f"{self.config.model}: TensorRT refused the address of tensor '{name}'")
+            bindings[name] = Binding(name, host, device)
+        return bindings
+
+    # --- running -----------------------------------------------------------------------------------------
+    def device_name(self) -> str:
+        return f"{self._gpu[0]} (sm {self._gpu[1]})" if self._gpu[0] else "cuda"
+
+    @property
+    def input_binding(self) -> Binding:
+        """The engine input buffer: CUDA preprocessing writes normalised tiles straight into `.device`."""
+        assert self._bindings is not None
+        return self._bindings[self.contract.input_name]
+
+    @property
+    def stream(self) -> Any:
+        return self._stream
+
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        assert self._cuda is not None
+        n = len(batch)
+        binding = self.input_binding
+        binding.host[:n] = batch.astype(binding.host.dtype, copy=False)
+        self._cuda.memcpy_htod_async(binding.device, binding.host[:n], self._stream)
+        return self.infer_on_device(n)
+
+    def infer_on_device(self, n: int, copy: tuple[str, ...] = OUTPUT_NAMES) -> dict[str, np.ndarray]:
+        """Run on the first `n` tiles already in the input buffer; D2H of the outputs named in `copy` only."""
+        assert self._context is not None and self._cuda is not None
+        self._enqueue(n)
+        outputs = {}
+        for name in copy:
+            binding = self._output(name)
+            self._cuda.memcpy_dtoh_async(binding.host[:n], binding.device, self._stream)
+            outputs[name] = binding.host[:n]
+        self._stream.synchronize()
+        return {name: np.array(value, dtype=np.float32) for name, value in outputs.items()}
+
+    def output_dtype(self, name: str) -> np.dtype:
+        return self._output(name).host.dtype
+
+    def output_device(self, name: str) -> Any:
+        """Device allocation of an output (the GPU threshold reads the mask there)."""
+        return self._output(name).device
+
+    def _output(self, name: str) -> Binding:
+        assert self._bindings is not None
+        return self._bindings[name]
+
+    def _enqueue(self, n: int) -> None:
+        assert self._context is not None
+        shape = (n, self.contract.channels, self.contract.tile, self.contract.tile)
+        if n == self._max_batch and self.config.cuda_graph:
+            self._launch_graph(shape)
+            return
+        self._context.set_input_shape(self.contract.input_name, shape)
+        if not self._context.execute_async_v3(self._stream.handle):
+            raise RuntimeError(f"{self.config.model}: TensorRT execute_async_v3 failed for a batch of {n}")
+
+    def _launch_graph(self, shape: tuple[int, int, int, int]) -> None:
+        """Capture the full-batch execution once into a CUDA graph, then replay it."""
+        from hep2edge.runtime.backends import cuda_graph
+
+        assert self._context is not None
+        if self._graph_exec is None:
+            self._context.set_input_shape(self.contract.input_name, shape)
+            self._context.execute_async_v3(self._stream.handle)  # flush deferred updates before capture
+            self._stream.synchronize()
+            self._graph_exec = cuda_graph.capture(
+                self._stream.handle, lambda: self._context.execute_async_v3(self._stream.handle)  # type: ignore[union-attr]
+            )
+        cuda_graph.launch(self._graph_exec, self._stream.handle)
+
+    def _release(self) -> None:
+        if self._graph_exec is not None:
+            from hep2edge.runtime.backends import cuda_graph
+
+            cuda_graph.destroy(self._graph_exec)
+        for binding in (self._bindings or {}).values():
+            binding.device.free()
+        self._bindings = None
+        self._graph_exec = None
+        self._context = None
+        self._engine = None
+        self._stream = None

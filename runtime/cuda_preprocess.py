@@ -1,0 +1,210 @@
+"""CUDA twins of preprocess.py (pycuda SourceModule): tile cutting + normalisation, and the mask threshold.
+
+One H2D copy of the gray frame; one kernel (one thread per output element: (tile, y, x) -> source pixel,
+zero outside the image) converts uint8/uint16 to float, applies the contract's normalisation and writes
+fp32 or fp16 straight into the backend's input buffer. `minmax` normalisation first runs a per-tile
+min/max reduction (pad zeros included, as in the numpy reference). Compiled with --fmad=false so every
+float operation rounds exactly like numpy's float32 arithmetic. pycuda is imported on construction.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from hep2edge.contract import ModelContract
+from hep2edge.errors import MissingExtraError
+from hep2edge.tiling import TileGrid
+
+THREADS = 256
+
+KERNELS = r"""
+#include <cuda_fp16.h>
+
+__device__ __forceinline__ void store(float *dst, long i, float v) { dst[i] = v; }
+__device__ __forceinline__ void store(__half *dst, long i, float v) { dst[i] = __float2half_rn(v); }
+
+template <typename SRC>
+__device__ void tile_minmax(const SRC *src, int height, int width, const int *tops, const int *lefts,
+                            int tile, float *lo, float *hi) {
+    __shared__ float smin[256];
+    __shared__ float smax[256];
+    const int n = blockIdx.x;
+    const long count = (long)tile * tile;
+    float vmin = 3.4e38f, vmax = -3.4e38f;
+    for (long i = threadIdx.x; i < count; i += blockDim.x) {
+        const int y = tops[n] + (int)(i / tile), x = lefts[n] + (int)(i % tile);
+        const float v = (y < height && x < width) ? (float)src[(long)y * width + x] : 0.0f;
+        vmin = fminf(vmin, v);
+        vmax = fmaxf(vmax, v);
+    }
+    smin[threadIdx.x] = vmin;
+    smax[threadIdx.x] = vmax;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) {
+            smin[threadIdx.x] = fminf(smin[threadIdx.x], smin[threadIdx.x + s]);
+            smax[threadIdx.x] = fmaxf(smax[threadIdx.x], smax[threadIdx.x + s]);
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) { lo[n] = smin[0]; hi[n] = smax[0]; }
+}
+
+template <typename SRC, typename DST>
+__device__ void cut_tiles(const SRC *src, int height, int width, const int *tops, const int *lefts,
+                          int tile, int tiles, float inv_scale, const float *lo, const float *hi,
+                          int affine, float mean, float stdev, DST *dst) {
+    const long total = (long)tiles * tile * tile;
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    const long per_tile = (long)tile * tile;
+    const int n = (int)(i / per_tile);
+    const long rem = i % per_tile;
+    const int y = tops[n] + (int)(rem / tile), x = lefts[n] + (int)(rem % tile);
+    float v = (y < height && x < width) ? (float)src[(long)y * width + x] : 0.0f;
+    if (lo == 0) {
+        v = v * inv_scale;
+    } else {
+        const float span = hi[n] - lo[n];
+        v = span > 0.0f ? (v - lo[n]) / span : 0.0f;
+    }
+    if (affine) v = (v - mean) / stdev;
+    store(dst, i, v);
+}
+
+template <typename P>
+__device__ void threshold(const P *prob, long count, float level, unsigned char *out) {
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) out[i] = (float)prob[i] > level ? 1 : 0;
+}
+
+#define MINMAX(NAME, SRC) extern "C" __global__ void NAME(const SRC *s, int h, int w, const int *t, \
+    const int *l, int tile, float *lo, float *hi) { tile_minmax<SRC>(s, h, w, t, l, tile, lo, hi); }
+#define CUT(NAME, SRC, DST) extern "C" __global__ void NAME(const SRC *s, int h, int w, const int *t, \
+    const int *l, int tile, int tiles, float inv, const float *lo, const float *hi, int affine, float mean, \
+    float stdev, DST *d) { cut_tiles<SRC, DST>(s, h, w, t, l, tile, tiles, inv, lo, hi, affine, mean, stdev, d); }
+#define THRESH(NAME, P) extern "C" __global__ void NAME(const P *p, long n, float level, unsigned char *o) { \
+    threshold<P>(p, n, level, o); }
+
+MINMAX(minmax_u8, unsigned char)
+MINMAX(minmax_u16, unsigned short)
+CUT(cut_u8_f32, unsigned char, float)
+CUT(cut_u8_f16, unsigned char, __half)
+CUT(cut_u16_f32, unsigned short, float)
+CUT(cut_u16_f16, unsigned short, __half)
+THRESH(threshold_f32, float)
+THRESH(threshold_f16, __half)
+"""
+
+SOURCE_TYPES = {np.dtype(np.uint8): "u8", np.dtype(np.uint16): "u16"}
+OUTPUT_TYPES = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16"}
+
+
+def import_pycuda() -> tuple[ModuleType, Any]:
+    """(pycuda.driver, SourceModule) with the primary context current, or MissingExtraError."""
+    try:
+        importlib.import_module("pycuda.autoprimaryctx")
+        compiler = importlib.import_module("pycuda.compiler")
+        return importlib.import_module("pycuda.driver"), compiler.SourceModule
+    except ImportError as exc:
+        raise MissingExtraError("pycuda", "gpu") from exc
+
+
+class CudaPreprocessor:
+    """Cuts and normalises the tiles of gray frames on the GPU, into any device buffer, on one stream."""
+
+    def __init__(self, contract: ModelContract, stream: Any = None) -> None:
+        self.cuda, source_module = import_pycuda()
+        self.contract = contract
+        self.stream = stream if stream is not None else self.cuda.Stream()
+        module = source_module(KERNELS, options=["--fmad=false"], no_extern_c=True)
+        self._kernels = {name: module.get_function(name) for name in (
+            "minmax_u8", "minmax_u16", "cut_u8_f32", "cut_u8_f16", "cut_u16_f32", "cut_u16_f16",
+            "threshold_f32", "threshold_f16")}
+        self._frame: tuple[Any, int] | None = None  # device allocation, capacity in bytes
+        self._staging: np.ndarray | None = None
+        self._grids: dict[tuple[int, int], tuple[Any, Any, Any, Any]] = {}
+        self._mask: tuple[Any, int] | None = None
+
+    def _device_buffer(self, slot: tuple[Any, int] | None, nbytes: int) -> tuple[Any, int]:
+        if slot is not None and slot[1] >= nbytes:
+            return slot
+        if slot is not None:
+            slot[0].free()
+        return self.cuda.mem_alloc(max(nbytes, 1)), nbytes
+
+    def upload(self, gray: np.ndarray) -> None:
+        """One H2D copy of an (H, W) uint8/uint16 frame through a pinned staging buffer."""
+        if gray.ndim != 2 or gray.dtype not in SOURCE_TYPES:
+            raise ValueError(f"expected an (H, W) uint8/uint16 frame, got {gray.dtype} {gray.shape}")
+        if self._staging is None or self._staging.nbytes < gray.nbytes:
+            self._staging = self.cuda.pagelocked_empty(gray.nbytes, np.uint8)
+        staged = self._staging[: gray.nbytes].view(gray.dtype).reshape(gray.shape)
+        self.stream.synchronize()  # the previous frame's copy must be done before the staging buffer is reused
+        np.copyto(staged, gray)
+        self._frame = self._device_buffer(self._frame, gray.nbytes)
+        self.cuda.memcpy_htod_async(self._frame[0], staged, self.stream)
+        self._frame_dtype, self._frame_shape = gray.dtype, gray.shape
+
+    def _grid_arrays(self, grid: TileGrid) -> tuple[Any, Any, Any, Any]:
+        key = (grid.height, grid.width)
+        if key not in self._grids:
+            tops = np.array([p[0] for p in grid.positions], dtype=np.int32)
+            lefts = np.array([p[1] for p in grid.positions], dtype=np.int32)
+            lo, hi = (self.cuda.mem_alloc(4 * len(grid)) for _ in range(2))
+            self._grids[key] = (self.cuda.to_device(tops), self.cuda.to_device(lefts), lo, hi)
+        return self._grids[key]
+
+    def cut(self, grid: TileGrid, dst: int, out_dtype: np.dtype, first: int = 0, count: int | None = None) -> None:
+        """Write tiles [first, first + count) of the uploaded frame as (count, 1, t, t) at device address `dst`."""
+        assert self._frame is not None, "upload() a frame first"
+        count = len(grid) - first if count is None else count
+        spec, t = self.contract.normalization, grid.tile
+        tops, lefts, lo, hi = self._grid_arrays(grid)
+        src_kind, out_kind = SOURCE_TYPES[self._frame_dtype], OUTPUT_TYPES[np.dtype(out_dtype)]
+        offset = 4 * first
+        height, width = np.int32(grid.height), np.int32(grid.width)
+        args_pos = (int(tops) + offset, int(lefts) + offset)
+        if spec.mode == "minmax":
+            self._kernels[f"minmax_{src_kind}"](
+                self._frame[0], height, width, np.intp(args_pos[0]), np.intp(args_pos[1]), np.int32(t),
+                np.intp(int(lo) + offset), np.intp(int(hi) + offset),
+                block=(THREADS, 1, 1), grid=(count, 1), stream=self.stream)
+            lo_ptr, hi_ptr = np.intp(int(lo) + offset), np.intp(int(hi) + offset)
+        else:
+            lo_ptr = hi_ptr = np.intp(0)
+        scale = float(np.iinfo(self._frame_dtype).max)
+        total = count * t * t
+        affine = np.int32(spec.mean != 0.0 or spec.std != 1.0)
+        self._kernels[f"cut_{src_kind}_{out_kind}"](
+            self._frame[0], height, width, np.intp(args_pos[0]), np.intp(args_pos[1]), np.int32(t),
+            np.int32(count), np.float32(1.0 / scale), lo_ptr, hi_ptr, affine, np.float32(spec.mean),
+            np.float32(spec.std), np.intp(dst),
+            block=(THREADS, 1, 1), grid=((total + THREADS - 1) // THREADS, 1), stream=self.stream)
+
+    def threshold(self, probabilities: int, shape: tuple[int, ...], dtype: np.dtype, level: float) -> np.ndarray:
+        """Device probabilities at address `probabilities` -> host uint8 0/1 of `shape`; only uint8 crosses D2H."""
+        count = int(np.prod(shape))
+        self._mask = self._device_buffer(self._mask, count)
+        kind = OUTPUT_TYPES[np.dtype(dtype)]
+        self._kernels[f"threshold_{kind}"](
+            np.intp(probabilities), np.int64(count), np.float32(level), self._mask[0],
+            block=(THREADS, 1, 1), grid=((count + THREADS - 1) // THREADS, 1), stream=self.stream)
+        host = self.cuda.pagelocked_empty(shape, np.uint8)
+        self.cuda.memcpy_dtoh_async(host, self._mask[0], self.stream)
+        self.stream.synchronize()
+        return np.array(host)
+
+    def close(self) -> None:
+        for slot in (self._frame, self._mask):
+            if slot is not None:
+                slot[0].free()
+        for arrays in self._grids.values():
+            for allocation in arrays:
+                allocation.free()
+        self._frame = self._mask = None
+        self._grids.clear()

@@ -1,0 +1,120 @@
+"""The GPU stage's two ways to run a batch of tiles gathered from several frames.
+
+`HostExecutor`: tiles were cut and normalised by numpy on the reader threads; the batch goes through
+`backend.infer`, masks are thresholded on the host. `CudaExecutor` (TensorRT + pycuda): each frame's gray
+image is copied to the GPU once, one kernel writes its normalised tiles straight into the engine's input
+buffer, and masks are thresholded on the GPU so only uint8 masks and the small heads cross D2H.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from hep2edge.runtime.backends.base import Backend
+from hep2edge.runtime.preprocess import threshold_masks
+from hep2edge.runtime.results import TileOutputs
+from hep2edge.tiling import TileGrid
+
+if TYPE_CHECKING:
+    from hep2edge.runtime.backends.tensorrt_backend import TensorRTBackend
+
+
+@dataclass
+class Chunk:
+    """Tiles [start, stop) of one frame: `tiles` holds host-normalised tiles (host path) or None (GPU path)."""
+
+    key: int
+    gray: np.ndarray
+    grid: TileGrid
+    start: int
+    stop: int
+    tiles: np.ndarray | None
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+class Executor(Protocol):
+    preprocess_on_host: bool
+
+    def run(self, chunks: list[Chunk]) -> list[TileOutputs]: ...
+
+    def close(self) -> None: ...
+
+
+def split_outputs(outputs: dict[str, np.ndarray], mask: np.ndarray, chunks: list[Chunk]) -> list[TileOutputs]:
+    parts, offset = [], 0
+    for chunk in chunks:
+        end = offset + chunk.size
+        parts.append(TileOutputs(mask=mask[offset:end], pattern=outputs["pattern"][offset:end],
+                                 intensity=outputs["intensity"][offset:end, 0]))
+        offset = end
+    return parts
+
+
+class HostExecutor:
+    """Any backend; numpy preprocessing (done earlier, on the reader threads) and host threshold."""
+
+    preprocess_on_host = True
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def run(self, chunks: list[Chunk]) -> list[TileOutputs]:
+        batch = np.concatenate([c.tiles for c in chunks if c.tiles is not None])
+        outputs = self.backend.infer(batch)
+        mask = threshold_masks(outputs["mask"], self.backend.contract.mask_threshold)
+        return split_outputs(outputs, mask, chunks)
+
+    def close(self) -> None:
+        """Nothing to free: the backend is closed by its owner."""
+
+
+class CudaExecutor:
+    """TensorRT with CUDA preprocessing and the on-GPU mask threshold (one stream, shared with the engine)."""
+
+    preprocess_on_host = False
+
+    def __init__(self, backend: TensorRTBackend) -> None:
+        from hep2edge.runtime.cuda_preprocess import CudaPreprocessor
+
+        self.backend = backend
+        self.pre = CudaPreprocessor(backend.contract, stream=backend.stream)
+        self._current: int | None = None
+
+    def run(self, chunks: list[Chunk]) -> list[TileOutputs]:
+        contract = self.backend.contract
+        binding = self.backend.input_binding
+        tile_bytes = contract.channels * contract.tile * contract.tile * binding.host.dtype.itemsize
+        offset = 0
+        for chunk in chunks:
+            if self._current != chunk.key:
+                self.pre.upload(chunk.gray)
+                self._current = chunk.key
+            destination: Any = int(binding.device) + offset * tile_bytes
+            self.pre.cut(chunk.grid, destination, binding.host.dtype, chunk.start, chunk.size)
+            offset += chunk.size
+        outputs = self.backend.infer_on_device(offset, copy=("pattern", "intensity"))
+        mask_dtype = self.backend.output_dtype("mask")
+        t = contract.tile
+        mask = self.pre.threshold(int(self.backend.output_device("mask")), (offset, t, t), mask_dtype,
+                                  contract.mask_threshold)
+        return split_outputs(outputs, mask, chunks)
+
+    def close(self) -> None:
+        self.pre.close()
+
+
+def make_executor(backend: Backend, preprocess: str) -> Executor:
+    """`preprocess`: host | cuda | auto (cuda with the TensorRT backend when pycuda is there)."""
+    from hep2edge.errors import ConfigError
+
+    if preprocess == "host" or (preprocess == "auto" and backend.name != "tensorrt"):
+        return HostExecutor(backend)
+    if backend.name != "tensorrt":
+        raise ConfigError(f"--preprocess cuda needs the tensorrt backend (this run uses {backend.name})")
+    return CudaExecutor(backend)  # type: ignore[arg-type]

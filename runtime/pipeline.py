@@ -1,0 +1,241 @@
+"""The streaming pipeline: overlapping stages joined by bounded queues, so memory stays flat.
+
+    source thread -> [intake] -> reader pool (read, hash, claim, decode, numpy tiles) -> [ready]
+      -> one GPU thread (batches filled across frames, up to the backend's max batch) -> [done]
+      -> one writer thread (stitch, sinks, journal commit, specimen verdicts, results.csv)
+
+`request_stop()` (SIGINT/SIGTERM) stops intake; every frame already claimed is finished and written.
+A fatal error (RESULTS unwritable, backend failure) aborts: intake stops, nothing done is lost, and
+`run()` re-raises it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from hep2edge.runtime.executors import Chunk, Executor
+from hep2edge.runtime.journal import Journal
+from hep2edge.runtime.sinks import TableSink
+from hep2edge.runtime.sources import Item, Source
+from hep2edge.runtime.stages import Frame, Reader, Writer
+from hep2edge.runtime.stats import StageStats
+from hep2edge.runtime.status import StatusBoard
+
+log = logging.getLogger(__name__)
+END = object()  # end-of-stream marker passed down the queues
+POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    readers: int = 2
+    queue_size: int = 8
+    max_batch: int = 32
+    batch_wait_ms: float = 2.0  # how long the GPU thread waits for another frame to fill a batch
+    table_interval_s: float = 2.0
+
+
+class Pipeline:
+    """Wires a source, the reader/writer stages and an executor; `run()` blocks until done or stopped."""
+
+    def __init__(self, config: PipelineConfig, source: Source, reader: Reader, executor: Executor, writer: Writer,
+                 journal: Journal, tables: list[TableSink], stats: StageStats, board: StatusBoard) -> None:
+        self.config, self.source, self.reader, self.executor, self.writer = config, source, reader, executor, writer
+        self.journal, self.tables, self.stats, self.board = journal, tables, stats, board
+        self.intake: queue.Queue[Any] = queue.Queue(config.queue_size)
+        self.ready: queue.Queue[Any] = queue.Queue(config.queue_size)
+        self.done: queue.Queue[Any] = queue.Queue(config.queue_size)
+        self.stop = threading.Event()
+        self.abort = threading.Event()
+        self.error: BaseException | None = None
+        self.stop_requested = False
+        self._serial = itertools.count()
+        self._readers_left = config.readers
+        self._lock = threading.Lock()
+        self._tables_at = 0.0
+
+    # --- plumbing -------------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self.stop_requested = True
+        self.stop.set()
+
+    def _fatal(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = exc
+        self.abort.set()
+        self.stop.set()
+
+    def _put(self, target: queue.Queue[Any], value: object) -> bool:
+        while not self.abort.is_set():
+            try:
+                target.put(value, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, source: queue.Queue[Any]) -> Any:
+        while not self.abort.is_set():
+            try:
+                return source.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+        return END
+
+    def _update_queued(self) -> None:
+        self.board.queued = self.intake.qsize() + self.ready.qsize() + self.done.qsize()
+        self.board.dropped = self.source.dropped
+
+    # --- stages ---------------------------------------------------------------------------------------------
+    def _emit(self, item: Item) -> bool:
+        if self.stop.is_set():
+            return False
+        if item.path is not None:
+            self.journal.note_queued(item.key)
+        return self._put(self.intake, (item, time.perf_counter()))
+
+    def _source_loop(self) -> None:
+        try:
+            self.source.run(self._emit, self.stop)
+        except BaseException as exc:  # noqa: BLE001 - reported by run()
+            self._fatal(exc)
+        finally:
+            for _ in range(self.config.readers):
+                self._put(self.intake, END)
+
+    def _reader_loop(self) -> None:
+        try:
+            while (entry := self._get(self.intake)) is not END:
+                if self.stop.is_set():
+                    continue  # not claimed yet: stays `queued` in the journal for the next run
+                item, started = entry
+                frame = self.reader.read(item, next(self._serial), started)
+                if frame is not None:
+                    frame.timings["queue"] = time.perf_counter()
+                    self._put(self.ready, frame)
+        except BaseException as exc:  # noqa: BLE001
+            self._fatal(exc)
+        finally:
+            with self._lock:
+                self._readers_left -= 1
+                last = self._readers_left == 0
+            if last:
+                self._put(self.ready, END)
+
+    def _next_chunks(self, pending: deque[tuple[Frame, int]]) -> list[tuple[Frame, Chunk]]:
+        """Tiles for one batch, taken in order from the waiting frames (a frame may span two batches)."""
+        room, chunks = self.executor_batch, []
+        while pending and room:
+            frame, start = pending[0]
+            stop = min(len(frame.grid), start + room)
+            tiles = frame.tiles[start:stop] if frame.tiles is not None else None
+            chunks.append((frame, Chunk(frame.serial, frame.gray, frame.grid, start, stop, tiles)))
+            room -= stop - start
+            if stop == len(frame.grid):
+                pending.popleft()
+            else:
+                pending[0] = (frame, stop)
+        return chunks
+
+    def _take(self, pending: deque[tuple[Frame, int]], block: bool) -> bool:
+        """Move one frame from `ready` to `pending`; False at the end of the stream."""
+        try:
+            frame = self._get(self.ready) if block else self.ready.get(timeout=self.config.batch_wait_ms / 1000)
+        except queue.Empty:
+            return True
+        if frame is END:
+            return False
+        frame.timings["queue"] = (time.perf_counter() - frame.timings["queue"]) * 1000
+        self.stats.add("queue", frame.timings["queue"])
+        pending.append((frame, 0))
+        return True
+
+    def _tiles_waiting(self, pending: deque[tuple[Frame, int]]) -> int:
+        return sum(len(frame.grid) - start for frame, start in pending)
+
+    def _gpu_loop(self) -> None:
+        pending: deque[tuple[Frame, int]] = deque()
+        more = True
+        try:
+            while (more or pending) and not self.abort.is_set():
+                if more and not pending:
+                    more = self._take(pending, block=True)
+                while more and self._tiles_waiting(pending) < self.executor_batch and not self.ready.empty():
+                    more = self._take(pending, block=False)
+                if more and self._tiles_waiting(pending) < self.executor_batch:
+                    more = self._take(pending, block=False)  # a short wait lets a batch fill across images
+                if pending and not self.abort.is_set():
+                    self._run_batch(self._next_chunks(pending))
+        except BaseException as exc:  # noqa: BLE001
+            self._fatal(exc)
+        finally:
+            self._put(self.done, END)
+
+    def _run_batch(self, chunks: list[tuple[Frame, Chunk]]) -> None:
+        start = time.perf_counter()
+        parts = self.executor.run([chunk for _, chunk in chunks])
+        elapsed = (time.perf_counter() - start) * 1000
+        self.stats.add("infer", elapsed)
+        total = sum(chunk.size for _, chunk in chunks)
+        for (frame, chunk), part in zip(chunks, parts):
+            frame.parts.append(part)
+            frame.received += chunk.size
+            frame.timings["infer"] = frame.timings.get("infer", 0.0) + elapsed * chunk.size / total
+            if frame.complete:
+                self._put(self.done, frame)
+
+    def _writer_loop(self) -> None:
+        try:
+            while (frame := self._get(self.done)) is not END:
+                self.writer.write(frame)
+                self._refresh_tables(force=False)
+            if not self.abort.is_set():
+                self._refresh_tables(force=True)
+        except BaseException as exc:  # noqa: BLE001
+            self._fatal(exc)
+
+    def _refresh_tables(self, force: bool) -> None:
+        now = time.monotonic()
+        if force or now - self._tables_at >= self.config.table_interval_s:
+            for table in self.tables:
+                table.refresh(self.journal)
+            self._tables_at = now
+
+    # --- running --------------------------------------------------------------------------------------------
+    @property
+    def executor_batch(self) -> int:
+        return self.config.max_batch
+
+    def start(self) -> list[threading.Thread]:
+        threads = [threading.Thread(target=self._source_loop, name="source", daemon=True)]
+        threads += [threading.Thread(target=self._reader_loop, name=f"reader-{i}", daemon=True)
+                    for i in range(self.config.readers)]
+        threads += [threading.Thread(target=self._gpu_loop, name="gpu", daemon=True),
+                    threading.Thread(target=self._writer_loop, name="writer", daemon=True)]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    def run(self, tick: Any = None) -> None:
+        """Run until the source ends (or stop/abort) and every claimed frame is written; `tick()` each poll."""
+        threads = self.start()
+        writer = threads[-1]
+        while writer.is_alive():
+            writer.join(POLL_S)
+            self._update_queued()
+            if tick is not None:
+                tick()
+        self.stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        self._update_queued()
+        if self.error is not None:
+            raise self.error

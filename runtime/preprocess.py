@@ -1,0 +1,73 @@
+"""The numpy reference of the runtime's image steps; the CUDA twins in cuda_preprocess.py are tested against it.
+
+raw frame (H, W[, 3]) uint8/uint16 -> gray by the channel policy -> tiles on the grid -> dtype scale and
+normalisation -> (N, C, t, t) float32. After inference: mask probabilities -> uint8 0/1 tiles -> stitched
+full-size mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hep2edge.contract import ModelContract
+from hep2edge.errors import ConfigError, ImageReadError
+from hep2edge.imageio import CHANNEL_POLICIES
+from hep2edge.normalization import normalize_tiles
+from hep2edge.tiling import STITCHERS, TileGrid, extract_tiles, tile_grid
+
+SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+MASK_STITCHERS = ("majority", "or")
+
+
+def to_gray(frame: np.ndarray, channel_policy: str, source: str = "frame") -> np.ndarray:
+    """(H, W) stays; (H, W, 3|4) RGB(A) is reduced by the channel policy; (H, W, 1) is squeezed."""
+    if frame.dtype not in SUPPORTED_DTYPES:
+        raise ImageReadError(f"{source}: unsupported pixel type {frame.dtype} (need uint8 or uint16)")
+    if frame.ndim == 2:
+        return frame
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        return frame[..., 0]
+    if frame.ndim == 3 and frame.shape[2] in (3, 4):
+        return np.asarray(CHANNEL_POLICIES.get(channel_policy)(frame[..., :3]))
+    raise ImageReadError(f"{source}: unsupported frame shape {frame.shape}")
+
+
+def check_contract_channels(contract: ModelContract) -> None:
+    """The runtime feeds one gray channel (the channel policy makes it); refuse other models up front."""
+    if contract.channels != 1:
+        raise ConfigError(
+            f"the model takes {contract.channels} input channels; the runtime feeds 1 gray channel "
+            "(chosen by --channel); export a 1-channel model"
+        )
+
+
+def frame_grid(frame: np.ndarray, contract: ModelContract) -> TileGrid:
+    return tile_grid(int(frame.shape[0]), int(frame.shape[1]), contract.tile)
+
+
+def frame_to_batch(gray: np.ndarray, contract: ModelContract) -> tuple[np.ndarray, TileGrid]:
+    """(H, W) uint8/uint16 -> ((N, 1, t, t) float32 normalised tiles, the grid they were cut on)."""
+    grid = frame_grid(gray, contract)
+    return normalize_tiles(extract_tiles(gray, grid), contract.normalization), grid
+
+
+def threshold_masks(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """(N, 1, t, t) probabilities (fp32 or fp16) -> (N, t, t) uint8 0/1 (foreground where p > threshold)."""
+    p = np.asarray(probabilities, dtype=np.float32).reshape(len(probabilities), *probabilities.shape[-2:])
+    return (p > np.float32(threshold)).astype(np.uint8)
+
+
+def stitch_mask(tile_masks: np.ndarray, grid: TileGrid, method: str = "majority") -> np.ndarray:
+    """(N, t, t) uint8 0/1 tile masks -> (H, W) uint8 0/255 full-size mask (the pad is never foreground)."""
+    if method not in MASK_STITCHERS:
+        raise ConfigError(f"unknown mask stitching '{method}'; valid: {', '.join(MASK_STITCHERS)}")
+    return STITCHERS[method](tile_masks, grid).astype(np.uint8) * 255
+
+
+def tile_foreground(tile_masks: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """(N,) foreground fraction of each tile, counted over its in-image part only."""
+    fractions = np.empty(len(grid), dtype=np.float64)
+    for index in range(len(grid)):
+        h, w = grid.valid_size(index)
+        fractions[index] = float(tile_masks[index, :h, :w].mean()) if h and w else 0.0
+    return fractions

@@ -1,0 +1,173 @@
+"""`run_service`: the one library call behind `analyze`, `watch` and `camera`.
+
+Opens RESULTS and its journal, recovers what a killed run left (complete results not yet journaled,
+inputs queued but never finished, stale temporary files), opens the backend, runs the pipeline with a live
+status line and clean SIGINT/SIGTERM handling, and returns a summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+
+from hep2edge.atomic import OutputWriteError
+from hep2edge.imageio import CHANNEL_POLICIES
+from hep2edge.runtime.backends import BackendConfig, create_backend
+from hep2edge.runtime.executors import make_executor
+from hep2edge.runtime.journal import Journal
+from hep2edge.runtime.pipeline import Pipeline, PipelineConfig
+from hep2edge.runtime.preprocess import check_contract_channels
+from hep2edge.runtime.results import ModelInfo, result_row
+from hep2edge.runtime.sinks import IMAGE_SINKS, TABLE_SINKS
+from hep2edge.runtime.sinks.files import read_complete_result
+from hep2edge.runtime.sources import Source
+from hep2edge.runtime.specimens import SpecimenConfig, all_specimens, update_specimen
+from hep2edge.runtime.stages import Reader, StageConfig, Writer
+from hep2edge.runtime.stats import StageStats
+from hep2edge.runtime.status import StatusBoard
+from hep2edge.workspace import write_resolved_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything `analyze` / `watch` / `camera` resolved from their options."""
+
+    command: str
+    out: Path
+    model: Path
+    backend: str
+    model_reason: str = ""
+    device: str = "auto"
+    channel: str | None = None  # None: the contract's channel policy
+    preprocess: str = "auto"  # host | cuda | auto
+    cuda_graph: bool = False
+    overlay: bool = False
+    retry_failed: bool = False
+    stage: StageConfig = field(default_factory=StageConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    specimens: SpecimenConfig = field(default_factory=SpecimenConfig)
+    source: dict[str, Any] = field(default_factory=dict)  # the source's own settings, for config.yaml
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    backend: str
+    processed: int
+    duplicates: int
+    failed: list[tuple[str, str]]
+    skipped_failed: int
+    dropped: int
+    recovered: int
+    stages: dict[str, dict[str, float]]
+    interrupted: bool
+
+
+def clean_temporaries(out: Path) -> int:
+    """Remove `.<name>.<random>.tmp` files an earlier, killed run left (hep2edge.atomic's naming)."""
+    removed = 0
+    for path in out.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def recover(journal: Journal, out: Path) -> int:
+    """Journal results whose files are complete but whose commit a crash prevented; returns how many."""
+    recovered = 0
+    for path, content_hash, stem in journal.unfinished():
+        if content_hash and stem and (result := read_complete_result(out, stem, content_hash)) is not None:
+            journal.complete(path, result_row(result))
+            recovered += 1
+    return recovered
+
+
+@contextmanager
+def stop_on_signals(stop: Callable[[], None], console: Console) -> Iterator[None]:
+    """SIGINT/SIGTERM -> finish in-flight work, then return normally (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        console.print(f"[yellow]{signal.Signals(signum).name}: stopping intake, finishing in-flight work[/yellow]")
+        stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_service(config: RunConfig, make_source: Callable[[Journal], Source], console: Console) -> RunSummary:
+    """Analyse everything the source yields into `config.out`, exactly once per content."""
+    out = config.out
+    removed = clean_temporaries(out)
+    if removed:
+        console.print(f"removed {removed} temporary file(s) left by an interrupted run")
+    write_resolved_config(out, config)
+    journal = Journal(out, {"command": config.command, "model": str(config.model), **config.source})
+    try:
+        return _run(config, make_source, console, journal)
+    finally:
+        journal.close()
+
+
+def _run(config: RunConfig, make_source: Callable[[Journal], Source], console: Console, journal: Journal) -> RunSummary:
+    out = config.out
+    recovered = recover(journal, out)
+    if recovered:
+        console.print(f"recovered {recovered} complete result(s) an interrupted run had not journaled")
+    if config.retry_failed:
+        console.print(f"--retry-failed: {len(journal.requeue_failed())} failed input(s) queued again")
+    backend = create_backend(config.backend, BackendConfig(config.model, config.pipeline.max_batch, config.device,
+                                                           config.cuda_graph))
+    with backend:
+        contract = backend.contract
+        check_contract_channels(contract)
+        policy = config.channel or contract.channel_policy
+        CHANNEL_POLICIES.get(policy)
+        console.print(f"backend: {backend.describe()}; channel policy: {policy}")
+        stage = replace(config.stage, channel_policy=policy, retry_failed=config.retry_failed)
+        executor = make_executor(backend, config.preprocess)
+        model = ModelInfo(contract.model_id, contract.precision, backend.name, str(config.model), backend.device_name())
+        stats, board = StageStats(), StatusBoard()
+        sinks = [IMAGE_SINKS.get("json")(out)] + ([IMAGE_SINKS.get("overlay")(out)] if config.overlay else [])
+        source = make_source(journal)
+        console.print(f"source: {source.describe()}; results: {out}")
+        pipeline = Pipeline(
+            replace(config.pipeline, max_batch=backend.max_batch), source,
+            Reader(stage, contract, journal, stats, board, executor.preprocess_on_host), executor,
+            Writer(stage, contract, model, journal, sinks, config.specimens, stats, board),
+            journal, [TABLE_SINKS.get("csv")(out)], stats, board,
+        )
+        live = Live(board, console=console, refresh_per_second=4) if console.is_terminal else nullcontext()
+        try:
+            with stop_on_signals(pipeline.request_stop, console), live:
+                pipeline.run()
+        except OutputWriteError as exc:
+            raise OutputWriteError(
+                f"{exc}; intake stopped, the {board.processed} result(s) written in this run are kept, "
+                "fix RESULTS and run again to continue"
+            ) from exc
+        finally:
+            executor.close()
+    for specimen in all_specimens(journal):
+        update_specimen(journal, config.specimens, specimen, final=True)
+    TABLE_SINKS.get("csv")(out).refresh(journal)
+    return RunSummary(out, backend.describe(), board.processed, board.duplicates, list(board.failures),
+                      board.skipped_failed, source.dropped, recovered, stats.percentiles(),
+                      interrupted=pipeline.stop_requested)

@@ -1,0 +1,167 @@
+"""Folder watching: inotify through watchdog (or polling for network shares), emitting only complete files.
+
+A file is complete when its size and mtime have not changed for `settle_ms`, or when it was renamed into
+place from a temporary/hidden name. Hidden, temporary and non-image files are ignored, and a path whose real
+location lies outside the watched folder (a symlink pointing out) is never read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from hep2edge.errors import ConfigError
+from hep2edge.runtime.sources.base import Emit, Item, Source, is_candidate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    folder: Path
+    recursive: bool = False
+    poll: bool = False
+    poll_interval_s: float = 1.0
+    settle_ms: int = 1000
+    existing: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.folder.is_dir():
+            raise ConfigError(f"{self.folder}: not a folder to watch")
+        if self.settle_ms < 0:
+            raise ConfigError(f"--settle must be >= 0 ms, got {self.settle_ms}")
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether the real location of `path` (symlinks resolved) lies inside `root`."""
+    try:
+        return Path(os.path.realpath(path)).is_relative_to(root)
+    except OSError:
+        return False
+
+
+class _Pending:
+    """Candidate files waiting to settle: path -> (size, mtime, first time this signature was seen)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.files: dict[Path, tuple[int, float, float]] = {}
+        self.renamed: set[Path] = set()
+
+    def touch(self, path: Path, renamed: bool = False) -> None:
+        with self.lock:
+            self.files[path] = (-1, -1.0, time.monotonic())
+            if renamed:
+                self.renamed.add(path)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, root: Path, pending: _Pending) -> None:
+        self.root = root
+        self.pending = pending
+
+    def _consider(self, raw: str | bytes, renamed: bool = False) -> None:
+        path = Path(os.fsdecode(raw))
+        if is_candidate(path, self.root):
+            self.pending.touch(path, renamed)
+
+    def on_created(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self._consider(event.src_path)
+
+    def on_modified(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self._consider(event.src_path)
+
+    def on_closed(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self._consider(event.src_path)
+
+    def on_moved(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            source = Path(os.fsdecode(event.src_path))
+            self._consider(event.dest_path, renamed=not is_candidate(source, self.root))
+
+
+class FolderWatchSource(Source):
+    """`hep2edge watch FOLDER`: runs until stopped."""
+
+    name = "watch"
+    finite = False
+
+    def __init__(self, config: WatchConfig, first: list[Path] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.root = Path(os.path.realpath(config.folder))
+        self.first = first or []  # re-queued from the journal after a restart
+        self._pending = _Pending()
+
+    def describe(self) -> str:
+        how = f"polling every {self.config.poll_interval_s:g} s" if self.config.poll else "inotify"
+        return f"watching {self.config.folder} ({how}{', recursive' if self.config.recursive else ''})"
+
+    def _observer(self) -> BaseObserver:
+        if self.config.poll:
+            return PollingObserver(timeout=self.config.poll_interval_s)
+        return Observer()
+
+    def existing_files(self) -> list[Path]:
+        pattern = "**/*" if self.config.recursive else "*"
+        return sorted(p for p in self.root.glob(pattern) if p.is_file() and is_candidate(p, self.root))
+
+    def _emit_path(self, path: Path, emit: Emit) -> bool:
+        if not inside(path, self.root):
+            log.warning("%s: skipped, it links outside the watched folder %s", path, self.root)
+            return True
+        return emit(Item(key=str(path), name=path.stem, path=path))
+
+    def _settled(self, now: float) -> list[Path]:
+        """Pending files whose size and mtime stayed the same for settle_ms (or that were renamed into place)."""
+        ready = []
+        settle = self.config.settle_ms / 1000
+        with self._pending.lock:
+            for path, (size, mtime, since) in list(self._pending.files.items()):
+                try:
+                    stat = path.stat()
+                except OSError:  # deleted or renamed away before it settled
+                    del self._pending.files[path]
+                    self._pending.renamed.discard(path)
+                    continue
+                if path in self._pending.renamed or (
+                    (stat.st_size, stat.st_mtime) == (size, mtime) and now - since >= settle
+                ):
+                    ready.append(path)
+                    del self._pending.files[path]
+                    self._pending.renamed.discard(path)
+                elif (stat.st_size, stat.st_mtime) != (size, mtime):
+                    self._pending.files[path] = (stat.st_size, stat.st_mtime, now)
+        return sorted(ready)
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        observer = self._observer()
+        observer.schedule(_Handler(self.root, self._pending), str(self.root), recursive=self.config.recursive)
+        observer.start()
+        try:
+            for path in self.first:
+                if path.exists() and not self._emit_path(path, emit):
+                    return
+            if self.config.existing:
+                for path in self.existing_files():
+                    self._pending.touch(path)
+            tick = max(0.02, min(0.25, self.config.settle_ms / 4000))
+            while not stop.wait(tick):
+                for path in self._settled(time.monotonic()):
+                    if not self._emit_path(path, emit):
+                        return
+        finally:
+            observer.stop()
+            observer.join(timeout=5)

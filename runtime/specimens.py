@@ -1,0 +1,97 @@
+"""Specimen verdicts: images grouped by specimen (I3A `NNNNN_pK` -> `NNNNN`) and combined by vote or mean.
+
+A specimen's verdict is written (results.db `specimens`, then specimens.csv) when its group reaches the
+expected number of images, and for every group at the end of a one-shot run (marked incomplete if short).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from hep2edge.errors import ConfigError
+from hep2edge.labels import INTENSITIES, PATTERNS
+from hep2edge.runtime.journal import Journal
+
+I3A_SPECIMEN = r"^(\d{5})_p\d+"
+METHODS = ("vote", "mean")
+
+
+@dataclass(frozen=True)
+class SpecimenConfig:
+    """`pattern`: regex on the file stem whose group 1 is the specimen id (no match = no specimen)."""
+
+    pattern: str = I3A_SPECIMEN
+    images: int = 4
+    method: str = "vote"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown specimen method '{self.method}'; valid: {', '.join(METHODS)}")
+        try:
+            compiled = re.compile(self.pattern)
+        except re.error as exc:
+            raise ConfigError(f"--specimen-pattern {self.pattern!r}: invalid regular expression ({exc})") from exc
+        if compiled.groups < 1:
+            raise ConfigError(f"--specimen-pattern {self.pattern!r}: needs one group, the specimen id")
+        if self.images < 1:
+            raise ConfigError(f"--specimen-images must be at least 1, got {self.images}")
+
+    def specimen_of(self, name: str) -> str:
+        match = re.match(self.pattern, name)
+        return match.group(1) if match else ""
+
+
+def specimen_verdict(rows: list[tuple[str, str, list[float], float]], method: str) -> dict[str, object]:
+    """rows of (pattern, intensity, 7 pattern probabilities, P(positive) as stored) -> the specimen verdict."""
+    probabilities = np.array([r[2] for r in rows], dtype=np.float64)
+    positive = np.array([r[3] for r in rows], dtype=np.float64)
+    mean = probabilities.mean(axis=0)
+    if method == "mean":
+        best = int(np.argmax(mean))
+        p_positive = float(positive.mean())
+        intensity = INTENSITIES[int(p_positive >= 0.5)]
+    else:
+        votes = Counter(r[0] for r in rows)
+        top = max(votes.values())
+        best = max((PATTERNS.index(p) for p, n in votes.items() if n == top), key=lambda i: mean[i])
+        intensity_votes = Counter(r[1] for r in rows)
+        intensity = max(intensity_votes, key=lambda name: (intensity_votes[name], name == "positive"))
+        p_positive = float(positive.mean())
+    return {
+        "pattern": PATTERNS[best],
+        "pattern_probability": round(float(mean[best]), 6),
+        "intensity": intensity,
+        "intensity_probability": round(p_positive if intensity == "positive" else 1 - p_positive, 6),
+    }
+
+
+def update_specimen(journal: Journal, config: SpecimenConfig, specimen: str, final: bool = False) -> bool:
+    """Write the specimen's verdict if its group is complete (or `final`); returns whether it was written."""
+    if not specimen:
+        return False
+    columns = ", ".join(f"p_{name}" for name in PATTERNS)
+    found = journal.query(
+        f"SELECT pattern, intensity, {columns}, intensity_probability FROM results WHERE specimen = ?", (specimen,)
+    )
+    if not found or (len(found) < config.images and not final):
+        return False
+    rows = []
+    for row in found:
+        probs = [float(v) for v in row[2:9]]
+        p_positive = float(row[9]) if row[1] == "positive" else 1 - float(row[9])
+        rows.append((str(row[0]), str(row[1]), probs, p_positive))
+    verdict = specimen_verdict(rows, config.method)
+    journal.write_specimen({
+        "specimen": specimen, "images": len(rows), "complete": int(len(rows) >= config.images), **verdict,
+        "method": config.method, "updated": time.time(),
+    })
+    return True
+
+
+def all_specimens(journal: Journal) -> list[str]:
+    return [r[0] for r in journal.query("SELECT DISTINCT specimen FROM results WHERE specimen != ''")]

@@ -1,0 +1,230 @@
+"""Backends: one shared test class over every backend available here, contract refusals, model selection."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hep2edge.contract import METADATA_KEY, ModelContract
+from hep2edge.errors import ConfigError, ContractError, MissingExtraError, RegistryError
+from hep2edge.runtime.backends import BACKENDS, BackendConfig, create_backend, is_available
+from hep2edge.runtime.backends.engine_sidecar import normalise_cc, read_sidecar, sidecar_path
+from hep2edge.runtime.backends.select import select_model
+
+TILE = 64
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny ONNX built into a TensorRT engine (+ sidecar) for this GPU; only where TensorRT exists."""
+    from hep2edge.export.config import BatchProfile
+    from hep2edge.export.engine_plan import plan_engine
+    from hep2edge.export.tensorrt_build import build_engine
+
+    contract = ModelContract.from_metadata({METADATA_KEY: _contract_json(tiny_onnx)})
+    plan = plan_engine(tiny_onnx, contract, BatchProfile(1, 4, 8), 1.0, tmp_path_factory.mktemp("engine"))
+    return build_engine(plan, say=lambda _: None).engine_path
+
+
+def _model_for(name: str, request: pytest.FixtureRequest) -> Path:
+    if not is_available(name):
+        pytest.skip(f"backend {name} is not available here (TensorRT needs tensorrt + pycuda + a GPU)")
+    fixture = {"onnxruntime": "tiny_onnx", "torch": "tiny_checkpoint", "tensorrt": "tiny_engine"}[name]
+    return Path(request.getfixturevalue(fixture))
+
+
+@pytest.fixture(params=BACKENDS.names())
+def backend(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    if request.param == "torch":
+        import torch
+
+        torch.set_num_threads(2)
+    model = _model_for(request.param, request)
+    device = "cuda" if request.param == "tensorrt" else "cpu"
+    with create_backend(request.param, BackendConfig(model, max_batch=4, device=device)) as opened:
+        yield opened
+
+
+def _batch(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 1, TILE, TILE), dtype=np.float32)
+
+
+class TestEveryBackend:
+    """The same checks over every backend this machine has."""
+
+    def test_reads_the_contract(self, backend) -> None:  # type: ignore[no-untyped-def]
+        assert backend.contract.tile == TILE
+        assert backend.contract.channels == 1
+        assert backend.max_batch == 4
+        assert backend.name in backend.describe()
+
+    def test_outputs_are_activated_probabilities(self, backend) -> None:  # type: ignore[no-untyped-def]
+        out = backend.infer(_batch(3))
+        assert out["mask"].shape == (3, 1, TILE, TILE) and out["mask"].dtype == np.float32
+        assert out["pattern"].shape == (3, 7) and out["intensity"].shape == (3, 1)
+        for value in out.values():
+            assert np.all((value >= 0) & (value <= 1))
+        np.testing.assert_allclose(out["pattern"].sum(axis=1), 1.0, atol=1e-5)
+
+    def test_batch_rows_are_independent(self, backend) -> None:  # type: ignore[no-untyped-def]
+        batch = _batch(4, seed=1)
+        whole = backend.infer(batch)
+        single = backend.infer(batch[2:3])
+        for name in whole:
+            np.testing.assert_allclose(whole[name][2:3], single[name], atol=1e-4)
+
+    def test_refuses_oversized_and_misshapen_batches(self, backend) -> None:  # type: ignore[no-untyped-def]
+        with pytest.raises(ValueError, match="1 to 4"):
+            backend.infer(_batch(5))
+        with pytest.raises(ValueError, match="batch must be"):
+            backend.infer(np.zeros((1, 1, TILE + 1, TILE), np.float32))
+
+    def test_deactivate_releases(self, backend) -> None:  # type: ignore[no-untyped-def]
+        backend.deactivate()
+        with pytest.raises(RuntimeError, match="activate"):
+            backend.infer(_batch(1))
+        backend.activate()
+        assert backend.infer(_batch(1))["pattern"].shape == (1, 7)
+
+
+def test_onnxruntime_and_torch_agree(tiny_onnx: Path, tiny_checkpoint: Path) -> None:
+    import torch
+
+    torch.set_num_threads(2)
+    batch = _batch(2, seed=3)
+    with create_backend("onnxruntime", BackendConfig(tiny_onnx, 4, "cpu")) as ort_backend:
+        a = ort_backend.infer(batch)
+    with create_backend("torch", BackendConfig(tiny_checkpoint, 4, "cpu")) as torch_backend:
+        b = torch_backend.infer(batch)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], atol=1e-4)
+
+
+def _rewrite_contract(source: Path, target: Path, change: dict[str, object] | None) -> Path:
+    import onnx
+
+    proto = onnx.load(str(source))
+    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    if change is not None:
+        contract = ModelContract.from_metadata({METADATA_KEY: _contract_json(source)})
+        data = {**contract.to_dict(), **change}
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(data)
+    onnx.save(proto, str(target))
+    return target
+
+
+def _contract_json(path: Path) -> str:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}[METADATA_KEY]
+
+
+def test_onnx_without_contract_is_refused_with_what_to_do(tiny_onnx: Path, tmp_path: Path) -> None:
+    bare = _rewrite_contract(tiny_onnx, tmp_path / "bare.onnx", None)
+    with pytest.raises(ContractError, match="hep2edge export"):
+        create_backend("onnxruntime", BackendConfig(bare)).activate()
+
+
+def test_onnx_whose_contract_disagrees_with_the_graph_is_refused(tiny_onnx: Path, tmp_path: Path) -> None:
+    wrong = _rewrite_contract(tiny_onnx, tmp_path / "wrong.onnx", {"input_name": "pixels"})
+    with pytest.raises(ContractError, match="re-export"):
+        create_backend("onnxruntime", BackendConfig(wrong)).activate()
+
+
+def test_not_an_onnx_file_is_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ContractError, match="junk.onnx: onnxruntime cannot load"):
+        create_backend("onnxruntime", BackendConfig(junk)).activate()
+
+
+def test_unknown_backend_lists_valid_names() -> None:
+    with pytest.raises(RegistryError, match="onnxruntime, tensorrt, torch"):
+        create_backend("openvino", BackendConfig(Path("m.onnx")))
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ConfigError, match="max batch"):
+        BackendConfig(Path("m.onnx"), max_batch=0)
+    with pytest.raises(ConfigError, match="device"):
+        BackendConfig(Path("m.onnx"), device="tpu")
+
+
+def test_tensorrt_engine_needs_its_sidecar(tmp_path: Path) -> None:
+    engine = tmp_path / "model.fp16.engine"
+    engine.write_bytes(b"plan")
+    with pytest.raises(ContractError, match="build-engine"):
+        create_backend("tensorrt", BackendConfig(engine)).activate()
+
+
+def _sidecar(engine: Path, tiny_onnx: Path, trt: str = "10.13.0.35", cc: str = "8.7") -> None:
+    contract = json.loads(_contract_json(tiny_onnx))
+    sidecar_path(engine).write_text(json.dumps({
+        "tensorrt_version": trt, "gpu_name": "Orin", "compute_capability": cc, "contract": contract}))
+
+
+def test_sidecar_mismatch_says_why(tiny_onnx: Path, tmp_path: Path) -> None:
+    engine = tmp_path / "model.fp16.engine"
+    _sidecar(engine, tiny_onnx)
+    sidecar = read_sidecar(engine)
+    assert sidecar.contract.tile == TILE
+    assert sidecar.mismatch("10.13.1", "Orin", "8.7") is None
+    assert "TensorRT 10.13.0.35, running 10.3" in str(sidecar.mismatch("10.3.0", "Orin", "8.7"))
+    assert "compute capability 8.7" in str(sidecar.mismatch("10.13.0", "H100", "9.0"))
+    assert normalise_cc((9, 0)) == normalise_cc("sm_90") == "9.0"
+
+
+@pytest.mark.skipif(is_available("tensorrt"), reason="checks the message where TensorRT is absent")
+def test_tensorrt_backend_without_tensorrt_names_the_extra(tiny_onnx: Path, tmp_path: Path) -> None:
+    engine = tmp_path / "model.fp16.engine"
+    engine.write_bytes(b"plan")
+    _sidecar(engine, tiny_onnx)
+    with pytest.raises(MissingExtraError, match=r"hep2edge\[(tensorrt|gpu)\]"):
+        create_backend("tensorrt", BackendConfig(engine)).activate()
+
+
+def test_select_by_file_and_folder(tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert select_model(tiny_onnx).backend == "onnxruntime"
+    with pytest.raises(ConfigError, match="cannot tell the backend"):
+        (tmp_path / "model.bin").write_bytes(b"x")
+        select_model(tmp_path / "model.bin")
+    export = tmp_path / "runs" / "export" / "3"
+    export.mkdir(parents=True)
+    for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx"):
+        (export / name).write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("hep2edge.runtime.backends.select.gpu_present", lambda: False)
+    chosen = select_model(None)
+    assert chosen.model == Path("runs/export/3/model.onnx") and chosen.backend == "onnxruntime"
+    assert "newest export" in chosen.reason and "no GPU" in chosen.reason
+    monkeypatch.setattr("hep2edge.runtime.backends.select.gpu_present", lambda: True)
+    assert select_model(export).model.name == "model.fp16.onnx"
+    with pytest.raises(ConfigError, match="no usable engine"):
+        select_model(export, "tensorrt")
+
+
+def test_select_without_any_export_says_what_to_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="--model"):
+        select_model(None)
+
+
+def test_runtime_and_onnxruntime_backend_do_not_import_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys, hep2edge.runtime, hep2edge.runtime.service, hep2edge.runtime.backends.select;"
+        "from hep2edge.runtime.backends import BACKENDS;"
+        "BACKENDS.get('onnxruntime')(); BACKENDS.get('tensorrt')();"
+        "import hep2edge.runtime.cuda_preprocess, hep2edge.cli.runtime_commands;"
+        "print(sorted(m for m in ('torch', 'tensorrt', 'pycuda', 'hep2edge.train') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

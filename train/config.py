@@ -1,0 +1,136 @@
+"""The training configuration: one frozen dataclass, checked once, written next to every run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hep2edge.errors import ConfigError
+from hep2edge.imageio import channel_policy_names
+from hep2edge.normalization import MODES as NORMALIZATION_MODES
+from hep2edge.train.model import DEFAULT_ENCODER, ModelConfig, available_encoders
+
+SEG_LOSSES = ("dice", "bce", "dice+bce")
+WEIGHTINGS = ("fixed", "gradnorm", "uncertainty")
+SCHEDULERS = ("cosine", "plateau", "none")
+MONITORS = ("score", "val_loss", "dice", "pattern_accuracy", "pattern_mca", "intensity_accuracy")
+TASKS = ("mask", "pattern", "intensity")
+DEFAULT_TILE = 384
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one `hep2edge train` run needs; `fold=None` means every fold."""
+
+    data: Path
+    out: Path
+    manifest: Path | None = None
+    folds_file: Path | None = None
+    encoder: str = DEFAULT_ENCODER
+    encoder_weights: str = "none"
+    in_channels: int = 1
+    channel_policy: str = "luminance"
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    pool_levels: int = 1
+    dropout: float = 0.3
+    tile: int = DEFAULT_TILE
+    normalization: str = "fixed"
+    augment: bool = False
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    scheduler: str = "cosine"
+    folds: int = 5
+    fold: int | None = None
+    seed: int = 0
+    seg_loss: str = "dice"
+    class_weights: bool = False
+    label_smoothing: float = 0.0
+    weighting: str = "gradnorm"
+    task_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    alpha: float = 0.12
+    weighting_lr: float = 0.025
+    monitor: str = "score"
+    patience: int = 0
+    amp: bool = True
+    device: str = "auto"
+    resume: bool = False
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.seg_loss in SEG_LOSSES, f"--seg-loss {self.seg_loss}: valid: {', '.join(SEG_LOSSES)}"),
+            (self.weighting in WEIGHTINGS, f"--weighting {self.weighting}: valid: {', '.join(WEIGHTINGS)}"),
+            (self.scheduler in SCHEDULERS, f"--scheduler {self.scheduler}: valid: {', '.join(SCHEDULERS)}"),
+            (self.monitor in MONITORS, f"--monitor {self.monitor}: valid: {', '.join(MONITORS)}"),
+            (self.normalization in NORMALIZATION_MODES,
+             f"--normalization {self.normalization}: valid: {', '.join(NORMALIZATION_MODES)}"),
+            (self.encoder in available_encoders(),
+             f"--encoder {self.encoder}: not a segmentation_models_pytorch encoder "
+             "(e.g. efficientnet-b4, resnet34, vgg19_bn, inceptionv4, mobilenet_v2)"),
+            (len(self.decoder_channels) == 5 and all(c > 0 for c in self.decoder_channels),
+             f"--decoder-channels needs 5 positive widths, got {list(self.decoder_channels)}"),
+            (self.channel_policy in channel_policy_names(),
+             f"--channel-policy {self.channel_policy}: valid: {', '.join(channel_policy_names())}"),
+            (self.in_channels in (1, 3), f"--in-channels must be 1 or 3, got {self.in_channels}"),
+            (self.tile >= 32 and self.tile % 32 == 0, f"--tile must be a multiple of 32 (>= 32), got {self.tile}"),
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.folds >= 2, f"--folds must be >= 2, got {self.folds}"),
+            (self.fold is None or 0 <= self.fold < self.folds,
+             f"--fold must be 'all' or 0-{self.folds - 1}, got {self.fold}"),
+            (0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}"),
+            (len(self.task_weights) == 3 and all(w >= 0 for w in self.task_weights) and sum(self.task_weights) > 0,
+             f"--task-weights needs 3 non-negative numbers (mask pattern intensity), got {self.task_weights}"),
+            (self.seed >= 0, f"--seed must be >= 0, got {self.seed}"),
+            (self.alpha >= 0, f"--alpha must be >= 0, got {self.alpha}"),
+            (self.patience >= 0, f"--patience must be >= 0 (0 = no early stopping), got {self.patience}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(
+            encoder=self.encoder,
+            in_channels=self.in_channels,
+            pool_levels=self.pool_levels,
+            dropout=self.dropout,
+            decoder_channels=tuple(self.decoder_channels),
+        )
+
+    def fold_indices(self) -> list[int]:
+        return list(range(self.folds)) if self.fold is None else [self.fold]
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def resume_key(self) -> dict[str, Any]:
+        """The fields a resumed run must share with the run it continues."""
+        skip = {"resume", "progress", "out", "device", "extra"}
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in skip}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value.resolve())
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def parse_fold(value: str | int | None) -> int | None:
+    """'all' / None -> None; '3' -> 3; anything else -> ConfigError."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"--fold must be 'all' or a fold number, got {value!r}") from None

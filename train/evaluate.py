@@ -1,0 +1,106 @@
+"""Validation: predict every held-out tile, score patch / image / patient levels with hep2edge.metrics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hep2edge.metrics import LEVELS, PatchPredictions, evaluate_levels, pattern_confusion, segmentation_counts
+from hep2edge.normalization import NormalizationSpec, normalize_tiles
+from hep2edge.train.losses import MultiTaskLoss
+from hep2edge.train.tiles_dataset import TileSet, valid_pixels
+
+MASK_THRESHOLD = 0.5
+SCORE_PARTS = ("dice", "pattern_accuracy", "intensity_accuracy")
+
+
+@dataclass
+class Evaluation:
+    """Validation losses (mask, pattern, intensity), metrics per level and confusion matrices."""
+
+    losses: list[float]
+    levels: dict[str, dict[str, float]]
+    confusion: dict[str, list[list[int]]]
+
+    @property
+    def loss(self) -> float:
+        return float(sum(self.losses))
+
+    @property
+    def score(self) -> float:
+        """Mean of patch-level Dice, pattern accuracy and intensity accuracy (higher is better)."""
+        return float(np.mean([self.levels["patch"][k] for k in SCORE_PARTS]))
+
+    def metrics(self) -> dict[str, Any]:
+        """The dict stored in checkpoints and summaries: score, val_loss and one dict per level."""
+        return {"score": self.score, "val_loss": self.loss, **{level: dict(self.levels[level]) for level in LEVELS}}
+
+    def monitored(self, monitor: str) -> float:
+        if monitor == "score":
+            return self.score
+        if monitor == "val_loss":
+            return self.loss
+        return float(self.levels["patch"][monitor])
+
+
+def to_input(images: np.ndarray, spec: NormalizationSpec, device: torch.device) -> torch.Tensor:
+    """Raw (N, t, t[, C]) tiles -> (N, C, t, t) float32 tensor on `device`, normalised as at runtime."""
+    return torch.from_numpy(normalize_tiles(images, spec)).to(device)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    tiles: TileSet,
+    spec: NormalizationSpec,
+    loss_fn: MultiTaskLoss,
+    batch_size: int,
+    device: torch.device,
+    amp: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> Evaluation:
+    """Run `model` (eval mode) over `tiles`; mask pixels in the pad are never foreground."""
+    model.eval()
+    parts, loss_sum = [], np.zeros(3)
+    autocast = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
+    for start in range(0, len(tiles), batch_size):
+        batch = tiles.subset(np.arange(start, min(start + batch_size, len(tiles))))
+        with autocast:
+            out = model(to_input(batch.images, spec, device))
+        masks = torch.from_numpy(batch.masks[:, None]).to(device)
+        pattern = torch.from_numpy(batch.pattern).to(device)
+        intensity = torch.from_numpy(batch.intensity).to(device)
+        loss_sum += loss_fn(out, masks, pattern, intensity).float().cpu().numpy() * len(batch)
+        pred = (torch.sigmoid(out["mask"].float())[:, 0] > MASK_THRESHOLD).cpu().numpy()
+        pred &= valid_pixels(batch.valid, pred.shape[-1])
+        parts.append(PatchPredictions(
+            image_ids=batch.image_ids,
+            patient_ids=batch.patient_ids,
+            pattern_true=batch.pattern,
+            pattern_prob=torch.softmax(out["pattern"].float(), 1).cpu().numpy(),
+            intensity_true=batch.intensity,
+            intensity_prob=torch.sigmoid(out["intensity"].float())[:, 0].cpu().numpy(),
+            seg_counts=segmentation_counts(pred, batch.masks),
+        ))
+        if on_batch is not None:
+            on_batch(len(batch))
+    predictions = PatchPredictions.concat(parts)
+    levels = evaluate_levels(predictions)
+    confusion = {level: pattern_confusion(predictions, level).tolist() for level in LEVELS}
+    return Evaluation([float(v) for v in loss_sum / max(len(tiles), 1)], levels, confusion)
+
+
+def is_better(value: float, best: float | None, monitor: str) -> bool:
+    """Whether `value` improves on `best` for this monitor (val_loss: lower; others: higher)."""
+    if math.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value < best if monitor == "val_loss" else value > best

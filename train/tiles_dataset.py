@@ -1,0 +1,104 @@
+"""Tiles cut once into memory: raw image tiles, mask tiles and per-tile labels for a whole dataset.
+
+Every image is read once and cut on its tile grid; folds then only index these arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hep2edge.errors import DataError
+from hep2edge.imageio import read_image, read_mask
+from hep2edge.tiling import extract_tiles, tile_grid
+
+
+@dataclass
+class TileSet:
+    """N tiles: images (N, t, t[, 3]) raw dtype, masks (N, t, t) bool, valid (N, 2) in-image height/width."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    valid: np.ndarray
+    pattern: np.ndarray  # (N,) int64
+    intensity: np.ndarray  # (N,) int64
+    image_ids: np.ndarray  # (N,) str
+    patient_ids: np.ndarray  # (N,) str
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, index: np.ndarray) -> TileSet:
+        return TileSet(*(getattr(self, name)[index] for name in _FIELDS))
+
+    def patients_mask(self, patients: Sequence[str]) -> np.ndarray:
+        return np.isin(self.patient_ids, np.asarray(list(patients), dtype=str))
+
+
+_FIELDS = ("images", "masks", "valid", "pattern", "intensity", "image_ids", "patient_ids")
+
+
+def valid_pixels(valid: np.ndarray, tile: int) -> np.ndarray:
+    """(N, 2) in-image sizes -> (N, t, t) bool, False on the pad of tiles that overhang a small image."""
+    rows = np.arange(tile)[None, :, None] < valid[:, 0, None, None]
+    cols = np.arange(tile)[None, None, :] < valid[:, 1, None, None]
+    return rows & cols
+
+
+def _channels(image: np.ndarray, in_channels: int) -> np.ndarray:
+    """(H, W) gray -> itself for 1 channel, or (H, W, 3) replicated for 3."""
+    return image if in_channels == 1 else np.repeat(image[..., None], 3, axis=2)
+
+
+def cut_record(
+    image_path: Path, mask_path: Path | None, tile: int, channel_policy: str, in_channels: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image -> (tiles, mask tiles, (N, 2) valid sizes) on its grid; DataError when it has no mask."""
+    if mask_path is None:
+        raise DataError(f"{image_path}: has no mask; training needs a mask for every image")
+    image = read_image(image_path, channel_policy)
+    mask = read_mask(mask_path)
+    if mask.shape != image.shape[:2]:
+        raise DataError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]}, "
+                        f"its image is {image.shape[1]}x{image.shape[0]}")
+    grid = tile_grid(image.shape[0], image.shape[1], tile)
+    return (
+        extract_tiles(_channels(image, in_channels), grid),
+        extract_tiles(mask, grid),
+        np.array([grid.valid_size(i) for i in range(len(grid))], dtype=np.int64).reshape(-1, 2),
+    )
+
+
+def build_tile_set(
+    records: Sequence[object],
+    tile: int,
+    channel_policy: str = "luminance",
+    in_channels: int = 1,
+    on_image: Callable[[int], None] | None = None,
+) -> TileSet:
+    """Read and cut every record (ImageRecord-like: image, mask, patient, pattern, intensity)."""
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in _FIELDS}
+    dtypes = set()
+    for number, record in enumerate(records):
+        images, masks, valid = cut_record(
+            record.image, record.mask, tile, channel_policy, in_channels  # type: ignore[attr-defined]
+        )
+        dtypes.add(images.dtype)
+        n = len(images)
+        parts["images"].append(images)
+        parts["masks"].append(masks)
+        parts["valid"].append(valid)
+        parts["pattern"].append(np.full(n, int(record.pattern), dtype=np.int64))  # type: ignore[attr-defined]
+        parts["intensity"].append(np.full(n, int(record.intensity), dtype=np.int64))  # type: ignore[attr-defined]
+        parts["image_ids"].append(np.full(n, str(record.image)))  # type: ignore[attr-defined]
+        parts["patient_ids"].append(np.full(n, str(record.patient)))  # type: ignore[attr-defined]
+        if on_image is not None:
+            on_image(number + 1)
+    if not parts["images"]:
+        raise DataError("the dataset lists no images")
+    if len(dtypes) > 1:
+        raise DataError(f"the dataset mixes pixel types {sorted(str(d) for d in dtypes)}; convert to one bit depth")
+    return TileSet(**{name: np.concatenate(values) for name, values in parts.items()})

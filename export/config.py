@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,11 @@ class Int8Options:
             raise ConfigError(
                 f"--int8-exclude {unknown[0]}: valid rules are {', '.join(INT8_EXCLUSION_RULES)}"
             )
+        for pattern in self.exclude_nodes:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"--int8-exclude-nodes {pattern!r}: not a regular expression ({exc})") from exc
         if self.calib_images < 1:
             raise ConfigError(f"--calib-images {self.calib_images}: need at least 1 calibration image")
 

@@ -4,7 +4,8 @@ Weights are quantized per channel (ModelOpt's ORT-based path always does); Sigmo
 quantizable op types there, so the probability heads stay in high precision. Named exclusion rules
 (`depthwise`, `se`, `sigmoid-mul`, `heads`) keep the nodes EfficientNet is known to be fragile on out
 of INT8. `high_precision` decides the dtype of everything not quantized (fp16 by default: what the
-strongly typed TensorRT engine should run; fp32 is faster under ONNX Runtime CPU only).
+strongly typed TensorRT engine should run; fp32 is faster and closest under ONNX Runtime CPU).
+Figures for these choices on EfficientNet: export/INT8_STUDY.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import onnx
 
 from hep2edge.contract import INPUT_NAME
+from hep2edge.errors import ConfigError
 from hep2edge.export.library_log import captured
 from hep2edge.export.precisions import ConversionInputs, Converted
 from hep2edge.export.tensorrt_probe import hide_stub_only_tensorrt
@@ -92,6 +94,8 @@ def convert_int8(inputs: ConversionInputs) -> Converted:
     """model.onnx -> Q/DQ graph calibrated on `inputs.calibration()` tiles (float32 I/O kept)."""
     hide_stub_only_tensorrt()
     options = inputs.int8
+    if inputs.calibration is None:
+        raise ConfigError("int8 needs calibration tiles from the training data; pass --calib-data DATA_DIR")
     calibration = inputs.calibration()
     fp32 = onnx.load(str(inputs.fp32_path))
     exclude = excluded_nodes(fp32, options.exclude_rules, options.exclude_nodes)
@@ -111,7 +115,7 @@ def convert_int8(inputs: ConversionInputs) -> Converted:
                 calibration_method=options.calib_method,
                 calibration_eps=["cpu"],
                 op_types_to_exclude=list(options.exclude_op_types),
-                nodes_to_exclude=exclude,
+                nodes_to_exclude=list(exclude),  # ModelOpt extends the list it is given
                 high_precision_dtype=options.high_precision,
                 output_path=str(target),
                 log_level="WARNING",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import onnx
@@ -55,7 +56,11 @@ def export_fp32_onnx(
     sample = torch.zeros(sample_batch, contract.channels, contract.tile, contract.tile)
     dynamic = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}}
     path = Path(path)
-    with torch.no_grad():
+    # The TorchScript exporter (dynamo=False) is deprecated in torch 2.9+ but gives the plain, well-tested
+    # graph that ModelOpt and TensorRT parse; silence its deprecation notices only.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(
             wrapper,
             (sample,),

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from hep2edge.atomic import OutputWriteError
 from hep2edge.contract import file_sha256
-from hep2edge.errors import MissingExtraError
+from hep2edge.errors import ConfigError, MissingExtraError
 from hep2edge.export.checkpoint_select import SelectedCheckpoint, select_checkpoint
 from hep2edge.export.config import ExportConfig
 from hep2edge.export.engines import engines_for
+from hep2edge.export.onnx_export import attach_contract
 from hep2edge.export.onnx_graph import check_graph, export_checked_fp32, save_model_atomic
 from hep2edge.export.precisions import PRECISIONS, ConversionInputs
 from hep2edge.export.report import ExportReport, PrecisionResult, write_report
@@ -31,7 +32,7 @@ from hep2edge.export.tiles import (
     resolve_selection,
     verification_tiles,
 )
-from hep2edge.export.verify import Outputs, onnx_outputs, output_diffs, task_metrics, torch_outputs
+from hep2edge.export.verify import TASK_METRICS, Outputs, onnx_outputs, output_diffs, task_metrics, torch_outputs
 from hep2edge.train.checkpoint import LoadedCheckpoint, load_checkpoint
 from hep2edge.workspace import resolve_out_dir, write_resolved_config
 
@@ -70,22 +71,27 @@ class CalibrationTiles:
         return self._tiles
 
 
-def _score(result: PrecisionResult, outputs: Outputs, reference: Outputs, ref_metrics: dict[str, float],
-           tiles: TileSet, config: ExportConfig, threshold: float) -> None:
-    result.set_diffs(output_diffs(reference, outputs))
-    result.set_metrics(task_metrics(outputs, tiles, threshold), ref_metrics)
-    result.check(config.limits)
+def _resolve_calibration(config: ExportConfig, loaded: LoadedCheckpoint, ckpt: Path,
+                         say: Say) -> CalibrationTiles | None:
+    """Training tiles when a precision requires them (error if none resolve) or can use them (else None)."""
+    wanted = {PRECISIONS.get(p).calibration for p in config.precisions}
+    if "required" in wanted:
+        return CalibrationTiles(config, loaded, ckpt)
+    if "optional" in wanted:
+        try:
+            return CalibrationTiles(config, loaded, ckpt)
+        except ConfigError:
+            say("no training tiles resolved (--calib-data): AutoCast checks fp16 ranges on random inputs")
+    return None
 
 
-def _write_precision(name: str, fp32_path: Path, out_dir: Path, loaded: LoadedCheckpoint,
-                     inputs: ConversionInputs) -> PrecisionResult:
+def _write_precision(name: str, out_dir: Path, loaded: LoadedCheckpoint, inputs: ConversionInputs) -> PrecisionResult:
+    """Convert (fp32 is already written), attach the contract with this precision, check, save atomically."""
     precision = PRECISIONS.get(name)
     result = PrecisionResult(precision=name, file=precision.filename)
     if precision.convert is None:
         return result
     converted = precision.convert(inputs)
-    from hep2edge.export.onnx_export import attach_contract
-
     attach_contract(converted.proto, loaded.contract.with_precision(name))
     check_graph(converted.proto, f"{name} graph")
     save_model_atomic(converted.proto, out_dir / precision.filename)
@@ -93,61 +99,99 @@ def _write_precision(name: str, fp32_path: Path, out_dir: Path, loaded: LoadedCh
     return result
 
 
-def run_export(config: ExportConfig, say: Say = log.info) -> ExportReport:
-    """Export, convert, verify and (optionally) build engines; the report says what passed."""
+def _convert_and_verify(name: str, out_dir: Path, prepared: Prepared, inputs: ConversionInputs,
+                        reference: Reference, config: ExportConfig) -> PrecisionResult:
+    """One precision's file and its figures; a conversion failure is recorded, not raised."""
+    try:
+        result = _write_precision(name, out_dir, prepared.loaded, inputs)
+    except ModuleNotFoundError as exc:
+        raise missing_extra(exc) from exc
+    except (MissingExtraError, OutputWriteError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one precision failing must not stop the others
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        log.debug("conversion to %s failed", name, exc_info=True)
+        return PrecisionResult(precision=name, error=f"conversion failed: {exc.__class__.__name__}: {first}")
+    path = out_dir / str(result.file)
+    result.sha256 = file_sha256(path)
+    outputs = onnx_outputs(path, prepared.tiles.images, config.verify_batch)
+    result.set_diffs(output_diffs(reference.outputs, outputs))
+    result.set_metrics(task_metrics(outputs, prepared.tiles, reference.threshold), reference.metrics)
+    result.check(config.limits)
+    return result
+
+
+@dataclass
+class Prepared:
+    """Inputs checked before anything is written."""
+
+    chosen: SelectedCheckpoint
+    loaded: LoadedCheckpoint
+    tiles: TileSet
+    calibration: CalibrationTiles | None
+
+
+@dataclass
+class Reference:
+    """PyTorch fp32 on the held-out tiles: outputs and patch-level metrics."""
+
+    outputs: Outputs
+    metrics: dict[str, float]
+    threshold: float
+
+
+def prepare(config: ExportConfig, say: Say) -> Prepared:
+    """Checkpoint, held-out tiles and calibration tiles: every bad input fails here, before any output."""
     chosen = _checkpoint(config)
     say(f"checkpoint: {chosen.path} ({chosen.reason})")
     loaded = load_checkpoint(chosen.path)
-    data = loaded.data.get("data") or {}
-    val = resolve_selection(config.val_data, "--val-data", data, VAL_KEYS, chosen.path)
-    needs_calibration = any(PRECISIONS.get(p).needs_calibration for p in config.precisions)
-    calibration = CalibrationTiles(config, loaded, chosen.path) if needs_calibration else None
+    val = resolve_selection(config.val_data, "--val-data", loaded.data.get("data") or {}, VAL_KEYS, chosen.path)
+    calibration = _resolve_calibration(config, loaded, chosen.path, say)
     say(f"reading held-out tiles from {val.root} ({val.origin})")
     tiles = verification_tiles(val, loaded.contract, config.val_images, config.int8.seed)
     if calibration is not None:
         say(f"reading {config.int8.calib_images} calibration tiles from {calibration.source}")
         calibration()
-    out_dir = resolve_out_dir(config.out, "export")
-    config = replace(config, checkpoint=chosen.path, out=out_dir)
-    write_resolved_config(out_dir, config)
-    report = ExportReport(
-        out_dir=str(out_dir), checkpoint=str(chosen.path), checkpoint_reason=chosen.reason,
-        model_id=loaded.contract.model_id, contract=loaded.contract.to_dict(), limits=asdict(config.limits),
-        verification={"source": tiles.source, "tiles": len(tiles), "level": "patch"},
-        calibration={"source": calibration.source, "tiles": config.int8.calib_images} if calibration else {},
-    )
-    say(f"PyTorch fp32 on {len(tiles)} held-out tiles")
-    reference = torch_outputs(loaded.model, tiles.images, config.verify_batch)
-    threshold = loaded.contract.mask_threshold
-    ref_metrics = task_metrics(reference, tiles, threshold)["patch"]
-    report.reference = {k: ref_metrics[k] for k in ("dice", "pattern_accuracy", "intensity_accuracy")}
+    return Prepared(chosen, loaded, tiles, calibration)
 
+
+def reference_run(prepared: Prepared, config: ExportConfig, say: Say) -> Reference:
+    say(f"PyTorch fp32 on {len(prepared.tiles)} held-out tiles")
+    outputs = torch_outputs(prepared.loaded.model, prepared.tiles.images, config.verify_batch)
+    threshold = prepared.loaded.contract.mask_threshold
+    return Reference(outputs, task_metrics(outputs, prepared.tiles, threshold)["patch"], threshold)
+
+
+def _new_report(prepared: Prepared, config: ExportConfig, out_dir: Path, reference: Reference) -> ExportReport:
+    contract, calibration = prepared.loaded.contract, prepared.calibration
+    return ExportReport(
+        out_dir=str(out_dir), checkpoint=str(prepared.chosen.path), checkpoint_reason=prepared.chosen.reason,
+        model_id=contract.model_id, contract=contract.to_dict(), limits=asdict(config.limits),
+        verification={"source": prepared.tiles.source, "tiles": len(prepared.tiles), "level": "patch"},
+        calibration={"source": calibration.source, "tiles": config.int8.calib_images} if calibration else {},
+        reference={k: reference.metrics[k] for k in TASK_METRICS},
+    )
+
+
+def run_export(config: ExportConfig, say: Say = log.info) -> ExportReport:
+    """Export, convert, verify and (optionally) build engines; the report says what passed."""
+    prepared = prepare(config, say)
+    out_dir = resolve_out_dir(config.out, "export")
+    config = replace(config, checkpoint=prepared.chosen.path, out=out_dir)
+    write_resolved_config(out_dir, config)
+    reference = reference_run(prepared, config, say)
+    report = _new_report(prepared, config, out_dir, reference)
     say(f"exporting fp32 ONNX (opset {config.opset}, dynamic batch)")
-    fp32 = export_checked_fp32(loaded.model, loaded.contract, tiles.images[: config.verify_batch],
+    loaded = prepared.loaded
+    fp32 = export_checked_fp32(loaded.model, loaded.contract, prepared.tiles.images[: config.verify_batch],
                                config.opset, config.simplify)
     fp32_path = out_dir / PRECISIONS.get("fp32").filename
     save_model_atomic(fp32.proto, fp32_path)
     report.simplification = fp32.note
-    inputs = ConversionInputs(fp32_path, calibration or (lambda: tiles.images[:0]), config.int8, out_dir / LOG_FILE)
+    inputs = ConversionInputs(fp32_path, prepared.calibration, config.int8, out_dir / LOG_FILE)
     for name in config.precisions:
         say(f"{name}: converting and verifying under ONNX Runtime CPU")
-        try:
-            result = _write_precision(name, fp32_path, out_dir, loaded, inputs)
-        except ModuleNotFoundError as exc:
-            raise missing_extra(exc) from exc
-        except (MissingExtraError, OutputWriteError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - one precision failing must not stop the others
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
-            result = PrecisionResult(precision=name, error=f"conversion failed: {exc.__class__.__name__}: {first}")
-            log.debug("conversion to %s failed", name, exc_info=True)
-            report.precisions[name] = result
-            continue
-        path = out_dir / str(result.file)
-        result.sha256 = file_sha256(path)
-        _score(result, onnx_outputs(path, tiles.images, config.verify_batch), reference, ref_metrics, tiles,
-               config, threshold)
-        report.precisions[name] = result
+        report.precisions[name] = _convert_and_verify(name, out_dir, prepared, inputs, reference, config)
     report.tensorrt = engines_for(config, out_dir, loaded.contract, say)
     write_report(report, out_dir)
     return report

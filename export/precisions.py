@@ -23,7 +23,7 @@ class ConversionInputs:
     """What a converter may use: the checked fp32 file, calibration tiles on demand, options, a log file."""
 
     fp32_path: Path
-    calibration: Callable[[], np.ndarray]
+    calibration: Callable[[], np.ndarray] | None  # None: no training tiles could be resolved
     int8: Int8Options
     log_path: Path
 
@@ -41,12 +41,13 @@ Converter = Callable[[ConversionInputs], Converted]
 
 @dataclass(frozen=True)
 class Precision:
-    """One precision: its file name and converter (None for fp32, exported straight from PyTorch)."""
+    """One precision: its file name, converter (None for fp32, exported straight from PyTorch), and whether
+    it needs real training tiles (`required`), uses them when the checkpoint records them (`optional`)."""
 
     name: str
     filename: str
     convert: Converter | None
-    needs_calibration: bool = False
+    calibration: str = "none"  # none | optional | required
 
 
 def _fp16(inputs: ConversionInputs) -> Converted:
@@ -63,5 +64,5 @@ def _int8(inputs: ConversionInputs) -> Converted:
 
 PRECISIONS: Registry[Precision] = Registry("precision")
 PRECISIONS.add("fp32", Precision("fp32", "model.onnx", None))
-PRECISIONS.add("fp16", Precision("fp16", "model.fp16.onnx", _fp16))
-PRECISIONS.add("int8", Precision("int8", "model.int8.onnx", _int8, needs_calibration=True))
+PRECISIONS.add("fp16", Precision("fp16", "model.fp16.onnx", _fp16, calibration="optional"))
+PRECISIONS.add("int8", Precision("int8", "model.int8.onnx", _int8, calibration="required"))

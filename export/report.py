@@ -66,7 +66,7 @@ class PrecisionResult:
         allowed = {"dice": limits.dice_drop, "pattern_accuracy": limits.accuracy_drop,
                    "intensity_accuracy": limits.accuracy_drop}
         for name, limit in allowed.items():
-            drop = -self.changes.get(name, float("nan"))
+            drop = 0.0 - self.changes.get(name, float("nan"))
             if not drop <= limit:
                 self.failures.append(f"{name} drops by {drop:.4f} > {limit:g}")
 
@@ -129,6 +129,10 @@ def _fmt(value: float | None, digits: int = 4, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+def _sci(value: float) -> str:
+    return f"{value:.2e}" if math.isfinite(value) else "-"
+
+
 def to_markdown(report: ExportReport) -> str:
     """Human-readable tables of the report."""
     lines = [
@@ -145,16 +149,13 @@ def to_markdown(report: ExportReport) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in report.precisions.items():
-        cells = [name, f"`{r.file}`" if r.file else "-", _fmt(r.max_abs_diff, 2 if r.max_abs_diff > 1e-2 else 8),
-                 _fmt(r.mean_abs_diff, 8)]
+        cells = [name, f"`{r.file}`" if r.file else "-", _sci(r.max_abs_diff), _sci(r.mean_abs_diff)]
         cells += [f"{_fmt(getattr(r, m))} ({_fmt(r.changes.get(m), signed=True)})" for m in TASK_METRICS]
         cells.append("yes" if r.passed else "**no**")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Per output (max / mean abs diff):", ""]
     for name, r in report.precisions.items():
-        per = ", ".join(
-            f"{o} {_fmt(d['max_abs_diff'], 6)} / {_fmt(d['mean_abs_diff'], 6)}" for o, d in r.outputs.items()
-        )
+        per = ", ".join(f"{o} {_sci(d['max_abs_diff'])} / {_sci(d['mean_abs_diff'])}" for o, d in r.outputs.items())
         lines.append(f"- {name}: {per or '-'}")
         if r.notes:
             lines.append(f"  - notes: {', '.join(f'{k}={v}' for k, v in r.notes.items())}")

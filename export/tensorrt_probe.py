@@ -35,9 +35,17 @@ def real_tensorrt() -> ModuleType | None:
 
 
 def hide_stub_only_tensorrt() -> None:
-    """If `tensorrt` is importable but is only type stubs, make `import tensorrt` raise ImportError."""
-    if real_tensorrt() is None:
-        sys.modules["tensorrt"] = None  # type: ignore[assignment]
+    """If `tensorrt` is importable but is only type stubs, make `import tensorrt` raise ImportError.
+
+    ModelOpt decides at import time (`modelopt.onnx.trt_utils.TRT_PYTHON_AVAILABLE`); if it was imported
+    before this call, that flag is corrected too.
+    """
+    if real_tensorrt() is not None:
+        return
+    sys.modules["tensorrt"] = None  # type: ignore[assignment]
+    trt_utils = sys.modules.get("modelopt.onnx.trt_utils")
+    if trt_utils is not None and getattr(trt_utils, "TRT_PYTHON_AVAILABLE", False):
+        trt_utils.TRT_PYTHON_AVAILABLE = False  # type: ignore[attr-defined]
 
 
 def tensorrt_version() -> str | None:

@@ -88,7 +88,11 @@ def load_records(selection: DataSelection) -> list[Any]:
 
     if not selection.root.is_dir():
         raise DataError(f"{selection.root}: no such dataset folder ({selection.origin})")
-    dataset = load_dataset(selection.root)
+    try:
+        dataset = load_dataset(selection.root)
+    except DataError as exc:  # its message lists every problem on its own line: keep the first
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise DataError(f"{selection.origin}: " + " ".join(lines[:2])) from exc
     records = list(dataset.records)
     if selection.patients is not None:
         records = [r for r in records if patient_key(r.patient) in selection.patients]

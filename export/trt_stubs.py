@@ -10,7 +10,6 @@ stubs themselves are silenced through `MYPY_OVERRIDES` (mypy config), not by edi
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -40,9 +39,9 @@ def installed_stub_dirs() -> dict[str, Path]:
     """{package: folder} of the installed stub packages; StubsNotInstalled if any is missing."""
     found: dict[str, Path] = {}
     for package in PACKAGES:
-        spec = importlib.util.find_spec(package)
-        locations = list(spec.submodule_search_locations or []) if spec else []
-        folder = next((Path(p) for p in locations if (Path(p) / "__init__.pyi").is_file()), None)
+        # searched on sys.path, not imported: `tensorrt` may be hidden or be the real, compiled package
+        candidates = (Path(entry or ".") / package for entry in sys.path)
+        folder = next((c for c in candidates if (c / "__init__.pyi").is_file()), None)
         if folder is None:
             raise StubsNotInstalled(
                 f"no {package}/__init__.pyi found; pip install --no-deps tensorrt-stubs==10.13.0.35.1"

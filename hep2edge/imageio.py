@@ -162,6 +162,16 @@ def _check_pixels(path: Path, size: tuple[int, int] | None, max_pixels: int) -> 
         raise _fail(path, f"image is {size[1]} x {size[0]} pixels, over the limit of {max_pixels:,} pixels")
 
 
+def _first_ifd_offset(data: bytes) -> int | None:
+    """Byte offset of the first image directory of a classic or big TIFF, from its header."""
+    order = "<" if data[:2] == b"II" else ">"
+    if data[2:4] in (b"*\0", b"\0*") and len(data) >= 8:
+        return int(struct.unpack(order + "I", data[4:8])[0])
+    if len(data) >= 16:
+        return int(struct.unpack(order + "Q", data[8:16])[0])
+    return None
+
+
 def _decode_tiff(path: Path, data: bytes, max_pixels: int) -> np.ndarray:
     """First page of a TIFF as (H, W) or (H, W, C), samples last, colour order RGB."""
     try:
@@ -178,7 +188,13 @@ def _decode_tiff(path: Path, data: bytes, max_pixels: int) -> np.ndarray:
     except ImageReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds
-        raise _fail(path, f"corrupt or unsupported TIFF ({_short(exc)})") from exc
+        if "imagecodecs" in str(exc):  # LZW/JPEG/PackBits without imagecodecs: OpenCV's libtiff decodes them
+            return _decode_cv2(path, data, "tiff", max_pixels)
+        first_ifd = _first_ifd_offset(data)
+        if first_ifd is not None and first_ifd >= len(data):
+            problem = f"truncated TIFF (first directory at byte {first_ifd:,}, file has {len(data):,})"
+            raise _fail(path, problem) from exc
+        raise _fail(path, f"corrupt or truncated TIFF ({_short(exc)})") from exc
     if array.ndim == 3 and axes.startswith("S") and array.shape[0] <= 4 < array.shape[2]:
         array = np.moveaxis(array, 0, -1)
     return array
@@ -199,7 +215,8 @@ def _decode_cv2(path: Path, data: bytes, kind: str, max_pixels: int) -> np.ndarr
     except cv2.error as exc:
         raise _fail(path, f"cannot decode ({_short(exc)})") from exc
     if array is None:
-        what = {"png": "corrupt PNG", "jpeg": "corrupt JPEG"}.get(kind, "not an image (unknown format)")
+        what = {"png": "corrupt PNG", "jpeg": "corrupt JPEG", "tiff": "corrupt or unsupported compressed TIFF"}.get(
+            kind, "not an image (unknown format)")
         raise _fail(path, what)
     if array.ndim == 3 and array.shape[2] == 3:
         array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)

@@ -8,6 +8,7 @@ state + event) after its files are renamed into place, so a crash leaves either 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import sqlite3
@@ -17,9 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from hep2edge.atomic import OutputWriteError, describe_os_error
+from hep2edge.errors import ConfigError
 from hep2edge.labels import PATTERNS
 
 DB_NAME = "results.db"
@@ -65,17 +67,39 @@ class Journal:
     def __init__(self, results_dir: Path, arguments: dict[str, Any] | None = None) -> None:
         self.path = Path(results_dir) / DB_NAME
         self._lock = threading.Lock()
+        self._owner = self._take_ownership()
+        started = time.time()
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
             cursor = self._db.execute(
-                "INSERT INTO runs(started, arguments) VALUES (?, ?)", (time.time(), json.dumps(arguments or {}))
+                "INSERT INTO runs(started, arguments) VALUES (?, ?)", (started, json.dumps(arguments or {}))
             )
         except sqlite3.Error as exc:
+            self._owner.close()
             raise OutputWriteError(f"{self.path}: cannot open the results database ({exc})") from exc
         self.run = int(cursor.lastrowid or 0)
+        self.run_started = started
+
+    def _take_ownership(self) -> IO[bytes]:
+        """An exclusive flock on results.db (independent of SQLite's own fcntl locks): one run per RESULTS.
+
+        The kernel drops it when the process dies, so a run killed with SIGKILL never blocks its restart.
+        """
+        try:
+            handle = open(self.path, "ab")  # noqa: SIM115 - held open for the journal's lifetime
+        except OSError as exc:
+            raise OutputWriteError(f"{self.path}: cannot open ({describe_os_error(exc)})") from exc
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.close()
+            raise ConfigError(
+                f"{self.path.parent}: another hep2edge run is using these RESULTS; stop it or pass another --out"
+            ) from exc
+        return handle
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -213,3 +237,4 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._owner.close()

@@ -17,9 +17,13 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
+from hep2edge.atomic import OutputWriteError
+from hep2edge.errors import ContractError
 from hep2edge.runtime.executors import Chunk, Executor
 from hep2edge.runtime.journal import Journal
 from hep2edge.runtime.sinks import TableSink
@@ -29,6 +33,7 @@ from hep2edge.runtime.stats import StageStats
 from hep2edge.runtime.status import StatusBoard
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 END = object()  # end-of-stream marker passed down the queues
 POLL_S = 0.1
 
@@ -90,6 +95,20 @@ class Pipeline:
                 continue
         return END
 
+    def _isolated(self, key: str, work: Callable[[], T], content_hash: str | None = None) -> T | None:
+        """Run one input's work; an unexpected error fails that input only (output errors stay fatal)."""
+        try:
+            return work()
+        except (OutputWriteError, ContractError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug or an exotic file must not stop a days-long watch
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            reason = f"{key}: unexpected {exc.__class__.__name__}{': ' + detail if detail else ''}"
+            log.exception("%s", reason)
+            self.journal.fail(key, content_hash, reason)
+            self.board.fail(key, reason)
+            return None
+
     def _update_queued(self) -> None:
         self.board.queued = self.intake.qsize() + self.ready.qsize() + self.done.qsize()
         self.board.dropped = self.source.dropped
@@ -117,9 +136,9 @@ class Pipeline:
                 if self.stop.is_set():
                     continue  # not claimed yet: stays `queued` in the journal for the next run
                 item, started = entry
-                frame = self.reader.read(item, next(self._serial), started)
+                frame = self._isolated(item.key, partial(self.reader.read, item, next(self._serial), started))
                 if frame is not None:
-                    frame.timings["queue"] = time.perf_counter()
+                    frame.queued_at = time.perf_counter()
                     self._put(self.ready, frame)
         except BaseException as exc:  # noqa: BLE001
             self._fatal(exc)
@@ -153,7 +172,7 @@ class Pipeline:
             return True
         if frame is END:
             return False
-        frame.timings["queue"] = (time.perf_counter() - frame.timings["queue"]) * 1000
+        frame.timings["queue"] = (time.perf_counter() - frame.queued_at) * 1000
         self.stats.add("queue", frame.timings["queue"])
         pending.append((frame, 0))
         return True
@@ -195,7 +214,7 @@ class Pipeline:
     def _writer_loop(self) -> None:
         try:
             while (frame := self._get(self.done)) is not END:
-                self.writer.write(frame)
+                self._isolated(frame.item.key, partial(self.writer.write, frame), frame.content_hash)
                 self._refresh_tables(force=False)
             if not self.abort.is_set():
                 self._refresh_tables(force=True)
@@ -224,7 +243,7 @@ class Pipeline:
             thread.start()
         return threads
 
-    def run(self, tick: Any = None) -> None:
+    def run(self, tick: Callable[[], None] | None = None) -> None:
         """Run until the source ends (or stop/abort) and every claimed frame is written; `tick()` each poll."""
         threads = self.start()
         writer = threads[-1]

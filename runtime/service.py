@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -93,6 +94,22 @@ def recover(journal: Journal, out: Path) -> int:
     return recovered
 
 
+class PlainStatus:
+    """Without a terminal (a service's log), print the status line every `every_s` seconds when it changed."""
+
+    def __init__(self, board: StatusBoard, console: Console, every_s: float = 30.0) -> None:
+        self.board, self.console, self.every_s = board, console, every_s
+        self._last = (0, 0)
+        self._at = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        state = (self.board.processed, self.board.failed)
+        if now - self._at >= self.every_s and state != self._last:
+            self.console.print(self.board.render())
+            self._last, self._at = state, now
+
+
 @contextmanager
 def stop_on_signals(stop: Callable[[], None], console: Console) -> Iterator[None]:
     """SIGINT/SIGTERM -> finish in-flight work, then return normally (main thread only)."""
@@ -115,24 +132,39 @@ def stop_on_signals(stop: Callable[[], None], console: Console) -> Iterator[None
 def run_service(config: RunConfig, make_source: Callable[[Journal], Source], console: Console) -> RunSummary:
     """Analyse everything the source yields into `config.out`, exactly once per content."""
     out = config.out
-    removed = clean_temporaries(out)
-    if removed:
-        console.print(f"removed {removed} temporary file(s) left by an interrupted run")
-    write_resolved_config(out, config)
-    journal = Journal(out, {"command": config.command, "model": str(config.model), **config.source})
+    journal = Journal(out, {"command": config.command, "model": str(config.model), **config.source})  # locks out
     try:
+        removed = clean_temporaries(out)
+        if removed:
+            console.print(f"removed {removed} temporary file(s) left by an interrupted run")
+        write_resolved_config(out, config)
         return _run(config, make_source, console, journal)
     finally:
         journal.close()
 
 
-def _run(config: RunConfig, make_source: Callable[[Journal], Source], console: Console, journal: Journal) -> RunSummary:
-    out = config.out
-    recovered = recover(journal, out)
+def _prepare(config: RunConfig, console: Console, journal: Journal) -> int:
+    """Before intake: recover what a killed run left, finish specimen verdicts, re-queue failures if asked."""
+    recovered = recover(journal, config.out)
     if recovered:
         console.print(f"recovered {recovered} complete result(s) an interrupted run had not journaled")
+    for specimen in all_specimens(journal):  # groups completed just before a crash get their verdict
+        update_specimen(journal, config.specimens, specimen)
     if config.retry_failed:
         console.print(f"--retry-failed: {len(journal.requeue_failed())} failed input(s) queued again")
+    return recovered
+
+
+def _finish(config: RunConfig, journal: Journal) -> None:
+    """After the run: every specimen's verdict (incomplete groups marked so) and results.csv from the db."""
+    for specimen in all_specimens(journal):
+        update_specimen(journal, config.specimens, specimen, final=True)
+    TABLE_SINKS.get("csv")(config.out).refresh(journal)
+
+
+def _run(config: RunConfig, make_source: Callable[[Journal], Source], console: Console, journal: Journal) -> RunSummary:
+    out = config.out
+    recovered = _prepare(config, console, journal)
     backend = create_backend(config.backend, BackendConfig(config.model, config.pipeline.max_batch, config.device,
                                                            config.cuda_graph))
     with backend:
@@ -140,12 +172,14 @@ def _run(config: RunConfig, make_source: Callable[[Journal], Source], console: C
         check_contract_channels(contract)
         policy = config.channel or contract.channel_policy
         CHANNEL_POLICIES.get(policy)
-        console.print(f"backend: {backend.describe()}; channel policy: {policy}")
+        description = backend.describe()
+        console.print(f"backend: {description}; channel policy: {policy}")
         stage = replace(config.stage, channel_policy=policy, retry_failed=config.retry_failed)
         executor = make_executor(backend, config.preprocess)
         model = ModelInfo(contract.model_id, contract.precision, backend.name, str(config.model), backend.device_name())
         stats, board = StageStats(), StatusBoard()
-        sinks = [IMAGE_SINKS.get("json")(out)] + ([IMAGE_SINKS.get("overlay")(out)] if config.overlay else [])
+        # the result JSON goes last: its presence means every file of the image is complete (crash recovery)
+        sinks = ([IMAGE_SINKS.get("overlay")(out)] if config.overlay else []) + [IMAGE_SINKS.get("json")(out)]
         source = make_source(journal)
         console.print(f"source: {source.describe()}; results: {out}")
         pipeline = Pipeline(
@@ -155,9 +189,10 @@ def _run(config: RunConfig, make_source: Callable[[Journal], Source], console: C
             journal, [TABLE_SINKS.get("csv")(out)], stats, board,
         )
         live = Live(board, console=console, refresh_per_second=4) if console.is_terminal else nullcontext()
+        tick = None if console.is_terminal else PlainStatus(board, console)
         try:
             with stop_on_signals(pipeline.request_stop, console), live:
-                pipeline.run()
+                pipeline.run(tick)
         except OutputWriteError as exc:
             raise OutputWriteError(
                 f"{exc}; intake stopped, the {board.processed} result(s) written in this run are kept, "
@@ -165,9 +200,7 @@ def _run(config: RunConfig, make_source: Callable[[Journal], Source], console: C
             ) from exc
         finally:
             executor.close()
-    for specimen in all_specimens(journal):
-        update_specimen(journal, config.specimens, specimen, final=True)
-    TABLE_SINKS.get("csv")(out).refresh(journal)
-    return RunSummary(out, backend.describe(), board.processed, board.duplicates, list(board.failures),
+    _finish(config, journal)
+    return RunSummary(out, description, board.processed, board.duplicates, list(board.failures),
                       board.skipped_failed, source.dropped, recovered, stats.percentiles(),
                       interrupted=pipeline.stop_requested)

@@ -27,6 +27,7 @@ from hep2edge.tiling import TileGrid
 
 log = logging.getLogger(__name__)
 MAX_FILE_BYTES = 1 << 30
+HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Frame:
     tiles: np.ndarray | None
     started: float
     timings: dict[str, float] = field(default_factory=dict)
+    queued_at: float = 0.0
     parts: list[TileOutputs] = field(default_factory=list)
     received: int = 0
 
@@ -79,28 +81,28 @@ class Reader:
         self.board.fail(item.key, reason)
         log.warning("%s", reason)
 
-    def _file_bytes(self, path: Path) -> bytes:
+    def _file_hash(self, path: Path) -> tuple[str, int]:
+        """(sha256 of the file's bytes, size); streamed, so an absurdly large file costs no memory."""
+        digest = hashlib.sha256()
+        size = 0
         try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise ImageReadError(f"{path}: cannot read ({exc.strerror or 'file not found'})") from exc
-        if size == 0:
-            raise ImageReadError(f"{path}: empty file (0 bytes)")
-        if size > self.config.max_file_bytes:
-            raise ImageReadError(f"{path}: file is {size:,} bytes, over the limit of {self.config.max_file_bytes:,}")
-        try:
-            return path.read_bytes()
+            with open(path, "rb") as handle:
+                while block := handle.read(HASH_CHUNK):
+                    digest.update(block)
+                    size += len(block)
         except OSError as exc:
             raise ImageReadError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        return digest.hexdigest(), size
 
     def read(self, item: Item, serial: int, started: float) -> Frame | None:
         """The frame to analyse, or None (already analysed, failed before, or unreadable: journaled)."""
         timings: dict[str, float] = {}
         content_hash = None
         try:
+            size = 0
             with self.stats.time("read", timings):
                 if item.path is not None:
-                    content_hash = hashlib.sha256(self._file_bytes(item.path)).hexdigest()
+                    content_hash, size = self._file_hash(item.path)
                 else:
                     assert item.frame is not None
                     content_hash = hashlib.sha256(np.ascontiguousarray(item.frame).tobytes()).hexdigest()
@@ -108,6 +110,10 @@ class Reader:
             if claim.action != "analyse":
                 self.board.count("duplicates" if claim.action == "duplicate" else "skipped_failed")
                 return None
+            if size > self.config.max_file_bytes:
+                raise ImageReadError(
+                    f"{item.path}: file is {size:,} bytes, over the limit of {self.config.max_file_bytes:,}"
+                )
             with self.stats.time("decode", timings):
                 if item.path is not None:
                     gray = read_image(item.path, self.config.channel_policy, self.config.max_pixels)

@@ -54,10 +54,12 @@ class StageStats:
                             "mean": float(values.mean())}
         return table
 
-    def table(self, title: str = "stage timings (ms)") -> Table:
-        out = Table(title=title)
-        for column in ("stage", "n", "p50", "p95", "p99", "mean"):
-            out.add_column(column, justify="left" if column == "stage" else "right")
-        for stage, row in self.percentiles().items():
-            out.add_row(stage, f"{int(row['n'])}", *(f"{row[k]:.1f}" for k in ("p50", "p95", "p99", "mean")))
-        return out
+
+def percentile_table(stages: dict[str, dict[str, float]], title: str = "stage timings (ms)") -> Table:
+    """The `--stats` table of StageStats.percentiles()."""
+    out = Table(title=title)
+    for column in ("stage", "n", "p50", "p95", "p99", "mean"):
+        out.add_column(column, justify="left" if column == "stage" else "right")
+    for stage, row in stages.items():
+        out.add_row(stage, f"{int(row['n'])}", *(f"{row[k]:.1f}" for k in ("p50", "p95", "p99", "mean")))
+    return out

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from rich.text import Text
 
+MAX_FAILURES_KEPT = 1000
+
 
 @dataclass
 class StatusBoard:
@@ -37,6 +39,8 @@ class StatusBoard:
         with self._lock:
             self.failed += 1
             self.failures.append((key, reason))
+            if len(self.failures) > MAX_FAILURES_KEPT:  # a days-long watch keeps memory flat; results.db has all
+                del self.failures[0]
             self.last_result = f"FAILED {reason}"
 
     def render(self) -> Text:

@@ -64,3 +64,13 @@ def synth_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "data"
     synthesize_dataset(SynthConfig(out=out, patients=7, images_per_patient=2, size=(192, 256), seed=1))
     return out
+
+
+@pytest.fixture(scope="session")
+def synth_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smallest useful training set: 7 patients x 2 images of 128 x 128 (4 tiles of 64 each)."""
+    from hep2edge.synth.writer import SynthConfig, synthesize_dataset
+
+    out = tmp_path_factory.mktemp("synth_tiny") / "data"
+    synthesize_dataset(SynthConfig(out=out, patients=7, images_per_patient=2, size=(128, 128), seed=2))
+    return out

@@ -187,3 +187,24 @@ def test_real_agh_ana_fields_read_with_green_policy() -> None:
         assert green.mean() > read_image(path, "red").mean()  # the signal is in the green channel
         assert green.mean() > read_image(path, "blue").mean()
     assert read_image(paths[0]).shape == (966, 1296)
+
+
+def test_lzw_tiff_reads_with_or_without_imagecodecs(tmp_path: Path) -> None:
+    """Microscope TIFFs are often LZW-compressed; tifffile needs imagecodecs for that, OpenCV does not."""
+    rgb = _rgb()
+    path = tmp_path / "lzw.tif"
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))  # OpenCV writes LZW
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].compression == 5
+    np.testing.assert_array_equal(read_image(path, "green"), rgb[..., 1])
+    assert image_size(path) == (H, W)
+
+
+def test_written_files_are_readable_by_others_like_plain_files(tmp_path: Path) -> None:
+    """Atomic writes go through mkstemp (mode 0600); the result must get the usual umask mode instead."""
+    import os
+
+    path = write_image_tiff(tmp_path / "a.tif", _gray())
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -228,3 +228,35 @@ def test_runtime_and_onnxruntime_backend_do_not_import_torch(tmp_path: Path) -> 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_onnxruntime_runs_an_fp16_graph_with_float32_io(tiny_onnx: Path, tmp_path: Path) -> None:
+    pytest.importorskip("modelopt", reason="the fp16 graph is made by ModelOpt AutoCast (hep2edge[export])")
+    import onnx
+
+    from hep2edge.export.config import Int8Options
+    from hep2edge.export.fp16 import convert_fp16
+    from hep2edge.export.onnx_export import attach_contract, read_contract
+    from hep2edge.export.precisions import ConversionInputs
+
+    converted = convert_fp16(ConversionInputs(tiny_onnx, lambda: _batch(1), Int8Options(), tmp_path / "fp16.log"))
+    attach_contract(converted.proto, read_contract(onnx.load(str(tiny_onnx))).with_precision("fp16"))
+    fp16 = tmp_path / "model.fp16.onnx"
+    onnx.save(converted.proto, str(fp16))
+    batch = _batch(3, seed=5)
+    with create_backend("onnxruntime", BackendConfig(tiny_onnx, 4, "cpu")) as reference, \
+            create_backend("onnxruntime", BackendConfig(fp16, 4, "cpu")) as half:
+        assert half.precision == "fp16"
+        want, got = reference.infer(batch), half.infer(batch)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], atol=5e-3)
+
+
+def test_cuda_preprocessing_needs_the_tensorrt_backend(tiny_onnx: Path) -> None:
+    from hep2edge.runtime.executors import HostExecutor, make_executor
+
+    with create_backend("onnxruntime", BackendConfig(tiny_onnx, 4, "cpu")) as backend:
+        assert isinstance(make_executor(backend, "auto"), HostExecutor)
+        with pytest.raises(ConfigError, match="--preprocess cuda needs the tensorrt backend"):
+            make_executor(backend, "cuda")

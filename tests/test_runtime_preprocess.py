@@ -109,8 +109,8 @@ def _gpu_cut(pre_cls, contract: ModelContract, gray: np.ndarray, out_dtype: type
     import pycuda.driver as cuda
 
     pre = pre_cls(contract)
-    grid = tile_grid(*gray.shape, contract.tile)
-    out = np.empty((len(grid), 1, contract.tile, contract.tile), out_dtype)
+    grid = tile_grid(int(gray.shape[0]), int(gray.shape[1]), contract.tile)
+    out: np.ndarray = np.empty((len(grid), 1, contract.tile, contract.tile), out_dtype)
     device = cuda.mem_alloc(out.nbytes)
     try:
         pre.upload(gray)
@@ -149,7 +149,7 @@ def test_cuda_threshold_is_bit_exact(cuda_pre, dtype: type) -> None:  # type: ig
     import pycuda.driver as cuda
 
     rng = np.random.default_rng()
-    probs = rng.random((5, 1, 64, 64)).astype(dtype)
+    probs: np.ndarray = rng.random((5, 1, 64, 64)).astype(dtype)
     probs.flat[::97] = 0.5  # exactly at the threshold
     pre = cuda_pre(CONTRACT)
     device = cuda.to_device(probs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -18,7 +20,7 @@ from hep2edge.train.weighting import (  # noqa: E402
 )
 
 
-def _toy_problem(seed: int = 0) -> tuple[torch.nn.Linear, list[torch.nn.Linear], torch.Tensor, list[torch.Tensor]]:
+def _toy_problem(seed: int = 0) -> tuple[Any, list[Any], Any, list[Any]]:
     """A shared linear layer feeding two heads; task 0's loss is scaled so its gradients dominate."""
     gen = torch.Generator().manual_seed(seed)
     shared = torch.nn.Linear(8, 16)
@@ -28,8 +30,7 @@ def _toy_problem(seed: int = 0) -> tuple[torch.nn.Linear, list[torch.nn.Linear],
     return shared, heads, x, targets
 
 
-def _losses(shared: torch.nn.Linear, heads: list[torch.nn.Linear], x: torch.Tensor,
-            targets: list[torch.Tensor]) -> torch.Tensor:
+def _losses(shared: Any, heads: list[Any], x: Any, targets: list[Any]) -> Any:
     features = torch.relu(shared(x))
     scales = (100.0, 1.0)
     return torch.stack([s * ((h(features) - t) ** 2).mean() for s, h, t in zip(scales, heads, targets)])
@@ -41,7 +42,7 @@ def test_gradnorm_moves_weights_toward_balance_and_keeps_their_sum() -> None:
     gradnorm = GradNorm(weights=(1.0, 1.0), alpha=0.12, lr=0.05)
     params = list(shared.parameters()) + [p for h in heads for p in h.parameters()]
     optimizer = torch.optim.SGD(params, lr=1e-4)
-    first_ratio = None
+    first_ratio: float | None = None
     for _ in range(60):
         losses = _losses(shared, heads, x, targets)
         norms = task_gradient_norms(losses, shared.weight)
@@ -55,6 +56,7 @@ def test_gradnorm_moves_weights_toward_balance_and_keeps_their_sum() -> None:
     weights = gradnorm.current()
     assert weights[0] < 0.5 < 1.5 < weights[1], "the dominant task's weight must fall, the other's rise"
     final = gradnorm.current() * task_gradient_norms(_losses(shared, heads, x, targets), shared.weight)
+    assert first_ratio is not None
     assert float(final[0] / final[1]) < first_ratio / 3, "weighted gradient norms must move toward each other"
 
 

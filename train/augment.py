@@ -18,10 +18,10 @@ class AugmentSettings:
     """Ranges of the photometric changes; each is applied to a tile with probability `p`."""
 
     p: float = 0.5
-    brightness: float = 0.1  # additive shift in [-b, b]
-    contrast: float = 0.2  # scale around the tile mean in [1 - c, 1 + c]
-    gamma: tuple[float, float] = (0.7, 1.5)
-    noise_std: float = 0.03  # Gaussian noise std drawn in [0, noise_std]
+    brightness: float = 0.03  # additive shift in [-b, b]; kept small: brightness is the intensity label
+    contrast: float = 0.1  # scale around the tile mean in [1 - c, 1 + c]
+    gamma: tuple[float, float] = (0.85, 1.2)
+    noise_std: float = 0.02  # Gaussian noise std drawn in [0, noise_std]
 
 
 class Augmenter:

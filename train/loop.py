@@ -25,7 +25,6 @@ from hep2edge.train.distributed import (
     average_gradients,
     broadcast_floats,
     mean_across,
-    unwrap,
     wrap_model,
 )
 from hep2edge.train.evaluate import Evaluation, evaluate, is_better
@@ -104,8 +103,9 @@ def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any
     if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr * 0.01)
     if config.scheduler == "plateau":
-        mode = "min" if config.monitor == "val_loss" else "max"
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=2)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min" if config.monitor == "val_loss" else "max", factor=0.5, patience=2
+        )
     return None
 
 
@@ -186,7 +186,7 @@ def state_dict(parts: FoldParts, progress: FoldProgress, config: TrainConfig) ->
     }
 
 
-def load_state(parts: FoldParts, state: dict[str, Any], device: torch.device) -> FoldProgress:
+def load_state(parts: FoldParts, state: dict[str, Any]) -> FoldProgress:
     parts.model.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
     if parts.scheduler is not None:
@@ -216,9 +216,11 @@ class FoldTrainer:
                  data_info: dict[str, Any], display: Display) -> None:
         self.config, self.ctx, self.fold = config, ctx, fold
         self.train, self.val, self.data_info, self.display = train, val, data_info, display
-        self.fold_dir = config.out / f"fold_{fold}"
-        self.sampler = DistributedSampler(range(len(train)), num_replicas=ctx.world_size, rank=ctx.rank,
-                                          shuffle=True, seed=config.seed + fold)
+        self.fold_dir = config.run_dir / f"fold_{fold}"
+        indices: Any = range(len(train))  # the sampler only needs len()
+        self.sampler: DistributedSampler[int] = DistributedSampler(
+            indices, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=config.seed + fold
+        )
 
     def run(self) -> FoldResult:
         parts = build_parts(self.config, self.ctx, self.train, self.fold)
@@ -227,7 +229,7 @@ class FoldTrainer:
         if self.config.resume and last.is_file():
             state = read_state(last)
             check_same_run(last, state["config"], self.config.resume_key())
-            progress = load_state(parts, state, self.ctx.device)
+            progress = load_state(parts, state)
             self.display.log(f"fold {self.fold}: resuming after epoch {progress.next_epoch}"
                              + (" (already finished)" if progress.finished else ""))
         while not progress.finished and progress.next_epoch < self.config.epochs:

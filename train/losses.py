@@ -46,6 +46,8 @@ def inverse_frequency_weights(labels: np.ndarray, n_classes: int) -> torch.Tenso
 class MultiTaskLoss(nn.Module):
     """Model outputs + targets -> (3,) tensor [mask, pattern, intensity] of unweighted losses."""
 
+    class_weights: torch.Tensor
+
     def __init__(
         self, seg_loss: str = "dice", class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0
     ) -> None:

@@ -55,10 +55,10 @@ class MultiTaskUnet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.encoder not in smp.encoders.get_encoder_names():
+            common = (n for n in available_encoders() if "-" in n or n.startswith(("resnet", "vgg", "mobilenet")))
             raise ConfigError(
                 f"unknown encoder '{config.encoder}'; valid names include: "
-                f"{', '.join(n for n in available_encoders() if '-' in n or n.startswith(('resnet', 'vgg', 'mobilenet')))[:400]}"
-                " ... (see segmentation_models_pytorch)"
+                f"{', '.join(common)[:400]} ... (see segmentation_models_pytorch)"
             )
         if not 1 <= config.pool_levels <= 5:
             raise ConfigError(f"pool_levels must be 1-5, got {config.pool_levels}")
@@ -118,10 +118,29 @@ def load_encoder_weights(model: MultiTaskUnet, weights: str | None) -> str:
         raise ConfigError(f"{path}: not a readable torch state dict ({exc.__class__.__name__})") from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    missing, unexpected = model.unet.encoder.load_state_dict(state, strict=False)
-    if len(missing) == len(model.unet.encoder.state_dict()):
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: holds no state dict (a mapping of tensor names to tensors)")
+    matched = matching_encoder_tensors(model.unet.encoder, state)
+    if not matched:
         raise ConfigError(f"{path}: no tensor matches encoder '{model.config.encoder}'")
+    # nn.Module's own loader: smp encoders override load_state_dict (some drop `strict`, most return None)
+    nn.Module.load_state_dict(model.unet.encoder, matched, strict=False)
     return str(path)
+
+
+def matching_encoder_tensors(encoder: nn.Module, state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of `state` whose name and shape fit `encoder`; a 3-channel first conv is summed to 1 channel."""
+    own = encoder.state_dict()
+    matched: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if name not in own or not isinstance(tensor, torch.Tensor):
+            continue
+        target = own[name]
+        if tensor.shape != target.shape and tensor.dim() == 4 and target.shape[1] == 1 and tensor.shape[1] == 3:
+            tensor = tensor.sum(dim=1, keepdim=True)  # as smp adapts ImageNet weights to 1 input channel
+        if tensor.shape == target.shape:
+            matched[name] = tensor
+    return matched
 
 
 def build_model(config: ModelConfig, encoder_weights: str | None = None) -> MultiTaskUnet:

@@ -71,7 +71,7 @@ def build_summary(config: TrainConfig, results: list[FoldResult], world_size: in
         "folds": [
             {
                 "fold": r.fold,
-                "checkpoint": str(r.checkpoint.relative_to(config.out)) if r.checkpoint.is_file() else None,
+                "checkpoint": str(r.checkpoint.relative_to(config.run_dir)) if r.checkpoint.is_file() else None,
                 "best_epoch": r.progress.best_epoch + 1,
                 "epochs_run": r.progress.next_epoch,
                 "metrics": r.progress.best_metrics,
@@ -140,7 +140,7 @@ def json_safe(value: Any) -> Any:
 
 def write_reports(config: TrainConfig, results: list[FoldResult], world_size: int = 1) -> Path:
     """metrics.csv, summary.json, summary.md and plots/ in the run folder; returns summary.json."""
-    out = config.out
+    out = config.run_dir
     atomic_write_text(out / "metrics.csv", metrics_csv(results))
     summary = build_summary(config, results, world_size)
     write_plots(out, {r.fold: r.progress.history for r in results},

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from hep2edge.data.manifest import Dataset, load_dataset
 from hep2edge.errors import ConfigError
 from hep2edge.folds import check_folds_cover, fold_patients, load_folds, make_folds, save_folds
@@ -18,32 +16,34 @@ from hep2edge.train.model import build_model
 from hep2edge.train.reports import write_reports
 from hep2edge.train.resume import LAST
 from hep2edge.train.tiles_dataset import TileSet, build_tile_set
-from hep2edge.workspace import write_resolved_config
+from hep2edge.workspace import resolve_out_dir, write_resolved_config
 
 FOLDS_FILE = "folds.json"
 
 
-def check_out_dir(config: TrainConfig) -> None:
+def check_out_dir(out: Path, resume: bool) -> None:
     """A run folder that already holds a training run needs --resume (never overwrite it silently)."""
-    started = sorted(config.out.glob(f"fold_*/{LAST}"))
-    if started and not config.resume:
-        raise ConfigError(f"{config.out}: already holds a training run ({started[0].parent.name}/{LAST}); "
+    started = sorted(out.glob(f"fold_*/{LAST}"))
+    if started and not resume:
+        raise ConfigError(f"{out}: already holds a training run ({started[0].parent.name}/{LAST}); "
                           "pass --resume to continue it or choose another --out")
 
 
 def resolve_folds(config: TrainConfig, dataset: Dataset, ctx: DistContext) -> tuple[dict[str, int], Path]:
     """Folds from --folds-file, else from this run's folds.json (resume), else made now and saved."""
-    path = config.folds_file or config.out / FOLDS_FILE
+    path = config.folds_file or config.run_dir / FOLDS_FILE
+    barrier(ctx)  # every process looks for the file before rank 0 may write it
     if config.folds_file is not None or path.is_file():
         folds = load_folds(path)
         check_folds_cover(folds, dataset.records, str(path))
         found = max(folds.values()) + 1
         if found != config.folds:
             raise ConfigError(f"{path}: holds {found} folds but --folds is {config.folds}")
-        return folds, path.resolve()
-    folds = make_folds(dataset.records, config.folds, config.seed)
-    if ctx.is_main:
-        save_folds(path, folds, {"k": config.folds, "seed": config.seed, "dataset": str(dataset.root.resolve())})
+    else:
+        folds = make_folds(dataset.records, config.folds, config.seed)
+        if ctx.is_main:
+            save_folds(path, folds, {"k": config.folds, "seed": config.seed,
+                                     "dataset": str(dataset.root.resolve())})
     barrier(ctx)
     return folds, path.resolve()
 
@@ -58,7 +58,9 @@ def load_tiles(config: TrainConfig, dataset: Dataset, display: Display) -> TileS
     return tiles
 
 
-def data_info(config: TrainConfig, dataset: Dataset, folds_path: Path, train: list[str], val: list[str]) -> dict[str, Any]:
+def data_info(
+    config: TrainConfig, dataset: Dataset, folds_path: Path, train: list[str], val: list[str]
+) -> dict[str, Any]:
     """What export needs to draw calibration (train) and verification (val) tiles again."""
     return {
         "root": str(dataset.root.resolve()),
@@ -70,8 +72,8 @@ def data_info(config: TrainConfig, dataset: Dataset, folds_path: Path, train: li
     }
 
 
-def train_folds(config: TrainConfig, ctx: DistContext, display: Display) -> tuple[list[FoldResult], dict[str, int]]:
-    dataset = load_dataset(config.data, config.manifest)
+def train_folds(config: TrainConfig, ctx: DistContext, dataset: Dataset,
+                display: Display) -> tuple[list[FoldResult], dict[str, int]]:
     folds, folds_path = resolve_folds(config, dataset, ctx)
     tiles = load_tiles(config, dataset, display)
     results = []
@@ -85,24 +87,32 @@ def train_folds(config: TrainConfig, ctx: DistContext, display: Display) -> tupl
     return results, folds
 
 
+def prepare(config: TrainConfig, ctx: DistContext) -> tuple[TrainConfig, Dataset]:
+    """Check every input before anything is written; then make the run folder and write the config."""
+    if config.out is not None:
+        check_out_dir(config.out, config.resume)
+    dataset = load_dataset(config.data, config.manifest)
+    build_model(config.model_config, config.encoder_weights)  # fails fast: weights file, offline imagenet
+    if config.out is None:
+        config = config.replace(out=resolve_out_dir(None, "train"))
+    if ctx.is_main:
+        resolve_out_dir(config.run_dir, "train")
+        write_resolved_config(config.run_dir, config)
+    return config, dataset
+
+
 def run_training(config: TrainConfig, display: Display | None = None) -> Path:
-    """Train the folds asked for; returns the path of `summary.json` in `config.out`."""
+    """Train the folds asked for; returns the path of `summary.json` in the run folder."""
     ctx = init_distributed(config.device)
-    config = config.replace(out=Path(config.out))
     display = display or Display()
     display = Display(main=ctx.is_main, bars=display.bars and config.progress, console=display.console)
     try:
-        check_out_dir(config)
-        build_model(config.model_config, config.encoder_weights)  # fail fast: weights file, offline imagenet
-        if ctx.is_main:
-            config.out.mkdir(parents=True, exist_ok=True)
-            write_resolved_config(config.out, config)
-        torch.set_float32_matmul_precision("high")
-        results, _ = train_folds(config, ctx, display)
-        summary = config.out / "summary.json"
+        config, dataset = prepare(config, ctx)
+        display.log(f"run folder {config.run_dir}")
+        results, _ = train_folds(config, ctx, dataset, display)
         if ctx.is_main:
             write_reports(config, results, ctx.world_size)
         barrier(ctx)
-        return summary
+        return config.run_dir / "summary.json"
     finally:
         shutdown(ctx)

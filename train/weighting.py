@@ -49,6 +49,8 @@ WEIGHTINGS: Registry[Callable[..., TaskWeighting]] = Registry("task weighting")
 class FixedWeighting(TaskWeighting):
     """sum_i w_i L_i with the weights given."""
 
+    weights: torch.Tensor
+
     def __init__(self, weights: Sequence[float] = (1.0, 1.0, 1.0), **_: Any) -> None:
         super().__init__()
         self.register_buffer("weights", torch.tensor(list(weights), dtype=torch.float32))
@@ -68,6 +70,8 @@ class GradNorm(TaskWeighting):
     """
 
     needs_task_gradients = True
+    initial_losses: torch.Tensor
+    started: torch.Tensor
 
     def __init__(self, weights: Sequence[float] = (1.0, 1.0, 1.0), alpha: float = 0.12, lr: float = 0.025,
                  **_: Any) -> None:

@@ -54,7 +54,8 @@ def check(
         return
     for line in report.lines():
         typer.echo(line)
-    err_console.print(f"[bold red]{len(report.problems)} problem(s)[/bold red] in {root}", highlight=False)
+    err_console.print(f"[bold red]{len(report.problems)} problem(s)[/bold red] in {root}", highlight=False,
+                      soft_wrap=True)
     raise typer.Exit(1)
 
 

@@ -12,16 +12,20 @@ from hep2edge.cli.common import console, import_stage, show_resolved
 
 
 def _table(report: Any) -> Any:
+    """Patch-level figures per precision (green: within the limits), changes against PyTorch fp32 in brackets."""
     from rich.table import Table
 
-    table = Table(title=f"{report.model_id}: patch level vs PyTorch fp32 ({report.verification.get('tiles')} tiles)")
-    for column in ("precision", "file", "max abs diff", "Dice (Δ)", "pattern acc (Δ)", "intensity acc (Δ)", "ok"):
-        table.add_column(column)
+    table = Table(title=f"{report.model_id} vs PyTorch fp32, patch level, {report.verification.get('tiles')} tiles")
+    for column in ("precision", "max abs diff", "Dice", "pattern acc", "intensity acc"):
+        table.add_column(column, no_wrap=True)
     for name, r in report.precisions.items():
-        cells = [f"{getattr(r, m):.4f} ({r.changes.get(m, float('nan')):+.4f})"
+        label = f"[green]{name}[/green]" if r.passed else f"[red]{name} (failed)[/red]"
+        if r.error:
+            table.add_row(label, "-", "-", "-", "-")
+            continue
+        cells = [f"{getattr(r, m):.3f} ({r.changes.get(m, float('nan')):+.3f})"
                  for m in ("dice", "pattern_accuracy", "intensity_accuracy")]
-        table.add_row(name, r.file or "-", f"{r.max_abs_diff:.2e}", *cells,
-                      "[green]yes[/green]" if r.passed else "[red]no[/red]")
+        table.add_row(label, f"{r.max_abs_diff:.1e}", *cells)
     return table
 
 
@@ -78,11 +82,12 @@ def export(
     with console.status("exporting") as status:
         def say(message: str) -> None:
             status.update(message)
-            console.print(message, highlight=False)
+            console.print(message, highlight=False, soft_wrap=True)
 
         report = pipeline.run_export(config, say=say)
     console.print(_table(report))
-    console.print(f"wrote {report.out_dir}/export_report.json and .md; {report.simplification}", highlight=False)
+    console.print(f"wrote {report.out_dir}/export_report.json and .md; {report.simplification}", highlight=False,
+                  soft_wrap=True)
     if not report.passed:
         for line in report.failures():
             err_console.print(f"[bold red]failed:[/bold red] {line}", highlight=False)

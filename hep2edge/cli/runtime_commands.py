@@ -53,8 +53,8 @@ def stable_watch_dir(folder: Path) -> Path:
     return Path(RUNS_DIR) / "watch" / name
 
 
-def _config(command: str, out: Path, options: dict[str, Any], source: dict[str, Any]) -> Any:
-    """Resolve the model and build the RunConfig (heavy imports stay inside)."""
+def _config(command: str, out: Path | None, options: dict[str, Any], source: dict[str, Any]) -> Any:
+    """Resolve the model, then RESULTS (so a bad --model leaves no empty run folder), and build the RunConfig."""
     select = import_stage("hep2edge.runtime.backends.select")
     service = import_stage("hep2edge.runtime.service")
     from hep2edge.runtime.pipeline import PipelineConfig
@@ -64,7 +64,8 @@ def _config(command: str, out: Path, options: dict[str, Any], source: dict[str, 
     chosen = select.select_model(options["model"], options["backend"])
     console.print(f"model: {chosen.model} -> backend {chosen.backend} ({chosen.reason})", highlight=False)
     return service.RunConfig(
-        command=command, out=out, model=chosen.model, backend=chosen.backend, model_reason=chosen.reason,
+        command=command, out=resolve_out_dir(out, command), model=chosen.model, backend=chosen.backend,
+        model_reason=chosen.reason,
         device=options["device"], channel=options["channel"], preprocess=options["preprocess"],
         cuda_graph=options["cuda_graph"], overlay=options["overlay"], retry_failed=options["retry_failed"],
         stage=StageConfig(max_file_bytes=options["max_file_mb"] << 20, stitch=options["stitch"]),
@@ -79,24 +80,17 @@ def _run(config: Any, make_source: Any, show_stats: bool) -> Any:
     from hep2edge.runtime.service import run_service
 
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+        # a long-running watcher logs each failure as it happens; analyze lists them in its summary
+        level = logging.ERROR if config.command == "analyze" else logging.WARNING
+        logging.basicConfig(level=level, format="warning: %(message)s")
     show_resolved(config.command, config)
     summary = run_service(config, make_source, console)
     _print_summary(summary)
     if show_stats:
-        console.print(_stats_table(summary.stages))
+        from hep2edge.runtime.stats import percentile_table
+
+        console.print(percentile_table(summary.stages))
     return summary
-
-
-def _stats_table(stages: dict[str, dict[str, float]]) -> Any:
-    from rich.table import Table
-
-    table = Table(title="stage timings (ms)")
-    for column in ("stage", "n", "p50", "p95", "p99", "mean"):
-        table.add_column(column, justify="left" if column == "stage" else "right")
-    for stage, row in stages.items():
-        table.add_row(stage, f"{int(row['n'])}", *(f"{row[k]:.1f}" for k in ("p50", "p95", "p99", "mean")))
-    return table
 
 
 def _print_summary(summary: Any) -> None:
@@ -127,15 +121,15 @@ def analyze(
     stitch: str = STITCH, specimen_pattern: str = SPECIMEN_PATTERN, specimen_images: int = SPECIMEN_IMAGES,
     specimen_method: str = SPECIMEN_METHOD, max_file_mb: int = MAX_FILE_MB,
 ) -> None:
-    """Analyse files once and exit with a summary (exit 1 if any input failed)."""
+    """Analyse files once and exit with a summary (exit 1 if any input failed, now or in an earlier run)."""
     options = dict(locals())
     specs = _require(paths, "PATH...", "analyze.paths")
     from hep2edge.runtime.sources.files import FileListSource, expand_inputs
 
     inputs = expand_inputs([str(p) for p in specs], recursive)
-    config = _config("analyze", resolve_out_dir(out, "analyze"), options, {"paths": list(specs)})
+    config = _config("analyze", out, options, {"paths": list(specs)})
     summary = _run(config, lambda journal: FileListSource(inputs), stats)
-    if summary.failed:
+    if summary.failed or summary.skipped_failed:
         raise typer.Exit(1)
 
 
@@ -159,20 +153,20 @@ def watch(
     """Analyse every image that appears in FOLDER until SIGINT/SIGTERM (then finish in-flight work, exit 0)."""
     options = dict(locals())
     root = Path(_require(folder, "FOLDER", "watch.folder"))
-    from hep2edge.runtime.sources.watch import FolderWatchSource, WatchConfig
-    from hep2edge.runtime.watch_restart import catch_up_paths
+    from hep2edge.runtime.sources.watch import WatchConfig
+    from hep2edge.runtime.watch_restart import restart_source
 
     watch_config = WatchConfig(root, recursive, poll, poll_interval, settle, existing)
     if out is None:
         out = stable_watch_dir(root)
         console.print(f"results: {out} (stable for {root}; pass --out to choose)", highlight=False)
-    config = _config("watch", resolve_out_dir(out, "watch"), options, {"folder": str(root)})
+    config = _config("watch", out, options, {"folder": str(root)})
 
     def make_source(journal: Any) -> Any:
-        first = catch_up_paths(journal, watch_config)
-        if first:
-            console.print(f"restart: {len(first)} file(s) from before are queued first", highlight=False)
-        return FolderWatchSource(watch_config, first)
+        source = restart_source(journal, watch_config)
+        if source.first:
+            console.print(f"restart: {len(source.first)} unfinished file(s) queued first", highlight=False)
+        return source
 
     _run(config, make_source, stats)
 
@@ -194,5 +188,5 @@ def camera(
     from hep2edge.runtime.sources.camera import CameraConfig, CameraSource
 
     camera_config = CameraConfig(spec, fps, buffer, max_frames)
-    config = _config("camera", resolve_out_dir(out, "camera"), options, {"camera": spec, "fps": fps})
+    config = _config("camera", out, options, {"camera": spec, "fps": fps})
     _run(config, lambda journal: CameraSource(camera_config), stats)

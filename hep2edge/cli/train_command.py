@@ -12,7 +12,7 @@ import typer
 from hep2edge.cli.app import app
 from hep2edge.cli.common import console, import_stage, show_resolved
 from hep2edge.errors import ConfigError
-from hep2edge.workspace import newest_run_dir, resolve_out_dir
+from hep2edge.workspace import newest_run_dir
 
 
 def _floats(text: str, count: int, option: str) -> tuple[float, ...]:
@@ -32,8 +32,8 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
         raise ConfigError(f"{option} {text!r}: expected integers separated by commas, e.g. 256,128,64,32,16") from None
 
 
-def _out_dir(out: Path | None, resume: bool) -> Path:
-    """--out; else with --resume the newest runs/train/<n>; else the next one (one process only)."""
+def _out_dir(out: Path | None, resume: bool) -> Path | None:
+    """--out; with --resume and no --out the newest runs/train/<n>; None = the next one (made later)."""
     if out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("under torchrun pass --out RUN so that every process writes to the same run folder")
     if out is None and resume:
@@ -41,7 +41,7 @@ def _out_dir(out: Path | None, resume: bool) -> Path:
         if newest is None:
             raise ConfigError("--resume: no runs/train/<n> here to continue; pass --out RUN")
         return newest
-    return resolve_out_dir(out, "train")
+    return out
 
 
 def _print_summary(summary_path: Path) -> None:
@@ -92,8 +92,10 @@ def train(
     class_weights: bool = typer.Option(False, "--class-weights/--no-class-weights",
                                        help="Inverse-frequency pattern class weights."),
     label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Pattern label smoothing."),
-    weighting: str = typer.Option("gradnorm", "--weighting", help="fixed | gradnorm | uncertainty."),
-    task_weights: str = typer.Option("1,1,1", "--task-weights", help="Initial / fixed weights: mask,pattern,intensity."),
+    weighting: str = typer.Option("fixed", "--weighting",
+                                  help="fixed | gradnorm (the seeds' choice) | uncertainty."),
+    task_weights: str = typer.Option("1,1,1", "--task-weights",
+                                     help="Initial / fixed weights: mask,pattern,intensity."),
     alpha: float = typer.Option(0.12, "--alpha", help="GradNorm asymmetry alpha."),
     weighting_lr: float = typer.Option(0.025, "--weighting-lr", help="GradNorm weight learning rate."),
     monitor: str = typer.Option("score", "--monitor",

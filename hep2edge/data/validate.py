@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,9 +113,12 @@ def validate_dataset(
         report.manifest = find_manifest(root, manifest)
         records, row_problems = parse_manifest(root, report.manifest)
     except DataError as exc:
-        text = str(exc)
-        file, _, message = text.partition(": ")
-        report.add(Problem(file, None, message or text))
+        located = re.match(r"^(.*?)(?::(\d+))?: (.*)$", str(exc), re.DOTALL)
+        if located:
+            line = int(located.group(2)) if located.group(2) else None
+            report.add(Problem(located.group(1), line, located.group(3)))
+        else:
+            report.add(Problem(str(root), None, str(exc)))
         return report
     where = str(report.manifest)
     unique: dict[Path, ImageRecord] = {}
@@ -129,4 +133,5 @@ def validate_dataset(
         _check_images(report, records, where, duplicates)
     if not records and not report.problems:
         report.add(Problem(where, None, "manifest has no image rows"))
+    report.problems.sort(key=lambda p: p.line or 0)
     return report

@@ -43,7 +43,7 @@ class CellFrame:
 
     `rho` is the nucleus radius-normalised distance (1.0 on the nuclear rim, shape wobble included);
     `rho_cyto` the same for the cytoplasm; `u`, `v` the nucleus axes coordinates in units of `a`;
-    `cos_phi`, `sin_phi` the direction from the nucleus centre.
+    `dy`, `dx` the (H, 1) and (1, W) offsets from the nucleus centre in pixels.
     """
 
     ys: slice
@@ -52,12 +52,21 @@ class CellFrame:
     rho_cyto: np.ndarray
     u: np.ndarray
     v: np.ndarray
-    cos_phi: np.ndarray
-    sin_phi: np.ndarray
+    dy: np.ndarray
+    dx: np.ndarray
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.rho.shape  # type: ignore[return-value]
+
+    def direction(self) -> tuple[np.ndarray, np.ndarray]:
+        """(cos, sin) of the direction from the nucleus centre, per pixel."""
+        inv = 1 / (np.sqrt(self.dy * self.dy + self.dx * self.dx) + np.float32(1e-6))
+        return self.dx * inv, self.dy * inv
+
+
+def _f32(*values: float) -> list[np.float32]:
+    return [np.float32(v) for v in values]
 
 
 def cell_frame(cell: Cell, height: int, width: int) -> CellFrame | None:
@@ -69,25 +78,28 @@ def cell_frame(cell: Cell, height: int, width: int) -> CellFrame | None:
         return None
     dy = (np.arange(y0, y1, dtype=np.float32) - np.float32(cell.cy))[:, None]
     dx = (np.arange(x0, x1, dtype=np.float32) - np.float32(cell.cx))[None, :]
-    ct, st = np.float32(np.cos(cell.theta)), np.float32(np.sin(cell.theta))
-    u = (dx * ct + dy * st) / np.float32(cell.a)
-    v = (dy * ct - dx * st) / np.float32(cell.a)
-    ratio = np.float32(cell.a / cell.b)
-    r_ell = np.sqrt(u * u + (v * ratio) ** 2) + np.float32(1e-6)
-    cu, su = u / r_ell, v * ratio / r_ell  # cos, sin of the elliptic angle
+    ct, st = np.cos(cell.theta) / cell.a, np.sin(cell.theta) / cell.a
+    ratio = cell.a / cell.b
     c2, p2, c3, p3 = cell.harmonics
-    cos2, sin2 = cu * cu - su * su, 2 * cu * su
-    cos3, sin3 = cu * (4 * cu * cu - 3), su * (3 - 4 * su * su)
-    wobble = c2 * (cos2 * np.cos(p2) - sin2 * np.sin(p2)) + c3 * (cos3 * np.cos(p3) - sin3 * np.sin(p3))
-    rho = r_ell * (1 + wobble.astype(np.float32))
+    ct32, st32, ratio32, one, two, three, four = _f32(ct, st, ratio, 1, 2, 3, 4)
+    a2, b2, a3, b3 = _f32(c2 * np.cos(p2), c2 * np.sin(p2), c3 * np.cos(p3), c3 * np.sin(p3))
+    u = dx * ct32 + dy * st32
+    v = dy * ct32 - dx * st32
+    vr = v * ratio32
+    r_ell = np.sqrt(u * u + vr * vr) + np.float32(1e-6)
+    inv = one / r_ell
+    cu, su = u * inv, vr * inv  # cos, sin of the elliptic angle
+    cu2, su2 = cu * cu, su * su
+    wobble = a2 * (cu2 - su2) - two * b2 * cu * su + a3 * cu * (four * cu2 - three) - b3 * su * (three - four * su2)
+    rho = r_ell * (one + wobble)
     # cytoplasm: a wider, less elongated and more irregular ellipse, offset from the nucleus
-    off_u = np.float32((cell.cyto_dx * ct + cell.cyto_dy * st) / cell.a)
-    off_v = np.float32((cell.cyto_dy * ct - cell.cyto_dx * st) / cell.a)
-    ratio_c = np.float32(ratio**0.6)
+    off_u, off_v, ratio_c, inv_scale, k = _f32(
+        cell.cyto_dx * ct + cell.cyto_dy * st, cell.cyto_dy * ct - cell.cyto_dx * st, ratio**0.6,
+        1 / cell.cyto_scale, 1.5,
+    )
     uc, vc = u - off_u, (v - off_v) * ratio_c
-    rho_cyto = np.sqrt(uc * uc + vc * vc) / np.float32(cell.cyto_scale) * (1 + 1.5 * wobble.astype(np.float32))
-    dist = np.sqrt(dy * dy + dx * dx) + np.float32(1e-6)
-    return CellFrame(slice(y0, y1), slice(x0, x1), rho, rho_cyto, u, v, dx / dist, dy / dist)
+    rho_cyto = np.sqrt(uc * uc + vc * vc) * inv_scale * (one + k * wobble)
+    return CellFrame(slice(y0, y1), slice(x0, x1), rho, rho_cyto, u, v, dy, dx)
 
 
 def _density(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, scale: float) -> np.ndarray:
@@ -116,19 +128,21 @@ def layout_cells(
     pos = np.asarray(sites, dtype=np.float64) + rng.normal(0, 0.18 * spacing, (len(sites), 2))
     keep_p = np.clip(occupancy + 0.6 * (_density(rng, pos[:, 0], pos[:, 1], max(height, width)) - 0.5), 0.1, 1)
     pos = pos[rng.random(len(pos)) < keep_p]
-    cells: list[Cell] = []
+    n = len(pos)
     lo, hi = NUCLEUS_DIAMETER
-    for cy, cx in pos:
-        diameter = float(np.clip(rng.normal(mean_diameter, 6.0), lo, hi))
-        a = diameter / 2 * rng.uniform(1.0, 1.12)
-        mitotic = bool(rng.random() < mitotic_fraction)
-        b = a * (rng.uniform(0.85, 1.0) if mitotic else rng.uniform(0.68, 0.97))
-        cells.append(Cell(
-            cy=float(cy), cx=float(cx), a=a, b=b, theta=rng.uniform(0, np.pi),
-            harmonics=(rng.uniform(0, 0.06), rng.uniform(0, 2 * np.pi),
-                       rng.uniform(0, 0.05), rng.uniform(0, 2 * np.pi)),
-            cyto_scale=rng.uniform(1.3, 1.65), cyto_dy=rng.normal(0, 0.12 * a), cyto_dx=rng.normal(0, 0.12 * a),
-            brightness=float(np.clip(rng.lognormal(0, 0.22), 0.5, 1.8)), mitotic=mitotic,
-            phase=rng.uniform(0, 2 * np.pi),
-        ))
-    return cells
+    a = np.clip(rng.normal(mean_diameter, 6.0, n), lo, hi) / 2 * rng.uniform(1.0, 1.12, n)
+    mitotic = rng.random(n) < mitotic_fraction
+    b = a * np.where(mitotic, rng.uniform(0.85, 1.0, n), rng.uniform(0.68, 0.97, n))
+    theta, phase = rng.uniform(0, np.pi, n), rng.uniform(0, 2 * np.pi, n)
+    harmonics = np.stack([rng.uniform(0, 0.06, n), rng.uniform(0, 2 * np.pi, n),
+                          rng.uniform(0, 0.05, n), rng.uniform(0, 2 * np.pi, n)], axis=1)
+    cyto_scale = rng.uniform(1.3, 1.65, n)
+    cyto_offset = rng.normal(0, 0.12, (n, 2)) * a[:, None]
+    brightness = np.clip(rng.lognormal(0, 0.22, n), 0.5, 1.8)
+    return [
+        Cell(cy=float(pos[i, 0]), cx=float(pos[i, 1]), a=float(a[i]), b=float(b[i]), theta=float(theta[i]),
+             harmonics=tuple(float(h) for h in harmonics[i]),  # type: ignore[arg-type]
+             cyto_scale=float(cyto_scale[i]), cyto_dy=float(cyto_offset[i, 0]), cyto_dx=float(cyto_offset[i, 1]),
+             brightness=float(brightness[i]), mitotic=bool(mitotic[i]), phase=float(phase[i]))
+        for i in range(n)
+    ]

@@ -39,8 +39,8 @@ class PatientStyle:
 
 
 def _ensure_mitosis(cells: list[Cell], height: int, width: int) -> list[Cell]:
-    """Make the cell nearest the centre mitotic if none is (a spindle pattern needs one to show)."""
-    if not cells or any(c.mitotic for c in cells):
+    """Make the cell nearest the centre mitotic if none inside the image is (a spindle needs one to show)."""
+    if not cells or any(c.mitotic and 0 <= c.cy < height and 0 <= c.cx < width for c in cells):
         return cells
     i = int(np.argmin([(c.cy - height / 2) ** 2 + (c.cx - width / 2) ** 2 for c in cells]))
     cells[i] = dataclasses.replace(cells[i], mitotic=True, b=cells[i].a * 0.95)
@@ -100,10 +100,17 @@ def compose_field(
     signal = signal + np.float32(rng.uniform(0.05, 0.2)) * glow
     lo, hi = EXPOSURE[style.intensity]
     peak = 255.0 * rng.uniform(lo, hi) * style.gain
-    dn = signal * _illumination(rng, height, width) * np.float32(peak) + np.float32(rng.uniform(4, 14))
+    dn = signal * _illumination(rng, height, width)
+    dn *= np.float32(peak)
+    dn += np.float32(rng.uniform(4, 14))  # background offset, grey levels
     conversion = rng.uniform(0.5, 1.5)  # photons per grey level
     read_noise = rng.uniform(1.0, 2.5)  # grey levels
-    sd = np.sqrt(dn * np.float32(1 / conversion) + np.float32(read_noise**2))
-    dn = dn + sd * rng.standard_normal(dn.shape, dtype=np.float32)
-    image = np.clip(np.rint(dn), 0, 255).astype(np.uint8)
+    sd = dn * np.float32(1 / conversion)  # shot-noise variance
+    sd += np.float32(read_noise**2)
+    np.sqrt(sd, out=sd)
+    noise = rng.standard_normal(dn.shape, dtype=np.float32)
+    noise *= sd
+    dn += noise
+    np.rint(dn, out=dn)
+    image = np.clip(dn, 0, 255, out=dn).astype(np.uint8)
     return image, layers.mask.astype(bool)

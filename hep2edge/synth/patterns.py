@@ -25,15 +25,16 @@ def nucleus_fill(frame: CellFrame, edge: float = 7.0) -> np.ndarray:
     return np.clip((1.0 - frame.rho) * edge, 0.0, 1.0)
 
 
-def cytoplasm_fill(frame: CellFrame) -> np.ndarray:
-    """1 in the cytoplasm ring around the nucleus, 0 elsewhere."""
-    return np.clip((1.0 - frame.rho_cyto) * 5.0, 0.0, 1.0) * (1.0 - nucleus_fill(frame, 4.0))
+def cytoplasm_fill(frame: CellFrame, nucleus: np.ndarray | None = None) -> np.ndarray:
+    """1 in the cytoplasm ring around the nucleus, 0 elsewhere (`nucleus`: its fill, if computed)."""
+    inside = nucleus_fill(frame, 4.0) if nucleus is None else nucleus
+    return np.clip((1.0 - frame.rho_cyto) * 5.0, 0.0, 1.0) * (1.0 - inside)
 
 
 def _base(frame: CellFrame, layers: Layers, nucleus: np.ndarray | float, cyto: float) -> np.ndarray:
     """Paste nucleus + dim cytoplasm staining and mark the cell in the mask; returns the nucleus fill."""
     fill = nucleus_fill(frame)
-    cyt = cytoplasm_fill(frame)
+    cyt = cytoplasm_fill(frame, fill)
     layers.paste(frame, (fill * nucleus + cyt * cyto).astype(np.float32))
     layers.mark(frame, (frame.rho_cyto < 1.0) | (frame.rho < 1.0))
     return fill
@@ -124,11 +125,13 @@ def golgi(cell: Cell, frame: CellFrame, layers: Layers, rng: np.random.Generator
         _mitotic_body(frame, layers, 0.12)
         return
     c0, s0 = np.cos(cell.phase), np.sin(cell.phase)
-    toward = frame.cos_phi * np.float32(c0) + frame.sin_phi * np.float32(s0)
+    cos_phi, sin_phi = frame.direction()
+    toward = cos_phi * np.float32(c0) + sin_phi * np.float32(s0)
     width = 0.22 + 0.1 * variant
     crescent = np.exp(3.0 * (toward - 1.0)) * np.exp(-(((frame.rho - 1.2) / width) ** 2))
     fill = nucleus_fill(frame)
-    layers.paste(frame, (0.55 * crescent * (1 - fill) + 0.08 * fill + 0.05 * cytoplasm_fill(frame)).astype(np.float32))
+    staining = 0.55 * crescent * (1 - fill) + 0.08 * fill + 0.05 * cytoplasm_fill(frame, fill)
+    layers.paste(frame, staining.astype(np.float32))
     layers.mark(frame, (frame.rho_cyto < 1.0) | (frame.rho < 1.0))
     n = 30
     ang = cell.phase + rng.normal(0, 0.55, n)

@@ -104,8 +104,8 @@ def select_model(model: Path | None, backend: str = "auto") -> Selection:
         newest = newest_run_dir("export")
         if newest is None:
             raise ConfigError("no model given and no runs/export/<n> found: pass --model FILE or run `hep2edge export`")
-        chosen = _pick_in_folder(newest, backend)
-        return Selection(chosen.backend, chosen.model, f"newest export {newest}: {chosen.reason}")
+        picked = _pick_in_folder(newest, backend)
+        return Selection(picked.backend, picked.model, f"newest export {newest}: {picked.reason}")
     if model.is_dir():
         return _pick_in_folder(model, backend)
     if not model.is_file():

@@ -64,6 +64,11 @@ def current_gpu(cuda: ModuleType) -> tuple[str, str]:
     return str(device.name()), f"{major}.{minor}"
 
 
+def dims(shape: trt.Dims) -> list[int]:
+    """A TensorRT Dims as a list of ints (-1 for a dynamic dimension)."""
+    return [int(shape[i]) for i in range(len(shape))]
+
+
 @dataclass
 class Binding:
     """One I/O tensor: its name, pinned host array and device allocation, both sized for max batch."""
@@ -77,7 +82,6 @@ class TensorRTBackend(Backend):
     """Runs a `model.<precision>.engine` built by `hep2edge build-engine` for this GPU."""
 
     name = "tensorrt"
-    _trt: ModuleType | None = None
     _cuda: ModuleType | None = None
     _engine: trt.ICudaEngine | None = None
     _context: trt.IExecutionContext | None = None
@@ -95,7 +99,7 @@ class TensorRTBackend(Backend):
             raise ConfigError("the tensorrt backend runs on a GPU only; use --backend onnxruntime for --device cpu")
         sidecar = read_sidecar(path)
         trt_mod, cuda = import_tensorrt(), import_pycuda()
-        self._trt, self._cuda = trt_mod, cuda
+        self._cuda = cuda
         self._gpu = current_gpu(cuda)
         why = sidecar.mismatch(trt_mod.__version__, *self._gpu)
         if why:
@@ -110,23 +114,26 @@ class TensorRTBackend(Backend):
         return sidecar.contract
 
     def _deserialize(self, plan: bytes, source: str) -> trt.ICudaEngine:
-        assert self._trt is not None
-        logger = self._trt.Logger(self._trt.Logger.WARNING)
-        self._runtime = self._trt.Runtime(logger)
+        import tensorrt as trt  # the real module: import_tensorrt() checked it in _load
+
+        logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(logger)
         engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise ContractError(f"{source}: TensorRT could not deserialize this engine; rebuild it on this machine")
         return engine
 
     def _io_names(self) -> tuple[list[str], list[str]]:
-        assert self._engine is not None and self._trt is not None
+        import tensorrt as trt
+
+        assert self._engine is not None
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        inputs = [n for n in names if self._engine.get_tensor_mode(n) == self._trt.TensorIOMode.INPUT]
+        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         return inputs, [n for n in names if n not in inputs]
 
     def _input_shape(self, name: str) -> list[int]:
         assert self._engine is not None
-        return list(self._engine.get_tensor_shape(name))
+        return dims(self._engine.get_tensor_shape(name))
 
     def _fit_max_batch(self, input_name: str) -> int:
         """The configured max batch, capped by the engine's optimisation profile (static engines: their N)."""
@@ -135,18 +142,19 @@ class TensorRTBackend(Backend):
         if static > 0:
             return static
         _, _, profile_max = self._engine.get_tensor_profile_shape(input_name, 0)
-        return min(self.config.max_batch, int(profile_max[0]))
+        return min(self.config.max_batch, dims(profile_max)[0])
 
     def _allocate(self, names: list[str]) -> dict[str, Binding]:
+        import tensorrt as trt
+
         assert self._engine is not None and self._context is not None and self._cuda is not None
-        assert self._trt is not None
         input_name = names[0]
         contract_shape = (self._max_batch, *self._input_shape(input_name)[1:])
         self._context.set_input_shape(input_name, contract_shape)
         bindings: dict[str, Binding] = {}
         for name in names:
-            shape = tuple(self._context.get_tensor_shape(name))
-            dtype = np.dtype(self._trt.nptype(self._engine.get_tensor_dtype(name)))
+            shape = tuple(dims(self._context.get_tensor_shape(name)))
+            dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
             host = self._cuda.pagelocked_empty(shape, dtype)
             device = self._cuda.mem_alloc(host.nbytes)
             if not self._context.set_tensor_address(name, int(device)):

@@ -49,6 +49,13 @@ def inside(path: Path, root: Path) -> bool:
         return False
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("-inf")
+
+
 class _Pending:
     """Candidate files waiting to settle: path -> (size, mtime, first time this signature was seen)."""
 
@@ -98,11 +105,14 @@ class FolderWatchSource(Source):
     name = "watch"
     finite = False
 
-    def __init__(self, config: WatchConfig, first: list[Path] | None = None) -> None:
+    def __init__(self, config: WatchConfig, first: list[Path] | None = None, since: float | None = None,
+                 finished: set[str] | None = None) -> None:
         super().__init__()
         self.config = config
         self.root = Path(os.path.realpath(config.folder))
         self.first = first or []  # re-queued from the journal after a restart
+        self.since = since  # files modified since then are picked up at start (arrived while nobody watched)
+        self.finished = finished or set()  # paths the journal already finished: not re-read at start
         self._pending = _Pending()
 
     def describe(self) -> str:
@@ -154,8 +164,10 @@ class FolderWatchSource(Source):
             for path in self.first:
                 if path.exists() and not self._emit_path(path, emit):
                     return
-            if self.config.existing:
-                for path in self.existing_files():
+            for path in self.existing_files():
+                if str(path) in self.finished:
+                    continue
+                if self.config.existing or (self.since is not None and _mtime(path) >= self.since):
                     self._pending.touch(path)
             tick = max(0.02, min(0.25, self.config.settle_ms / 4000))
             while not stop.wait(tick):

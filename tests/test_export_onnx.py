@@ -1,0 +1,117 @@
+"""The fp32 ONNX graph: opset, dynamic batch, named I/O, probabilities inside, contract, checks, simplification."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from hep2edge.contract import METADATA_KEY, ModelContract  # noqa: E402
+from hep2edge.errors import ContractError  # noqa: E402
+from hep2edge.export.onnx_export import OUTPUT_NAMES  # noqa: E402
+from hep2edge.export.onnx_graph import (  # noqa: E402
+    check_graph,
+    export_checked_fp32,
+    load_checked,
+    run_onnx,
+    save_model_atomic,
+)
+from hep2edge.export.verify import output_diffs, torch_outputs  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_checkpoint: Path):  # type: ignore[no-untyped-def]
+    import torch
+
+    torch.set_num_threads(2)
+    from hep2edge.train.checkpoint import load_checkpoint
+
+    return load_checkpoint(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def sample() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.random((3, 1, 64, 64), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def fp32(loaded, sample):  # type: ignore[no-untyped-def]
+    return export_checked_fp32(loaded.model, loaded.contract, sample, opset=17, do_simplify=True)
+
+
+def test_graph_io_opset_and_dynamic_batch(fp32) -> None:  # type: ignore[no-untyped-def]
+    graph = fp32.proto.graph
+    assert max(o.version for o in fp32.proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert [i.name for i in graph.input] == ["image"]
+    assert [o.name for o in graph.output] == list(OUTPUT_NAMES)
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and not dims[0].dim_value  # symbolic batch
+    assert [d.dim_value for d in dims[1:]] == [1, 64, 64]
+    ops = {n.op_type for n in graph.node}
+    assert {"Sigmoid", "Softmax"} <= ops  # probabilities in the graph
+
+
+def test_outputs_are_probabilities_and_match_pytorch(fp32, loaded, sample) -> None:  # type: ignore[no-untyped-def]
+    for batch in (1, 3):
+        out = run_onnx(fp32.proto, sample[:batch])
+        assert out["mask"].shape == (batch, 1, 64, 64) and out["pattern"].shape == (batch, 7)
+        assert out["intensity"].shape == (batch, 1)
+        np.testing.assert_allclose(out["pattern"].sum(1), 1.0, atol=1e-5)
+        assert all(((v >= 0) & (v <= 1)).all() for v in out.values())
+    diffs = output_diffs(torch_outputs(loaded.model, sample), run_onnx(fp32.proto, sample))
+    assert max(d.rel_error for d in diffs.values()) < 1e-4
+
+
+def test_simplification_kept_only_with_matching_outputs(fp32) -> None:  # type: ignore[no-untyped-def]
+    assert fp32.simplified, fp32.note
+    assert "onnxslim" in fp32.note and "outputs within" in fp32.note
+
+
+def test_contract_in_metadata_and_checks_pass(fp32, loaded, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    meta = {p.key: p.value for p in fp32.proto.metadata_props}
+    contract = ModelContract.from_json(meta[METADATA_KEY])
+    assert contract.precision == "fp32" and contract.weights_sha256 == loaded.contract.weights_sha256
+    check_graph(fp32.proto, "test")
+    path = tmp_path / "model.onnx"
+    save_model_atomic(fp32.proto, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temp file left
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    read = ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map)
+    assert read == contract
+
+
+def test_loader_rejects_missing_or_other_version_contract(fp32, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bare = onnx.ModelProto()
+    bare.CopyFrom(fp32.proto)
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(ContractError, match="bare.onnx: carries no hep2edge contract"):
+        load_checked(tmp_path / "bare.onnx")
+    other = onnx.ModelProto()
+    other.CopyFrom(fp32.proto)
+    entry = next(p for p in other.metadata_props if p.key == METADATA_KEY)
+    entry.value = json.dumps({**json.loads(entry.value), "schema_version": 99})
+    onnx.save(other, str(tmp_path / "other.onnx"))
+    with pytest.raises(ContractError, match="contract version 99"):
+        load_checked(tmp_path / "other.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"\x00\x01 not protobuf")
+    with pytest.raises(ContractError, match="junk.onnx: not a readable ONNX file"):
+        load_checked(tmp_path / "junk.onnx")
+    onnx.save(fp32.proto, str(tmp_path / "ok.onnx"))
+    with pytest.raises(ContractError, match="precision fp32, expected fp16"):
+        load_checked(tmp_path / "ok.onnx", precision="fp16")
+
+
+def test_checker_failure_is_one_clear_line(fp32) -> None:  # type: ignore[no-untyped-def]
+    broken = onnx.ModelProto()
+    broken.CopyFrom(fp32.proto)
+    broken.graph.node[0].input[0] = "no_such_tensor"
+    with pytest.raises(ContractError, match="^broken: fails the ONNX checker") as info:
+        check_graph(broken, "broken")
+    assert "\n" not in str(info.value)

@@ -1,0 +1,66 @@
+"""The model with the encoders the seeds compare, any input size, small pooled heads, encoder weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hep2edge.errors import ConfigError  # noqa: E402
+from hep2edge.train import model as model_module  # noqa: E402
+from hep2edge.train.model import ModelConfig, MultiTaskUnet, build_model  # noqa: E402
+
+SMALL_DECODER = (32, 16, 16, 8, 8)
+
+
+def _head_parameters(model: MultiTaskUnet) -> int:
+    return sum(p.numel() for head in (model.pattern_head, model.intensity_head) for p in head.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("encoder", ["efficientnet-b4", "resnet34", "vgg19_bn", "inceptionv4", "mobilenet_v2"])
+def test_seed_encoders_build_and_give_named_outputs(encoder: str) -> None:
+    torch.set_num_threads(1)
+    model = build_model(ModelConfig(encoder=encoder, decoder_channels=SMALL_DECODER)).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 1, 64, 64))
+    assert out["mask"].shape == (1, 1, 64, 64)
+    assert out["pattern"].shape == (1, 7) and out["intensity"].shape == (1, 1)
+    assert _head_parameters(model) < 20_000, "pooled heads hold a few thousand parameters"
+
+
+def test_any_input_size_three_channels_and_multiscale_pooling() -> None:
+    torch.set_num_threads(1)
+    model = build_model(ModelConfig(encoder="resnet18", in_channels=3, pool_levels=3,
+                                    decoder_channels=SMALL_DECODER)).eval()
+    with torch.no_grad():
+        for size in (64, 96, 160):
+            out = model(torch.zeros(2, 3, size, size))
+            assert out["mask"].shape == (2, 1, size, size) and out["pattern"].shape == (2, 7)
+    assert _head_parameters(model) == (512 + 256 + 128) * 8 + 8  # 7 pattern + 1 intensity logits
+
+
+def test_encoder_weights_from_a_local_file(tmp_path: Path) -> None:
+    source = build_model(ModelConfig(encoder="resnet18", decoder_channels=SMALL_DECODER))
+    path = tmp_path / "encoder.pth"
+    torch.save(source.unet.encoder.state_dict(), path)
+    loaded = build_model(ModelConfig(encoder="resnet18", decoder_channels=SMALL_DECODER), str(path))
+    for name, tensor in source.unet.encoder.state_dict().items():
+        assert torch.equal(tensor, loaded.unet.encoder.state_dict()[name])
+    rgb = build_model(ModelConfig(encoder="resnet18", in_channels=3, decoder_channels=SMALL_DECODER))
+    torch.save({"state_dict": rgb.unet.encoder.state_dict()}, tmp_path / "rgb.pth")
+    gray = build_model(ModelConfig(encoder="resnet18", decoder_channels=SMALL_DECODER), str(tmp_path / "rgb.pth"))
+    assert torch.allclose(gray.unet.encoder.conv1.weight, rgb.unet.encoder.conv1.weight.sum(1, keepdim=True))
+    assert torch.equal(gray.unet.encoder.layer4[1].conv2.weight, rgb.unet.encoder.layer4[1].conv2.weight)
+    with pytest.raises(ConfigError, match="no tensor matches encoder 'mobilenet_v2'"):
+        build_model(ModelConfig(encoder="mobilenet_v2", decoder_channels=SMALL_DECODER), str(path))
+
+
+def test_imagenet_offline_fails_fast_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model_module, "_online", lambda *a, **k: False)  # as on an air-gapped workstation
+    with pytest.raises(ConfigError) as info:
+        build_model(ModelConfig(encoder="resnet18", decoder_channels=SMALL_DECODER), "imagenet")
+    message = str(info.value)
+    assert "offline" in message and "--encoder-weights PATH" in message and "\n" not in message

@@ -90,7 +90,8 @@ def test_report_has_diffs_and_task_metrics_per_precision(exported: tuple[Path, A
         for key in ("dice", "pattern_accuracy", "intensity_accuracy"):
             assert 0.0 <= entry[key] <= 1.0
             assert abs(entry["changes"][key] - (entry[key] - data["reference"][key])) < 1e-12
-    assert fp32["changes"]["dice"] == 0.0
+    # fp32 ONNX vs PyTorch: at most a few pixels sitting on the 0.5 threshold may flip
+    assert abs(fp32["changes"]["dice"]) < 1e-3
     md = (out / "export_report.md").read_text()
     assert "| fp16 | `model.fp16.onnx` |" in md and "PASSED" in md
     assert "trtexec --onnx=model.fp16.onnx --stronglyTyped" in json.dumps(data["tensorrt"])

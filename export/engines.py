@@ -66,7 +66,10 @@ def engines_for(config: ExportConfig, out_dir: Path, contract: ModelContract,
 def build_engine_for_onnx(onnx_path: Path, batch: BatchProfile, workspace_gib: float,
                           out_dir: Path | None = None, say: Callable[[str], None] = print) -> Path:
     """`hep2edge build-engine`: check the file's contract, then build; NoTensorRT if TensorRT is missing."""
-    from hep2edge.export.onnx_graph import load_checked
+    try:
+        from hep2edge.export.onnx_contract import load_checked
+    except ModuleNotFoundError as exc:  # a runtime-only box (Jetson) installs onnx with the `jetson` extra
+        raise MissingExtraError(exc.name or "onnx", "jetson") from exc
 
     _, contract = load_checked(Path(onnx_path))
     plan = plan_engine(Path(onnx_path), contract, batch, workspace_gib, out_dir)

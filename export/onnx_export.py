@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from hep2edge.contract import INPUT_NAME, ModelContract
+from hep2edge.export.onnx_contract import attach_contract
 from hep2edge.train.model import MultiTaskUnet
 
 OUTPUT_NAMES = ("mask", "pattern", "intensity")
@@ -30,21 +31,6 @@ class ProbabilityHeads(nn.Module):
             torch.softmax(out["pattern"], dim=1),
             torch.sigmoid(out["intensity"]),
         )
-
-
-def attach_contract(model_proto: onnx.ModelProto, contract: ModelContract) -> None:
-    """Replace any hep2edge contract in `metadata_props` with `contract`."""
-    metadata = contract.to_metadata()
-    kept = [p for p in model_proto.metadata_props if p.key not in metadata]
-    del model_proto.metadata_props[:]
-    model_proto.metadata_props.extend(kept)
-    for key, value in metadata.items():
-        entry = model_proto.metadata_props.add()
-        entry.key, entry.value = key, value
-
-
-def read_contract(model_proto: onnx.ModelProto, source: str = "model") -> ModelContract:
-    return ModelContract.from_metadata({p.key: p.value for p in model_proto.metadata_props}, source)
 
 
 def export_fp32_onnx(

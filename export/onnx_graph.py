@@ -17,7 +17,8 @@ import onnx
 from hep2edge.atomic import OutputWriteError, describe_os_error
 from hep2edge.contract import INPUT_NAME, ModelContract
 from hep2edge.errors import ContractError
-from hep2edge.export.onnx_export import attach_contract, export_fp32_onnx, read_contract
+from hep2edge.export.onnx_contract import attach_contract
+from hep2edge.export.onnx_export import export_fp32_onnx
 from hep2edge.train.model import MultiTaskUnet
 
 SIMPLIFY_ATOL = 1e-5
@@ -115,18 +116,3 @@ def save_model_atomic(proto: onnx.ModelProto, path: Path) -> None:
     finally:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def load_checked(path: Path, precision: str | None = None) -> tuple[onnx.ModelProto, ModelContract]:
-    """Load an ONNX file and its contract; ContractError if it has none, another version's, or another precision."""
-    path = Path(path)
-    if not path.is_file():
-        raise ContractError(f"{path}: no such ONNX file")
-    try:
-        proto = onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - protobuf decode errors have no common base
-        raise ContractError(f"{path}: not a readable ONNX file ({exc.__class__.__name__})") from exc
-    contract = read_contract(proto, str(path))
-    if precision is not None and contract.precision != precision:
-        raise ContractError(f"{path}: contract says precision {contract.precision}, expected {precision}")
-    return proto, contract

@@ -13,14 +13,9 @@ ort = pytest.importorskip("onnxruntime")
 
 from hep2edge.contract import METADATA_KEY, ModelContract  # noqa: E402
 from hep2edge.errors import ContractError  # noqa: E402
+from hep2edge.export.onnx_contract import load_checked  # noqa: E402
 from hep2edge.export.onnx_export import OUTPUT_NAMES  # noqa: E402
-from hep2edge.export.onnx_graph import (  # noqa: E402
-    check_graph,
-    export_checked_fp32,
-    load_checked,
-    run_onnx,
-    save_model_atomic,
-)
+from hep2edge.export.onnx_graph import check_graph, export_checked_fp32, run_onnx, save_model_atomic  # noqa: E402
 from hep2edge.export.verify import output_diffs, torch_outputs  # noqa: E402
 
 

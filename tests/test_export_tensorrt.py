@@ -113,6 +113,33 @@ def test_build_engine_command_without_tensorrt(tiny_onnx: Path, monkeypatch: pyt
     assert not list(tiny_onnx.parent.glob("*.engine"))
 
 
+BLOCKER = (
+    "import sys\n"
+    "class _Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in BLOCKED:\n"
+    "            raise ModuleNotFoundError(f\"No module named '{name}'\", name=name)\n"
+    "sys.meta_path.insert(0, _Block())\n"
+)
+
+
+@needs_no_tensorrt
+@pytest.mark.parametrize(("blocked", "expected"), [
+    (("torch", "segmentation_models_pytorch", "onnxruntime", "modelopt"), "TensorRT is not importable here"),
+    (("torch", "onnx"), "pip install 'hep2edge[jetson]'"),
+])
+def test_build_engine_on_a_box_without_torch(tiny_onnx: Path, tmp_path: Path, blocked: tuple[str, ...],
+                                             expected: str) -> None:
+    """A Jetson (no torch) reads the contract with onnx alone; without onnx it is told which extra to install."""
+    import subprocess
+
+    code = f"BLOCKED = {blocked!r}\n{BLOCKER}from hep2edge.cli.app import main\n" \
+           f"sys.argv = ['hep2edge', 'build-engine', {str(tiny_onnx)!r}, '--out', {str(tmp_path)!r}]\nmain()\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr
+
+
 def test_build_engine_rejects_onnx_without_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     onnx = pytest.importorskip("onnx")

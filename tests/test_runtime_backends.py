@@ -237,7 +237,7 @@ def test_onnxruntime_runs_an_fp16_graph_with_float32_io(tiny_onnx: Path, tmp_pat
 
     from hep2edge.export.config import Int8Options
     from hep2edge.export.fp16 import convert_fp16
-    from hep2edge.export.onnx_export import attach_contract, read_contract
+    from hep2edge.export.onnx_contract import attach_contract, read_contract
     from hep2edge.export.precisions import ConversionInputs
 
     converted = convert_fp16(ConversionInputs(tiny_onnx, lambda: _batch(1), Int8Options(), tmp_path / "fp16.log"))

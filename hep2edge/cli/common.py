@@ -28,14 +28,18 @@ EXTRA_OF = {
 }
 
 
-def import_stage(module: str) -> ModuleType:
-    """Import a hep2edge module; a missing optional dependency becomes MissingExtraError."""
+def import_stage(module: str, extra_of: dict[str, str] | None = None) -> ModuleType:
+    """Import a hep2edge module; a missing optional dependency becomes MissingExtraError.
+
+    `extra_of` overrides EXTRA_OF for one command (build-engine on a Jetson wants `jetson`, not `export`).
+    """
+    extras = {**EXTRA_OF, **(extra_of or {})}
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         top = (exc.name or "").split(".")[0]
-        if top in EXTRA_OF:
-            raise MissingExtraError(top, EXTRA_OF[top]) from exc
+        if top in extras:
+            raise MissingExtraError(top, extras[top]) from exc
         raise
 
 
@@ -44,4 +48,4 @@ def show_resolved(command: str, config: Any) -> None:
     data = config_to_dict(config)
     console.print(f"[bold]{command}[/bold] resolved:")
     for key, value in data.items():
-        console.print(f"  {key}: {value}", highlight=False)
+        console.print(f"  {key}: {value}", highlight=False, markup=False)

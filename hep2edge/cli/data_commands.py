@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from hep2edge.cli.app import app, err_console
 from hep2edge.cli.common import console, show_resolved
@@ -49,12 +50,12 @@ def check(
     if report.ok:
         summary = report.summary()
         console.print(f"{summary['root']}: {summary['patients']} patients, {summary['images']} images, no problems",
-                      highlight=False, soft_wrap=True)
+                      highlight=False, soft_wrap=True, markup=False)
         console.print(_summary_table(summary))
         return
     for line in report.lines():
         typer.echo(line)
-    err_console.print(f"[bold red]{len(report.problems)} problem(s)[/bold red] in {root}", highlight=False,
+    err_console.print(f"[bold red]{len(report.problems)} problem(s)[/bold red] in {escape(str(root))}", highlight=False,
                       soft_wrap=True)
     raise typer.Exit(1)
 

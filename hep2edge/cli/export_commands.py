@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from hep2edge.cli.app import app, err_console
 from hep2edge.cli.common import console, import_stage, show_resolved
@@ -64,7 +65,8 @@ def export(
                                          "PyTorch by more (relative)."),
 ) -> None:
     """Export a checkpoint to ONNX (fp32, and fp16 / int8 in the graph), verify each, optionally build engines."""
-    config_mod = import_stage("hep2edge.export.config")
+    jetson = {"onnx": "jetson", "pycuda": "jetson"}
+    config_mod = import_stage("hep2edge.export.config", jetson)
     config = config_mod.ExportConfig(
         checkpoint=checkpoint, out=out, precisions=config_mod.parse_precisions(precision),
         calib_data=calib_data, val_data=val_data, val_images=val_images,
@@ -82,15 +84,15 @@ def export(
     with console.status("exporting") as status:
         def say(message: str) -> None:
             status.update(message)
-            console.print(message, highlight=False, soft_wrap=True)
+            console.print(message, highlight=False, soft_wrap=True, markup=False)
 
         report = pipeline.run_export(config, say=say)
     console.print(_table(report))
     console.print(f"wrote {report.out_dir}/export_report.json and .md; {report.simplification}", highlight=False,
-                  soft_wrap=True)
+                  soft_wrap=True, markup=False)
     if not report.passed:
         for line in report.failures():
-            err_console.print(f"[bold red]failed:[/bold red] {line}", highlight=False)
+            err_console.print(f"[bold red]failed:[/bold red] {escape(line)}", highlight=False)
         raise typer.Exit(1)
 
 
@@ -106,9 +108,10 @@ def build_engine(
     if onnx_file is None:
         err_console.print("[bold red]error:[/bold red] pass MODEL.onnx (a file written by `hep2edge export`)")
         raise typer.Exit(2)
-    config_mod = import_stage("hep2edge.export.config")
+    jetson = {"onnx": "jetson", "pycuda": "jetson"}
+    config_mod = import_stage("hep2edge.export.config", jetson)
     profile = config_mod.parse_batch(batch)
     show_resolved("build-engine", {"onnx": onnx_file, "out": out, "batch": profile, "workspace_gib": workspace})
-    engines = import_stage("hep2edge.export.engines")
+    engines = import_stage("hep2edge.export.engines", jetson)
     path = engines.build_engine_for_onnx(onnx_file, profile, workspace, out, say=console.print)
-    console.print(f"wrote {path} and {path.name}.json", highlight=False)
+    console.print(f"wrote {path} and {path.name}.json", highlight=False, markup=False)

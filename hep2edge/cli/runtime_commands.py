@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from hep2edge.cli.app import app, err_console
 from hep2edge.cli.common import console, import_stage, show_resolved
@@ -62,7 +63,7 @@ def _config(command: str, out: Path | None, options: dict[str, Any], source: dic
     from hep2edge.runtime.stages import StageConfig
 
     chosen = select.select_model(options["model"], options["backend"])
-    console.print(f"model: {chosen.model} -> backend {chosen.backend} ({chosen.reason})", highlight=False)
+    console.print(f"model: {chosen.model} -> backend {chosen.backend} ({chosen.reason})", highlight=False, markup=False)
     return service.RunConfig(
         command=command, out=resolve_out_dir(out, command), model=chosen.model, backend=chosen.backend,
         model_reason=chosen.reason,
@@ -106,7 +107,7 @@ def _print_summary(summary: Any) -> None:
         table.add_row(name, str(value))
     console.print(table)
     for _key, reason in summary.failed[:20]:
-        err_console.print(f"[red]failed[/red] {reason}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]failed[/red] {escape(reason)}", highlight=False, soft_wrap=True)
     if len(summary.failed) > 20:
         err_console.print(f"... and {len(summary.failed) - 20} more (see results.db, table inputs)")
 
@@ -159,7 +160,7 @@ def watch(
     watch_config = WatchConfig(root, recursive, poll, poll_interval, settle, existing)
     if out is None:
         out = stable_watch_dir(root)
-        console.print(f"results: {out} (stable for {root}; pass --out to choose)", highlight=False)
+        console.print(f"results: {out} (stable for {root}; pass --out to choose)", highlight=False, markup=False)
     config = _config("watch", out, options, {"folder": str(root)})
 
     def make_source(journal: Any) -> Any:

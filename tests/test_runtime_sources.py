@@ -122,6 +122,24 @@ def test_watch_recursive_existing_and_restart_queue(tmp_path: Path) -> None:
 def test_watch_config_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a folder"):
         WatchConfig(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="--max-files"):
+        WatchConfig(tmp_path, max_files=-1)
+
+
+def test_watch_ends_by_itself_after_max_files(tmp_path: Path) -> None:
+    """--max-files N: the source returns after the N-th file (the pipeline then drains and exits)."""
+    for name in ("a", "b", "c"):
+        _png(tmp_path / f"{name}.png")
+    source = FolderWatchSource(WatchConfig(tmp_path, settle_ms=50, existing=True, max_files=2))
+    assert source.finite and "until 2 file(s)" in source.describe()
+    collected, stop = _Collector(), threading.Event()
+    thread = threading.Thread(target=source.run, args=(collected, stop))
+    thread.start()
+    thread.join(timeout=10)
+    alive = thread.is_alive()
+    stop.set()
+    assert not alive, "the watcher did not end after --max-files"
+    assert collected.names() == ["a", "b"]
 
 
 def _video(path: Path, frames: int, fps: float) -> Path:

@@ -146,6 +146,8 @@ def watch(
     poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.05, help="Seconds between polls."),
     settle: int = typer.Option(1000, "--settle", min=0, help="ms a file's size and mtime must stay the same."),
     existing: bool = typer.Option(False, "--existing", help="Also analyse files already in the folder."),
+    max_files: int = typer.Option(0, "--max-files", min=0, help="Exit after this many files were taken in "
+                                  "and written (0: run until SIGINT/SIGTERM)."),
     overlay: bool = OVERLAY, stats: bool = STATS, retry_failed: bool = RETRY, readers: int = READERS,
     queue: int = QUEUE, max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
     stitch: str = STITCH, specimen_pattern: str = SPECIMEN_PATTERN, specimen_images: int = SPECIMEN_IMAGES,
@@ -157,7 +159,7 @@ def watch(
     from hep2edge.runtime.sources.watch import WatchConfig
     from hep2edge.runtime.watch_restart import restart_source
 
-    watch_config = WatchConfig(root, recursive, poll, poll_interval, settle, existing)
+    watch_config = WatchConfig(root, recursive, poll, poll_interval, settle, existing, max_files)
     if out is None:
         out = stable_watch_dir(root)
         console.print(f"results: {out} (stable for {root}; pass --out to choose)", highlight=False, markup=False)

@@ -33,12 +33,15 @@ class WatchConfig:
     poll_interval_s: float = 1.0
     settle_ms: int = 1000
     existing: bool = False
+    max_files: int = 0  # 0 = until stopped; else end (draining in-flight work) after this many files
 
     def __post_init__(self) -> None:
         if not self.folder.is_dir():
             raise ConfigError(f"{self.folder}: not a folder to watch")
         if self.settle_ms < 0:
             raise ConfigError(f"--settle must be >= 0 ms, got {self.settle_ms}")
+        if self.max_files < 0:
+            raise ConfigError(f"--max-files must be >= 0, got {self.max_files}")
 
 
 def inside(path: Path, root: Path) -> bool:
@@ -114,10 +117,13 @@ class FolderWatchSource(Source):
         self.since = since  # files modified since then are picked up at start (arrived while nobody watched)
         self.finished = finished or set()  # paths the journal already finished: not re-read at start
         self._pending = _Pending()
+        self.emitted = 0
+        self.finite = config.max_files > 0
 
     def describe(self) -> str:
         how = f"polling every {self.config.poll_interval_s:g} s" if self.config.poll else "inotify"
-        return f"watching {self.config.folder} ({how}{', recursive' if self.config.recursive else ''})"
+        limit = f", until {self.config.max_files} file(s)" if self.config.max_files else ""
+        return f"watching {self.config.folder} ({how}{', recursive' if self.config.recursive else ''}{limit})"
 
     def _observer(self) -> BaseObserver:
         if self.config.poll:
@@ -129,10 +135,14 @@ class FolderWatchSource(Source):
         return sorted(p for p in self.root.glob(pattern) if p.is_file() and is_candidate(p, self.root))
 
     def _emit_path(self, path: Path, emit: Emit) -> bool:
+        """Emit one settled file; False once the pipeline stops accepting input or --max-files is reached."""
         if not inside(path, self.root):
             log.warning("%s: skipped, it links outside the watched folder %s", path, self.root)
             return True
-        return emit(Item(key=str(path), name=path.stem, path=path))
+        if not emit(Item(key=str(path), name=path.stem, path=path)):
+            return False
+        self.emitted += 1
+        return not (self.config.max_files and self.emitted >= self.config.max_files)
 
     def _settled(self, now: float) -> list[Path]:
         """Pending files whose size and mtime stayed the same for settle_ms (or that were renamed into place)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hep2edge.atomic import atomic_write_text
@@ -30,7 +30,7 @@ def image_data_uri(path: Path) -> str:
     return f"data:image/{kind};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
-def line_chart_svg(title: str, series: dict[str, Sequence[float]], width: int = 340, height: int = 220) -> str:
+def line_chart_svg(title: str, series: Mapping[str, Sequence[float]], width: int = 340, height: int = 220) -> str:
     """An SVG line chart of one or more equally spaced series (x = index + 1)."""
     values = [v for s in series.values() for v in s if v == v]
     if not values:

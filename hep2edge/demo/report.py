@@ -1,0 +1,147 @@
+"""`report.html`: one self-contained page to look at what the demo did (overlays, confusion, curves, export)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from hep2edge.demo.outcome import Outcome
+from hep2edge.html_report import HtmlReport, confusion_table, line_chart_svg
+from hep2edge.labels import PATTERNS
+
+THUMBNAIL_WIDTH = 480
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """What the page shows: the steps' timings and outputs, and where each artefact lies."""
+
+    title: str
+    device: str
+    backend: str
+    step_seconds: dict[str, float]
+    outcome: Outcome
+    train_summary: dict[str, Any]
+    metrics_csv: Path
+    export_rows: list[dict[str, Any]]
+    artefacts: dict[str, Path]
+
+
+def thumbnail(overlay: Path, out_dir: Path) -> Path:
+    """A JPEG of the overlay, THUMBNAIL_WIDTH wide, so the page stays a few MB."""
+    image = cv2.imread(str(overlay), cv2.IMREAD_COLOR)
+    if image is None:
+        raise OSError(f"{overlay}: cannot read the overlay image")
+    scale = THUMBNAIL_WIDTH / image.shape[1]
+    small = cv2.resize(image, (THUMBNAIL_WIDTH, max(1, round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{overlay.stem}.jpg"
+    cv2.imwrite(str(path), small, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return path
+
+
+def _epochs(metrics_csv: Path) -> dict[str, list[float]]:
+    rows = list(csv.DictReader(metrics_csv.open(encoding="utf-8")))
+    return {key: [float(r[key]) if r.get(key) not in (None, "") else float("nan") for r in rows]
+            for key in (rows[0].keys() if rows else [])}
+
+
+def _curves(metrics_csv: Path) -> list[str]:
+    columns = _epochs(metrics_csv)
+    if not columns:
+        return []
+    losses = {task: columns[f"train_loss_{task}"] for task in ("mask", "pattern", "intensity")}
+    losses["validation (sum)"] = columns["val_loss"]
+    held_out = {"Dice": columns["patch_dice"], "pattern accuracy": columns["patch_pattern_accuracy"],
+                "intensity accuracy": columns["patch_intensity_accuracy"]}
+    return [line_chart_svg("training losses per task", losses),
+            line_chart_svg("held-out patients, patch level", held_out)]
+
+
+def _image_rows(outcome: Outcome) -> tuple[list[list[object]], list[str]]:
+    rows: list[list[object]] = []
+    classes: list[str] = []
+    for i in outcome.images:
+        latency = "-" if i.landed_to_result_ms is None else f"{i.landed_to_result_ms:.0f}"
+        rows.append([i.name, i.patient, i.true_pattern, f"{i.pattern} ({i.pattern_probability:.2f})",
+                     i.true_intensity, i.intensity, f"{i.dice:.3f}", f"{i.analyse_ms:.0f}", latency])
+        classes.append("ok" if i.pattern == i.true_pattern else "bad")
+    return rows, classes
+
+
+def _figures_paragraph(outcome: Outcome) -> str:
+    f = outcome.figures()
+    if not f:
+        return "No fresh image was analysed."
+    text = (f"Image level on {len(outcome.images)} fresh fields: pattern accuracy {f['pattern_accuracy']:.2f} "
+            f"(chance {1 / len(PATTERNS):.2f}), mean class accuracy {f['pattern_mca']:.2f}, intensity accuracy "
+            f"{f['intensity_accuracy']:.2f}, mask Dice {f['dice']:.3f}.")
+    if "specimen_pattern_accuracy" in f:
+        text += f" Specimen (patient) level pattern accuracy {f['specimen_pattern_accuracy']:.2f}."
+    return text + " Synthetic data: these figures say the pipeline works, not how it does on real sera."
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _export_table(report: HtmlReport, rows: Sequence[dict[str, Any]]) -> None:
+    header = ["precision", "file", "max abs diff", "Dice", "pattern acc", "intensity acc", "verdict"]
+    cells, classes = [], []
+    for r in rows:
+        def figure(key: str, r: dict[str, Any] = r) -> str:
+            value, change = r.get(key), (r.get("changes") or {}).get(key)
+            if not _finite(value):
+                return "-"
+            return f"{value:.3f}" + (f" ({change:+.3f})" if _finite(change) else "")
+
+        diff = r.get("max_abs_diff")
+        verdict = "within limits" if r.get("passed") else (r.get("error") or "; ".join(r.get("failures") or []))
+        cells.append([r["precision"], r.get("file") or "-", f"{diff:.1e}" if _finite(diff) else "-",
+                      figure("dice"), figure("pattern_accuracy"), figure("intensity_accuracy"), verdict])
+        classes.append("ok" if r.get("passed") else "bad")
+    report.table(header, cells, classes)
+
+
+def build_report(inputs: ReportInputs, out_dir: Path) -> Path:
+    """Write `out_dir/report.html` (thumbnails go to out_dir/thumbnails) and return its path."""
+    report = HtmlReport(inputs.title)
+    total = sum(inputs.step_seconds.values())
+    report.paragraph(f"Training on {inputs.device}; analysis with the {inputs.backend} backend. "
+                     f"Total {total / 60:.1f} min: " + ", ".join(f"{k} {v:.0f} s" for k, v in
+                                                                  inputs.step_seconds.items()) + ".")
+    report.heading("Fresh fields from the simulated scanner")
+    report.paragraph(_figures_paragraph(inputs.outcome))
+    rows, classes = _image_rows(inputs.outcome)
+    report.table(["image", "patient", "true pattern", "predicted (p)", "true intensity", "predicted", "mask Dice",
+                  "analysis ms", "landed -> result ms"], rows, classes)
+    if inputs.outcome.specimens:
+        report.heading("Specimen verdicts (vote over each patient's images)")
+        report.table(["specimen", "images", "true pattern", "verdict", "true intensity", "verdict"],
+                     [[s["specimen"], s["images"], s["true_pattern"], s["pattern"], s["true_intensity"],
+                       s["intensity"]] for s in inputs.outcome.specimens],
+                     ["ok" if s["pattern"] == s["true_pattern"] else "bad" for s in inputs.outcome.specimens])
+    report.heading("Overlays: predicted cell contours and the verdict")
+    report.gallery([(thumbnail(i.overlay, out_dir / "thumbnails"), f"{i.name}: {i.pattern} / {i.intensity} "
+                     f"(true {i.true_pattern} / {i.true_intensity})") for i in inputs.outcome.images if i.overlay])
+    report.heading("Pattern confusion")
+    held_out = inputs.train_summary.get("confusion", {}).get("patch")
+    matrices = [("fresh fields, image level", inputs.outcome.confusion().tolist())]
+    if held_out:
+        matrices.append(("held-out training patients at the kept epoch, patch level", held_out))
+    report.raw('<div class="charts">' + "".join(
+        f"<figure><figcaption>{caption}</figcaption>{confusion_table(PATTERNS, matrix)}</figure>"
+        for caption, matrix in matrices) + "</div>")
+    report.heading("Training curves")
+    report.charts(_curves(inputs.metrics_csv))
+    report.heading("Export: each precision against PyTorch fp32 on held-out tiles (patch level)")
+    _export_table(report, inputs.export_rows)
+    report.heading("Where everything is")
+    report.table(["what", "path"], [[k, str(v)] for k, v in inputs.artefacts.items()])
+    return report.write(out_dir / "report.html")

@@ -66,13 +66,19 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[y_true].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def segmentation_counts(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """(N, H, W) boolean masks -> (N, 4) int64 [intersection, pred, target, correct pixels] + size in col 4."""
+def segmentation_counts(pred: np.ndarray, target: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """(N, H, W) boolean masks -> (N, 5) int64 [intersection, pred, target, correct pixels, pixels].
+
+    `valid` (N, H, W) bool marks the pixels inside the image: the pad of a tile that overhangs a small
+    image counts nowhere, neither as foreground nor in pixel accuracy.
+    """
     pred = pred.astype(bool).reshape(len(pred), -1)
     target = target.astype(bool).reshape(len(target), -1)
+    inside = np.ones_like(pred) if valid is None else valid.astype(bool).reshape(len(pred), -1)
+    pred, target = pred & inside, target & inside
     inter = np.logical_and(pred, target).sum(1)
-    correct = (pred == target).sum(1)
-    size = np.full(len(pred), pred.shape[1])
+    correct = ((pred == target) & inside).sum(1)
+    size = inside.sum(1)
     return np.stack([inter, pred.sum(1), target.sum(1), correct, size], axis=1).astype(np.int64)
 
 

@@ -146,3 +146,14 @@ def test_load_dataset_lists_every_problem(tmp_path: Path) -> None:
     assert "labels.csv:4: unknown pattern label 'spekled'" in message
     assert "labels.csv:8: image 00009_p1.tif not found" in message
     assert "labels.csv:8: mask 00009_p1_Mask.tif not found" in message
+
+
+def test_load_dataset_problems_come_in_line_order(tmp_path: Path) -> None:
+    header_csv(tmp_path)
+    (tmp_path / "00001_p1.tif").unlink()  # line 2: a file problem, found after the label problems
+    text = (tmp_path / "labels.csv").read_text().replace("numem", "nucleus")  # lines 6 and 7
+    (tmp_path / "labels.csv").write_text(text)
+    with pytest.raises(DataError) as info:
+        load_dataset(tmp_path)
+    lines = [line.strip() for line in str(info.value).splitlines()[1:]]
+    assert [line.split(":")[1] for line in lines] == ["2", "6", "7"], lines

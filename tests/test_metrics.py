@@ -56,6 +56,9 @@ def test_segmentation_counts() -> None:
     pred = np.array([[[1, 1], [0, 0]]], bool)
     target = np.array([[[1, 0], [1, 0]]], bool)
     assert segmentation_counts(pred, target).tolist() == [[1, 2, 2, 2, 4]]
+    # the pad (second column here) counts nowhere: not as foreground, not in pixel accuracy
+    valid = np.array([[[1, 0], [1, 0]]], bool)
+    assert segmentation_counts(pred, target, valid).tolist() == [[1, 1, 2, 1, 2]]
 
 
 def _predictions() -> PatchPredictions:

@@ -129,3 +129,7 @@ def test_synth_cli(tmp_path: Path) -> None:
     assert bad.exit_code != 0
     missing = CliRunner().invoke(app, ["synth", str(tmp_path / "y")])
     assert missing.exit_code == 2 and "pass --patients or set synth.patients" in missing.output
+    (tmp_path / "afile").write_text("x")
+    clash = CliRunner().invoke(app, ["synth", str(tmp_path / "afile"), "--patients", "1"])
+    assert isinstance(clash.exception, ConfigError) and "exists and is not a folder" in str(clash.exception)
+    assert "synth resolved" not in clash.output  # refused before anything is printed or written

@@ -46,3 +46,77 @@ def test_unresolved_or_bad_input_is_one_line_and_exit_2(args: list[str], message
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "runs").exists(), "nothing is written for a run that cannot start"
+
+
+def _copy_dataset(source: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+def test_unreadable_image_is_one_line_and_nothing_is_written(synth_tiny: Path, tmp_path: Path) -> None:
+    data = _copy_dataset(synth_tiny, tmp_path / "data")
+    image = data / "00003_p2.tif"
+    image.write_bytes(image.read_bytes()[:3000])
+    result = subprocess.run([sys.executable, "-m", "hep2edge", "train", "--data", str(data), "--encoder",
+                             "mobilenet_v2", "--tile", "64", "--epochs", "1", "--no-progress"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{image}: truncated TIFF" in lines[0], result.stderr
+    assert not (tmp_path / "runs").exists(), "nothing is written for a run that cannot start"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no_mask", "1 image(s) have no mask"),
+    ("too_many_folds", "cannot make 9 patient-wise folds from 7 patient(s)"),
+    ("mixed_depth", "mixes pixel types"),
+])
+def test_bad_dataset_fails_before_the_run_folder_exists(synth_tiny: Path, tmp_path: Path, case: str, message: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from hep2edge.errors import Hep2EdgeError
+    from hep2edge.imageio import write_image_tiff
+    from hep2edge.train.config import TrainConfig
+    from hep2edge.train.run import run_training
+
+    data = _copy_dataset(synth_tiny, tmp_path / "data")
+    if case == "no_mask":
+        (data / "labels.csv").write_text((data / "labels.csv").read_text().replace("00002_p1_Mask.tif", ""))
+        (data / "00002_p1_Mask.tif").unlink()
+    if case == "mixed_depth":
+        write_image_tiff(data / "00004_p1.tif", np.full((128, 128), 1000, np.uint16))
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(data=data, encoder="mobilenet_v2", decoder_channels=(32, 16, 16, 8, 8), tile=64, epochs=1,
+                         folds=9 if case == "too_many_folds" else 3, fold=0, progress=False)
+    with pytest.raises(Hep2EdgeError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
+        run_training(config)
+    assert "\n" not in str(info.value)
+    if case == "mixed_depth":
+        assert "00004_p1.tif is uint16" in str(info.value)
+    assert not (tmp_path / "runs").exists()
+
+
+_BLOCK_TORCH = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'segmentation_models_pytorch'):
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+        return None
+sys.meta_path.insert(0, _Block())
+from hep2edge.cli.app import main
+sys.argv = ['hep2edge', 'train'] + sys.argv[1:]
+main()
+"""
+
+
+@pytest.mark.parametrize("args", [[], ["--data", "no/such/folder"]])
+def test_without_the_train_extra_train_names_it_first(args: list[str], tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", _BLOCK_TORCH, *args], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'hep2edge[train]'" in lines[0], result.stderr

@@ -18,7 +18,7 @@ from hep2edge.normalization import NormalizationSpec, normalize_tiles  # noqa: E
 from hep2edge.train.checkpoint import load_checkpoint  # noqa: E402
 from hep2edge.train.config import TrainConfig  # noqa: E402
 from hep2edge.train.distributed import DistContext  # noqa: E402
-from hep2edge.train.loop import build_parts, train_step  # noqa: E402
+from hep2edge.train.loop import build_parts, train_step, use_amp  # noqa: E402
 from hep2edge.train.run import run_training  # noqa: E402
 from hep2edge.train.tiles_dataset import build_tile_set  # noqa: E402
 
@@ -125,3 +125,53 @@ def test_all_folds_give_mean_and_std_over_folds(synth_tiny: Path, tmp_path: Path
         assert summary["std"][level]["dice"] == pytest.approx(np.std(values))
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert [(r["fold"], r["epoch"]) for r in rows] == [("0", "1"), ("1", "1")]
+
+
+def test_early_stopping_ends_a_fold_after_patience_epochs_without_gain(synth_tiny: Path, tmp_path: Path) -> None:
+    """With a learning rate too small to improve anything, the fold stops after `patience` epochs without gain."""
+    patience, epochs = 2, 6
+    settings = {**TINY, "lr": 1e-12}
+    summary_path = run_training(TrainConfig(data=synth_tiny, out=tmp_path / "run", epochs=epochs, patience=patience,
+                                            monitor="val_loss", weighting="fixed", **settings))
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    stop, bad = epochs, 0
+    for index, row in enumerate(rows):
+        bad = 0 if row["best"] == "1" else bad + 1
+        if bad >= patience:
+            stop = index + 1
+            break
+    assert len(rows) == stop < epochs, [(r["epoch"], r["best"], r["val_loss"]) for r in rows]
+    fold = json.loads(summary_path.read_text())["folds"][0]
+    assert fold["epochs_run"] == len(rows) and rows[fold["best_epoch"] - 1]["best"] == "1"
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_mixed_precision_on_cuda_only(synth_tiny: Path, tmp_path: Path, device: str) -> None:
+    """--amp (the default) trains in float16 autocast with a loss scaler on CUDA; CPU stays fp32."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    ctx = DistContext(device=torch.device(device))
+    tiles = build_tile_set(load_dataset(synth_tiny).records[:2], tile=64)
+    config = TrainConfig(data=synth_tiny, out=tmp_path, weighting="gradnorm", amp=True, device=device, **TINY)
+    parts = build_parts(config, ctx, tiles, fold=0)
+    assert use_amp(config, ctx) == parts.scaler.is_enabled() == (device == "cuda")
+    x = torch.from_numpy(normalize_tiles(tiles.images[:4], NormalizationSpec())).to(ctx.device)
+    with torch.autocast("cuda", dtype=torch.float16) if device == "cuda" else torch.autocast("cpu", enabled=False):
+        assert parts.wrapped(x)["mask"].dtype == (torch.float16 if device == "cuda" else torch.float32)
+    losses = train_step(parts, ctx, x, tiles.subset(np.arange(4)), amp=use_amp(config, ctx))
+    assert torch.isfinite(losses).all() and float(parts.weighting.current().sum()) == pytest.approx(3.0)
+
+
+def test_folds_file_is_reused_whatever_the_seed(synth_tiny: Path, tmp_path: Path) -> None:
+    """--folds-file: a later run trains on exactly the saved split; a file for another k is refused."""
+    from hep2edge.folds import load_folds, make_folds, save_folds
+    from hep2edge.train.run import resolve_folds
+
+    dataset = load_dataset(synth_tiny)
+    saved = {patient: (fold + 1) % 3 for patient, fold in make_folds(dataset.records, k=3, seed=0).items()}
+    path = save_folds(tmp_path / "folds.json", saved)  # not the split seed 0 makes
+    config = TrainConfig(data=synth_tiny, out=tmp_path / "run", folds_file=path, seed=0, **TINY)
+    folds, used = resolve_folds(config, dataset, DistContext())
+    assert folds == saved and used == path.resolve() and load_folds(path) == saved
+    with pytest.raises(ConfigError, match="holds 3 folds but --folds is 2"):
+        resolve_folds(config.replace(folds=2), dataset, DistContext())

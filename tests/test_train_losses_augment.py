@@ -98,3 +98,25 @@ def test_small_image_pad_is_marked_invalid(synth_small: Path) -> None:
 def test_missing_mask_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="has no mask"):
         cut_record(tmp_path / "a.tif", None, 64, "luminance", 1)
+
+
+class _AllForeground(torch.nn.Module):
+    """A stand-in model that calls every pixel foreground, pad included."""
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        n, _, h, w = x.shape
+        return {"mask": torch.full((n, 1, h, w), 10.0), "pattern": torch.zeros(n, 7), "intensity": torch.zeros(n, 1)}
+
+
+def test_evaluation_never_counts_the_pad(synth_small: Path) -> None:
+    """A 192 x 256 image in one 256 px tile: metrics see the 192 image rows only."""
+    from hep2edge.data.manifest import load_dataset
+    from hep2edge.normalization import NormalizationSpec
+    from hep2edge.train.evaluate import evaluate
+
+    record = load_dataset(synth_small).records[0]
+    tiles = build_tile_set([record], tile=256)
+    result = evaluate(_AllForeground(), tiles, NormalizationSpec(), MultiTaskLoss(), 1, torch.device("cpu"))
+    inside = tiles.masks[0, :192]
+    assert result.levels["patch"]["pixel_accuracy"] == pytest.approx(inside.mean())
+    assert result.levels["patch"]["dice"] == pytest.approx(2 * inside.sum() / (inside.sum() + inside.size))

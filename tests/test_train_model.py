@@ -10,7 +10,9 @@ torch = pytest.importorskip("torch")
 
 from hep2edge.errors import ConfigError  # noqa: E402
 from hep2edge.train import model as model_module  # noqa: E402
+from hep2edge.train.losses import MultiTaskLoss  # noqa: E402
 from hep2edge.train.model import ModelConfig, MultiTaskUnet, build_model  # noqa: E402
+from hep2edge.train.weighting import task_gradient_norms  # noqa: E402
 
 SMALL_DECODER = (32, 16, 16, 8, 8)
 
@@ -23,12 +25,16 @@ def _head_parameters(model: MultiTaskUnet) -> int:
 @pytest.mark.parametrize("encoder", ["efficientnet-b4", "resnet34", "vgg19_bn", "inceptionv4", "mobilenet_v2"])
 def test_seed_encoders_build_and_give_named_outputs(encoder: str) -> None:
     torch.set_num_threads(1)
-    model = build_model(ModelConfig(encoder=encoder, decoder_channels=SMALL_DECODER)).eval()
-    with torch.no_grad():
-        out = model(torch.zeros(1, 1, 64, 64))
-    assert out["mask"].shape == (1, 1, 64, 64)
-    assert out["pattern"].shape == (1, 7) and out["intensity"].shape == (1, 1)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(encoder=encoder, decoder_channels=SMALL_DECODER, dropout=0.0))
+    out = model(torch.rand(2, 1, 64, 64))
+    assert out["mask"].shape == (2, 1, 64, 64)
+    assert out["pattern"].shape == (2, 7) and out["intensity"].shape == (2, 1)
     assert _head_parameters(model) < 20_000, "pooled heads hold a few thousand parameters"
+    # GradNorm's last shared layer must be a weight every task's gradient reaches (not an unused layer)
+    losses = MultiTaskLoss()(out, (torch.rand(2, 1, 64, 64) > 0.5).float(), torch.tensor([0, 3]), torch.tensor([0, 1]))
+    norms = task_gradient_norms(losses, model.last_shared_layer())
+    assert (norms > 0).all(), f"{encoder}: task gradients on the last shared layer are {norms.tolist()}"
 
 
 def test_any_input_size_three_channels_and_multiscale_pooling() -> None:
@@ -64,3 +70,8 @@ def test_imagenet_offline_fails_fast_with_one_line(monkeypatch: pytest.MonkeyPat
         build_model(ModelConfig(encoder="resnet18", decoder_channels=SMALL_DECODER), "imagenet")
     message = str(info.value)
     assert "offline" in message and "--encoder-weights PATH" in message and "\n" not in message
+
+
+def test_imagenet_for_an_encoder_without_imagenet_weights_says_what_it_has() -> None:
+    with pytest.raises(ConfigError, match=r"encoder 'dpn68b' has no ImageNet weights .*it has: imagenet\+5k"):
+        build_model(ModelConfig(encoder="dpn68b", decoder_channels=SMALL_DECODER), "imagenet")

@@ -159,3 +159,23 @@ def test_check_subprocess_has_no_traceback(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and "dataset folder not found" in missing.stdout
     assert "Traceback" not in missing.stderr
+
+
+def test_an_image_without_any_mask_is_a_problem(tmp_path: Path) -> None:
+    """An empty mask cell falls back to `{stem}_Mask.tif`; when that is missing too, check says so."""
+    header_csv(tmp_path)
+    text = (tmp_path / "labels.csv").read_text().replace("00002_p1_Mask.tif", "")
+    (tmp_path / "labels.csv").write_text(text)
+    (tmp_path / "00002_p1_Mask.tif").unlink()
+    for decode in (True, False):
+        (problem,) = validate_dataset(tmp_path, check_images=decode).problems
+        assert problem.line == 4 and "image 00002_p1.tif has no mask" in problem.message
+        assert "00002_p1_Mask.tif" in problem.message
+
+
+def test_mixed_bit_depth_is_a_problem_naming_both_lines(tmp_path: Path) -> None:
+    header_csv(tmp_path)
+    write_image_tiff(tmp_path / "00002_p2.tif", np.full((8, 10), 1000, np.uint16))
+    (problem,) = validate_dataset(tmp_path).problems
+    assert problem.line == 5
+    assert "00002_p2.tif is 16-bit but the image on line 2 is 8-bit" in problem.message

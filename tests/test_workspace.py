@@ -98,7 +98,19 @@ def test_cli_takes_defaults_from_yaml_in_cwd(tmp_path: Path, synth_small: Path) 
     assert "7 patients" in result.stdout
 
 
-def test_cli_flag_overrides_yaml_and_missing_positional_is_one_line(tmp_path: Path) -> None:
+def test_cli_flag_overrides_yaml(tmp_path: Path, synth_small: Path) -> None:
+    (tmp_path / "hep2edge.yaml").write_text(f"check:\n  data: {tmp_path / 'nowhere'}\n  max-problems: 1\n")
+    assert _cli(tmp_path, "check", "--no-decode").returncode == 1  # the yaml's folder does not exist
+    result = _cli(tmp_path, "check", str(synth_small), "--no-decode")
+    assert result.returncode == 0 and "7 patients" in result.stdout, result.stderr
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "labels.csv").write_text("image,pattern,intensity\na.tif,golgi,positive\nb.tif,golgi,positive\n")
+    assert "stopped after 1 problems" in _cli(tmp_path, "check", str(broken)).stdout
+    assert "stopped after" not in _cli(tmp_path, "check", str(broken), "--max-problems", "9").stdout
+
+
+def test_cli_missing_positional_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "hep2edge.yaml").write_text("check:\n  max-problems: 3\n")
     result = _cli(tmp_path, "check")
     assert result.returncode == 2

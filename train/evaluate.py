@@ -79,7 +79,6 @@ def evaluate(
         intensity = torch.from_numpy(batch.intensity).to(device)
         loss_sum += loss_fn(out, masks, pattern, intensity).float().cpu().numpy() * len(batch)
         pred = (torch.sigmoid(out["mask"].float())[:, 0] > MASK_THRESHOLD).cpu().numpy()
-        pred &= valid_pixels(batch.valid, pred.shape[-1])
         parts.append(PatchPredictions(
             image_ids=batch.image_ids,
             patient_ids=batch.patient_ids,
@@ -87,7 +86,7 @@ def evaluate(
             pattern_prob=torch.softmax(out["pattern"].float(), 1).cpu().numpy(),
             intensity_true=batch.intensity,
             intensity_prob=torch.sigmoid(out["intensity"].float())[:, 0].cpu().numpy(),
-            seg_counts=segmentation_counts(pred, batch.masks),
+            seg_counts=segmentation_counts(pred, batch.masks, valid_pixels(batch.valid, pred.shape[-1])),
         ))
         if on_batch is not None:
             on_batch(len(batch))

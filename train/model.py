@@ -73,11 +73,17 @@ class MultiTaskUnet(nn.Module):
         pooled = sum(self.unet.encoder.out_channels[-config.pool_levels :])
         self.pattern_head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(pooled, config.num_patterns))
         self.intensity_head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(pooled, 1))
+        self._shared_name: str | None = None
 
     def last_shared_layer(self) -> nn.Parameter:
-        """The weight GradNorm measures task gradients on: the encoder's deepest parameter tensor."""
-        params = [p for p in self.unet.encoder.parameters() if p.requires_grad and p.dim() > 1]
-        return params[-1]
+        """The weight GradNorm measures task gradients on: the last weight the encoder's forward uses.
+
+        Found once by tracing the forward: registration order is not execution order, and some smp
+        encoders keep layers their forward never calls (EfficientNet's `_conv_head`), whose gradient is 0.
+        """
+        if self._shared_name is None:
+            self._shared_name = "unet.encoder." + last_used_weight(self.unet.encoder, self.config.in_channels)
+        return self.get_parameter(self._shared_name)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.unet.encoder(x)
@@ -88,6 +94,31 @@ class MultiTaskUnet(nn.Module):
         return {"mask": mask, "pattern": self.pattern_head(pooled), "intensity": self.intensity_head(pooled)}
 
 
+def last_used_weight(encoder: nn.Module, in_channels: int, size: int = 64) -> str:
+    """Name of the last weight tensor (dim > 1) used by `encoder`'s forward, traced on a zero input.
+
+    Eval mode and no_grad: running statistics and random streams are left untouched.
+    """
+    order: list[str] = []
+    hooks = []
+    for name, module in encoder.named_modules():
+        if any(p.dim() > 1 and p.requires_grad for p in module.parameters(recurse=False)):
+            hooks.append(module.register_forward_hook(lambda *_, name=name: order.append(name)))
+    training = encoder.training
+    device = next(encoder.parameters()).device
+    try:
+        encoder.eval()
+        with torch.no_grad():
+            encoder(torch.zeros(1, in_channels, size, size, device=device))
+    finally:
+        encoder.train(training)
+        for hook in hooks:
+            hook.remove()
+    module = encoder.get_submodule(order[-1])
+    weight = [n for n, p in module.named_parameters(recurse=False) if p.dim() > 1 and p.requires_grad][-1]
+    return f"{order[-1]}.{weight}" if order[-1] else weight
+
+
 def _online(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
     try:
         with socket.create_connection((host, 443), timeout=timeout):
@@ -96,18 +127,33 @@ def _online(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
         return False
 
 
+def _imagenet_encoder_state(config: ModelConfig) -> dict[str, torch.Tensor]:
+    """The encoder's ImageNet weights from smp's hub; one-line ConfigError when there are none or no network."""
+    settings = smp.encoders.encoders.get(config.encoder, {}).get("pretrained_settings", {"imagenet": None})
+    if "imagenet" not in settings:
+        raise ConfigError(f"--encoder-weights imagenet: encoder '{config.encoder}' has no ImageNet weights in "
+                          f"segmentation_models_pytorch (it has: {', '.join(settings) or 'none'}); "
+                          "pass --encoder-weights none or PATH")
+    if not _online():
+        raise ConfigError(
+            "--encoder-weights imagenet needs a download and this machine is offline; "
+            "download the encoder's state dict elsewhere and pass --encoder-weights PATH"
+        )
+    try:
+        reference = smp.Unet(config.encoder, encoder_weights="imagenet", in_channels=config.in_channels)
+    except Exception as exc:  # hub and network errors come in many types
+        problem = f"could not get the weights of '{config.encoder}' ({exc.__class__.__name__})"
+        raise ConfigError(f"--encoder-weights imagenet: {problem}; "
+                          "download them elsewhere and pass --encoder-weights PATH") from exc
+    return reference.encoder.state_dict()
+
+
 def load_encoder_weights(model: MultiTaskUnet, weights: str | None) -> str:
     """Initialise the encoder from `none`, `imagenet` or a local file; returns what was used."""
     if weights in (None, "", "none"):
         return "none"
     if weights == "imagenet":
-        if not _online():
-            raise ConfigError(
-                "--encoder-weights imagenet needs a download and this machine is offline; "
-                "download the encoder's state dict elsewhere and pass --encoder-weights PATH"
-            )
-        reference = smp.Unet(model.config.encoder, encoder_weights="imagenet", in_channels=model.config.in_channels)
-        model.unet.encoder.load_state_dict(reference.encoder.state_dict())
+        model.unet.encoder.load_state_dict(_imagenet_encoder_state(model.config))
         return "imagenet"
     path = Path(weights)
     if not path.is_file():

@@ -15,7 +15,7 @@ from hep2edge.train.loop import FoldResult, FoldTrainer
 from hep2edge.train.model import build_model
 from hep2edge.train.reports import write_reports
 from hep2edge.train.resume import LAST
-from hep2edge.train.tiles_dataset import TileSet, build_tile_set
+from hep2edge.train.tiles_dataset import TileSet, build_tile_set, require_masks
 from hep2edge.workspace import resolve_out_dir, write_resolved_config
 
 FOLDS_FILE = "folds.json"
@@ -72,10 +72,9 @@ def data_info(
     }
 
 
-def train_folds(config: TrainConfig, ctx: DistContext, dataset: Dataset,
+def train_folds(config: TrainConfig, ctx: DistContext, dataset: Dataset, tiles: TileSet,
                 display: Display) -> tuple[list[FoldResult], dict[str, int]]:
     folds, folds_path = resolve_folds(config, dataset, ctx)
-    tiles = load_tiles(config, dataset, display)
     results = []
     for fold in config.fold_indices():
         train_patients, val_patients = fold_patients(folds, fold)
@@ -87,18 +86,26 @@ def train_folds(config: TrainConfig, ctx: DistContext, dataset: Dataset,
     return results, folds
 
 
-def prepare(config: TrainConfig, ctx: DistContext) -> tuple[TrainConfig, Dataset]:
-    """Check every input before anything is written; then make the run folder and write the config."""
+def prepare(config: TrainConfig) -> Dataset:
+    """Check the inputs that need no decoding: run folder, manifest, masks, fold count, encoder weights."""
     if config.out is not None:
         check_out_dir(config.out, config.resume)
     dataset = load_dataset(config.data, config.manifest)
+    require_masks(dataset.records, str(dataset.manifest))
+    if config.folds_file is None:
+        make_folds(dataset.records, config.folds, config.seed)  # too few patients for --folds fails here
     build_model(config.model_config, config.encoder_weights)  # fails fast: weights file, offline imagenet
+    return dataset
+
+
+def open_run_dir(config: TrainConfig, ctx: DistContext) -> TrainConfig:
+    """The run folder (--out, else the next runs/train/<n>) with the resolved config written in it."""
     if config.out is None:
         config = config.replace(out=resolve_out_dir(None, "train"))
     if ctx.is_main:
         resolve_out_dir(config.run_dir, "train")
         write_resolved_config(config.run_dir, config)
-    return config, dataset
+    return config
 
 
 def run_training(config: TrainConfig, display: Display | None = None) -> Path:
@@ -107,9 +114,11 @@ def run_training(config: TrainConfig, display: Display | None = None) -> Path:
     display = display or Display()
     display = Display(main=ctx.is_main, bars=display.bars and config.progress, console=display.console)
     try:
-        config, dataset = prepare(config, ctx)
+        dataset = prepare(config)
+        tiles = load_tiles(config, dataset, display)  # every image decoded before anything is written
+        config = open_run_dir(config, ctx)
         display.log(f"run folder {config.run_dir}")
-        results, _ = train_folds(config, ctx, dataset, display)
+        results, _ = train_folds(config, ctx, dataset, tiles, display)
         if ctx.is_main:
             write_reports(config, results, ctx.world_size)
         barrier(ctx)

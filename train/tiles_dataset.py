@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,6 +73,15 @@ def cut_record(
     )
 
 
+def require_masks(records: Sequence[Any], where: str) -> None:
+    """DataError naming the images that have no mask (training needs one per image)."""
+    missing = [r for r in records if r.mask is None]
+    if missing:
+        shown = ", ".join(f"{r.image.name} (line {r.line})" for r in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise DataError(f"{where}: {len(missing)} image(s) have no mask (empty mask cell and no {{stem}}_Mask file): "
+                        f"{shown}; training needs a mask per image")
+
+
 def build_tile_set(
     records: Sequence[object],
     tile: int,
@@ -81,12 +91,12 @@ def build_tile_set(
 ) -> TileSet:
     """Read and cut every record (ImageRecord-like: image, mask, patient, pattern, intensity)."""
     parts: dict[str, list[np.ndarray]] = {name: [] for name in _FIELDS}
-    dtypes = set()
+    first_of_dtype: dict[np.dtype, Path] = {}
     for number, record in enumerate(records):
         images, masks, valid = cut_record(
             record.image, record.mask, tile, channel_policy, in_channels  # type: ignore[attr-defined]
         )
-        dtypes.add(images.dtype)
+        first_of_dtype.setdefault(images.dtype, record.image)  # type: ignore[attr-defined]
         n = len(images)
         parts["images"].append(images)
         parts["masks"].append(masks)
@@ -99,6 +109,7 @@ def build_tile_set(
             on_image(number + 1)
     if not parts["images"]:
         raise DataError("the dataset lists no images")
-    if len(dtypes) > 1:
-        raise DataError(f"the dataset mixes pixel types {sorted(str(d) for d in dtypes)}; convert to one bit depth")
+    if len(first_of_dtype) > 1:
+        shown = ", ".join(f"{path} is {dtype}" for dtype, path in first_of_dtype.items())
+        raise DataError(f"the dataset mixes pixel types ({shown}); convert it to one bit depth")
     return TileSet(**{name: np.concatenate(values) for name, values in parts.items()})

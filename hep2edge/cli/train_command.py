@@ -107,12 +107,12 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Train with patient-wise k-fold cross-validation; writes checkpoints, metrics, plots and a summary."""
+    config_module: Any = import_stage("hep2edge.train.config")  # a missing `train` extra is said first
+    run_module: Any = import_stage("hep2edge.train.run")
     if data is None:
         raise ConfigError("no dataset: pass --data DIR or set `train: {data: DIR}` in hep2edge.yaml")
     if not Path(data).is_dir():
         raise ConfigError(f"--data {data}: no such dataset folder")
-    config_module: Any = import_stage("hep2edge.train.config")
-    run_module: Any = import_stage("hep2edge.train.run")
     config = config_module.TrainConfig(
         data=Path(data), out=_out_dir(out, resume), manifest=manifest, folds_file=folds_file,
         encoder=encoder, encoder_weights=encoder_weights, in_channels=in_channels, channel_policy=channel_policy,

@@ -259,6 +259,7 @@ def load_dataset(root: Path | str, manifest: Path | str | None = None) -> Datase
     if not problems and not records:
         problems.append(Problem(str(manifest_path), None, "manifest has no rows"))
     if problems:
+        problems.sort(key=lambda p: p.line or 0)
         shown = "\n  ".join(str(p) for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise DataError(f"{manifest_path}: {len(problems)} problem(s) (run `hep2edge check {root}`):\n  {shown}{more}")

@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hep2edge.data.manifest import (
     Dataset,
     ImageRecord,
     Problem,
     _rel,
     find_manifest,
+    mask_path_for,
     parse_manifest,
     structural_problems,
 )
@@ -78,8 +81,24 @@ class ValidationReport:
         return out
 
 
+def missing_mask_problems(records: list[ImageRecord], where: str) -> list[Problem]:
+    """Rows with no mask at all (empty mask cell and no `{stem}_Mask` file): training needs one per image."""
+    problems, seen = [], set()
+    for r in records:
+        if r.mask is None and r.image not in seen:
+            problems.append(Problem(where, r.line, f"image {r.image.name} has no mask (empty mask cell and no "
+                                    f"{mask_path_for(r.image).name}); training needs a mask per image"))
+        seen.add(r.image)
+    return problems
+
+
+def _bit_depth(image: np.ndarray) -> str:
+    return f"{image.dtype.itemsize * 8}-bit"
+
+
 def _check_images(report: ValidationReport, records: list[ImageRecord], where: str, skip: set[int]) -> None:
-    """Decode every image and mask; report unreadable files and mask sizes that differ from the image."""
+    """Decode every image and mask; report unreadable files, mixed bit depths and masks of another size."""
+    first: tuple[str, int] | None = None  # bit depth and line of the first readable image
     for r in records:
         if report.full:
             report.truncated = True
@@ -87,10 +106,15 @@ def _check_images(report: ValidationReport, records: list[ImageRecord], where: s
         if r.line in skip or not r.image.is_file():
             continue
         try:
-            shape = read_image(r.image).shape
+            image = read_image(r.image)
         except ImageReadError as exc:
             report.add(Problem(where, r.line, f"image {exc}"))
             continue
+        shape, depth = image.shape, _bit_depth(image)
+        first = first or (depth, r.line)
+        if depth != first[0]:
+            report.add(Problem(where, r.line, f"image {_rel(r.image, report.root)} is {depth} but the image on line "
+                               f"{first[1]} is {first[0]}; convert the dataset to one bit depth"))
         if r.mask is None or not r.mask.is_file():
             continue
         try:
@@ -125,7 +149,7 @@ def validate_dataset(
     for record in records:
         unique.setdefault(record.image, record)
     report.records = tuple(unique.values())
-    structural = structural_problems(records, where, root)
+    structural = structural_problems(records, where, root) + missing_mask_problems(records, where)
     for problem in sorted(row_problems + structural, key=lambda p: p.line or 0):
         report.add(problem)
     if check_images and not report.full:

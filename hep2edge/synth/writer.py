@@ -44,6 +44,7 @@ class SynthConfig:
             raise ConfigError(f"images per patient must be at least 1, got {self.images_per_patient}")
         if len(self.size) != 2 or min(self.size) < MIN_SIDE:
             raise ConfigError(f"size must be two sides of at least {MIN_SIDE} px, got {self.size}")
+        _check_out(Path(self.out))
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -88,7 +89,6 @@ def synthesize_dataset(config: SynthConfig, progress: Callable[[int, int], None]
     """Write the dataset described by `config`; returns its folder. `progress(done, total)` after each image."""
     config.check()
     out = Path(config.out)
-    _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     labels = patient_labels(config.patients, config.seed)
     rows: list[list[str]] = []

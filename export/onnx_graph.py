@@ -6,7 +6,6 @@ ONNX Runtime on real tiles; otherwise the exported graph is kept and the reason 
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from hep2edge.atomic import OutputWriteError, describe_os_error
+from hep2edge.atomic import atomic_write_bytes
 from hep2edge.contract import INPUT_NAME, ModelContract
 from hep2edge.errors import ContractError
 from hep2edge.export.onnx_contract import attach_contract
@@ -71,8 +70,10 @@ def simplify(proto: onnx.ModelProto, sample: np.ndarray) -> tuple[onnx.ModelProt
     """onnxslim's graph if its outputs match `proto`'s within SIMPLIFY_ATOL on `sample`, else `proto`."""
     import onnxslim
 
+    candidate = onnx.ModelProto()
+    candidate.CopyFrom(proto)  # onnxslim edits the graph it is given: keep `proto` as exported
     try:
-        slim = onnxslim.slim(proto)
+        slim = onnxslim.slim(candidate)
     except Exception as exc:  # noqa: BLE001 - onnxslim can fail on any op it does not know
         return proto, False, f"onnxslim failed ({exc.__class__.__name__}); exported graph kept"
     if not isinstance(slim, onnx.ModelProto):
@@ -102,17 +103,9 @@ def export_checked_fp32(
 
 
 def save_model_atomic(proto: onnx.ModelProto, path: Path) -> None:
-    """Write an ONNX file under a temporary name in the same folder, then rename it into place."""
-    path = Path(path)
-    tmp = ""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)
-        tmp = ""
-    except OSError as exc:
-        raise OutputWriteError(f"{path}: cannot write ({describe_os_error(exc)})") from exc
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write an ONNX file under a temporary name in the same folder, fsync, then rename it into place.
+
+    hep2edge.atomic gives the file the mode a plain open() would (mkstemp's 0600 would hide the model from
+    the service account that runs it). Models here are far below protobuf's 2 GiB limit.
+    """
+    atomic_write_bytes(Path(path), proto.SerializeToString())

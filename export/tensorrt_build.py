@@ -65,11 +65,14 @@ def _profile(builder: trt.Builder, plan: EnginePlan) -> trt.IOptimizationProfile
 
 
 def _timing_cache(config: trt.IBuilderConfig, path: Path) -> tuple[trt.ITimingCache, bool]:
-    """A timing cache seeded from `path` when it exists and matches this device, else an empty one."""
+    """A timing cache seeded from `path` when it exists, parses and matches this device, else an empty one."""
     data = path.read_bytes() if path.is_file() else b""
-    cache = config.create_timing_cache(data)
-    if config.set_timing_cache(cache, ignore_mismatch=False):
-        return cache, bool(data)
+    try:
+        cache = config.create_timing_cache(data) if data else None
+    except Exception:  # noqa: BLE001 - a cache from another TensorRT version is only a slower build
+        cache = None
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache, True
     fresh = config.create_timing_cache(b"")
     config.set_timing_cache(fresh, ignore_mismatch=True)
     return fresh, False
@@ -84,13 +87,16 @@ def build_engine(plan: EnginePlan, say: Callable[[str], None] = print) -> BuiltE
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt))
-    _parse(network, logger, plan.onnx_path)
+    # the parser owns the weights the network points to: it must live until the build is done
+    parser = _parse(network, logger, plan.onnx_path)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
     config.add_optimization_profile(_profile(builder, plan))
-    _, reused = _timing_cache(config, plan.timing_cache_path)
+    # TensorRT: "The cache must not be destroyed until after the engine is built" (nor the parser, see above)
+    cache, reused = _timing_cache(config, plan.timing_cache_path)
     say(f"building {plan.engine_path.name} from {plan.onnx_path.name} (TensorRT {trt.__version__})")
     serialized = builder.build_serialized_network(network, config)
+    del parser, cache
     if serialized is None:
         raise EngineBuildError(f"{plan.onnx_path}: TensorRT failed to build an engine (see its log above)")
     atomic_write_bytes(plan.timing_cache_path, bytes(memoryview(config.get_timing_cache().serialize())))

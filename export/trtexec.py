@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import shlex
+from pathlib import Path
 
 from hep2edge.export.engine_plan import EnginePlan
 
@@ -12,8 +14,17 @@ def _shape(dims: list[int]) -> str:
     return "x".join(str(d) for d in dims)
 
 
+def _from_onnx_folder(plan: EnginePlan, path: Path) -> str:
+    """`path` as seen from the ONNX file's folder, where the command is run (a bare name when it is there)."""
+    return os.path.relpath(path, plan.onnx_path.parent)
+
+
 def trtexec_command(plan: EnginePlan) -> str:
-    """Strongly typed build with the same profile, workspace (MiB) and timing cache as the Python path."""
+    """Strongly typed build with the same profile, workspace (MiB) and timing cache as the Python path.
+
+    Run in the ONNX file's folder; engine and timing cache paths are relative to it, so `--out` elsewhere
+    is honoured.
+    """
     profile = next(iter(plan.profile().items()))
     name, shapes = profile
     args = [
@@ -24,7 +35,7 @@ def trtexec_command(plan: EnginePlan) -> str:
         f"--optShapes={name}:{_shape(shapes['opt'])}",
         f"--maxShapes={name}:{_shape(shapes['max'])}",
         f"--memPoolSize=workspace:{math.ceil(plan.workspace_gib * 1024)}",
-        f"--timingCacheFile={plan.timing_cache_path.name}",
-        f"--saveEngine={plan.engine_path.name}",
+        f"--timingCacheFile={_from_onnx_folder(plan, plan.timing_cache_path)}",
+        f"--saveEngine={_from_onnx_folder(plan, plan.engine_path)}",
     ]
     return " ".join(shlex.quote(a) for a in args)

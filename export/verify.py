@@ -63,9 +63,11 @@ def output_diffs(reference: Outputs, candidate: Outputs) -> dict[str, OutputDiff
 
 
 def predictions(outputs: Outputs, tiles: TileSet, threshold: float) -> PatchPredictions:
-    """Per-tile predictions against the ground truth; pixels in the pad are never foreground."""
-    mask = (outputs["mask"][:, 0] >= threshold) & tiles.valid
-    counts = segmentation_counts(mask, tiles.masks & tiles.valid)
+    """Per-tile predictions against the ground truth; pixels in the pad are never foreground.
+
+    Foreground where p > threshold, as in training (train/evaluate.py) and the runtime (threshold_masks).
+    """
+    counts = segmentation_counts(outputs["mask"][:, 0] > threshold, tiles.masks, tiles.valid)
     return PatchPredictions(
         image_ids=tiles.image_ids,
         patient_ids=tiles.patient_ids,

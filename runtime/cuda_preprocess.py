@@ -129,6 +129,7 @@ class CudaPreprocessor:
         self._staging: np.ndarray | None = None
         self._grids: dict[tuple[int, int], tuple[Any, Any, Any, Any]] = {}
         self._mask: tuple[Any, int] | None = None
+        self._mask_host: np.ndarray | None = None  # pinned, reused: allocating pinned memory per batch is slow
 
     def _device_buffer(self, slot: tuple[Any, int] | None, nbytes: int) -> tuple[Any, int]:
         if slot is not None and slot[1] >= nbytes:
@@ -141,10 +142,12 @@ class CudaPreprocessor:
         """One H2D copy of an (H, W) uint8/uint16 frame through a pinned staging buffer."""
         if gray.ndim != 2 or gray.dtype not in SOURCE_TYPES:
             raise ValueError(f"expected an (H, W) uint8/uint16 frame, got {gray.dtype} {gray.shape}")
+        # the previous frame's H2D copy and the kernels reading its device copy must be done before either
+        # buffer is reused, or freed for a larger one
+        self.stream.synchronize()
         if self._staging is None or self._staging.nbytes < gray.nbytes:
             self._staging = self.cuda.pagelocked_empty(gray.nbytes, np.uint8)
         staged = self._staging[: gray.nbytes].view(gray.dtype).reshape(gray.shape)
-        self.stream.synchronize()  # the previous frame's copy must be done before the staging buffer is reused
         np.copyto(staged, gray)
         self._frame = self._device_buffer(self._frame, gray.nbytes)
         self.cuda.memcpy_htod_async(self._frame[0], staged, self.stream)
@@ -194,10 +197,12 @@ class CudaPreprocessor:
         self._kernels[f"threshold_{kind}"](
             np.intp(probabilities), np.int64(count), np.float32(level), self._mask[0],
             block=(THREADS, 1, 1), grid=((count + THREADS - 1) // THREADS, 1), stream=self.stream)
-        host = self.cuda.pagelocked_empty(shape, np.uint8)
+        if self._mask_host is None or self._mask_host.size < count:
+            self._mask_host = self.cuda.pagelocked_empty(count, np.uint8)
+        host = self._mask_host[:count]
         self.cuda.memcpy_dtoh_async(host, self._mask[0], self.stream)
         self.stream.synchronize()
-        return np.array(host)
+        return np.array(host).reshape(shape)
 
     def close(self) -> None:
         for slot in (self._frame, self._mask):

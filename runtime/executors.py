@@ -21,6 +21,8 @@ from hep2edge.tiling import TileGrid
 if TYPE_CHECKING:
     from hep2edge.runtime.backends.tensorrt_backend import TensorRTBackend
 
+PREPROCESS_MODES = ("auto", "host", "cuda")
+
 
 @dataclass
 class Chunk:
@@ -83,10 +85,15 @@ class CudaExecutor:
         from hep2edge.runtime.cuda_preprocess import CudaPreprocessor
 
         self.backend = backend
-        self.pre = CudaPreprocessor(backend.contract, stream=backend.stream)
+        with backend.on_this_thread():
+            self.pre = CudaPreprocessor(backend.contract, stream=backend.stream)
         self._current: int | None = None
 
     def run(self, chunks: list[Chunk]) -> list[TileOutputs]:
+        with self.backend.on_this_thread():  # the GPU thread is not the one that activated the backend
+            return self._run(chunks)
+
+    def _run(self, chunks: list[Chunk]) -> list[TileOutputs]:
         contract = self.backend.contract
         binding = self.backend.input_binding
         tile_bytes = contract.channels * contract.tile * contract.tile * binding.host.dtype.itemsize
@@ -106,13 +113,16 @@ class CudaExecutor:
         return split_outputs(outputs, mask, chunks)
 
     def close(self) -> None:
-        self.pre.close()
+        with self.backend.on_this_thread():
+            self.pre.close()
 
 
 def make_executor(backend: Backend, preprocess: str) -> Executor:
     """`preprocess`: host | cuda | auto (cuda with the TensorRT backend when pycuda is there)."""
     from hep2edge.errors import ConfigError
 
+    if preprocess not in PREPROCESS_MODES:
+        raise ConfigError(f"--preprocess {preprocess}: valid modes are {', '.join(PREPROCESS_MODES)}")
     if preprocess == "host" or (preprocess == "auto" and backend.name != "tensorrt"):
         return HostExecutor(backend)
     if backend.name != "tensorrt":

@@ -21,9 +21,11 @@ from rich.console import Console
 from rich.live import Live
 
 from hep2edge.atomic import OutputWriteError
+from hep2edge.errors import ConfigError
 from hep2edge.imageio import CHANNEL_POLICIES
 from hep2edge.runtime.backends import BackendConfig, create_backend
-from hep2edge.runtime.executors import make_executor
+from hep2edge.runtime.backends.base import DEVICES
+from hep2edge.runtime.executors import PREPROCESS_MODES, make_executor
 from hep2edge.runtime.journal import Journal
 from hep2edge.runtime.pipeline import Pipeline, PipelineConfig
 from hep2edge.runtime.preprocess import check_contract_channels
@@ -38,6 +40,16 @@ from hep2edge.runtime.status import StatusBoard
 from hep2edge.workspace import write_resolved_config
 
 log = logging.getLogger(__name__)
+
+
+def check_run_options(device: str, channel: str | None, preprocess: str) -> None:
+    """ConfigError for an unknown --device, --channel or --preprocess, before RESULTS is touched."""
+    if device not in DEVICES:
+        raise ConfigError(f"--device {device}: valid devices are {', '.join(DEVICES)}")
+    if preprocess not in PREPROCESS_MODES:
+        raise ConfigError(f"--preprocess {preprocess}: valid modes are {', '.join(PREPROCESS_MODES)}")
+    if channel is not None:
+        CHANNEL_POLICIES.get(channel)  # unknown names fail listing the valid ones
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,9 @@ class RunConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     specimens: SpecimenConfig = field(default_factory=SpecimenConfig)
     source: dict[str, Any] = field(default_factory=dict)  # the source's own settings, for config.yaml
+
+    def __post_init__(self) -> None:
+        check_run_options(self.device, self.channel, self.preprocess)
 
 
 @dataclass

@@ -13,10 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from hep2edge.contract import ModelContract
-from hep2edge.errors import ImageReadError
+from hep2edge.errors import ConfigError, ImageReadError
 from hep2edge.imageio import MAX_PIXELS, read_image
 from hep2edge.runtime.journal import Journal
-from hep2edge.runtime.preprocess import frame_grid, frame_to_batch, stitch_mask, tile_foreground, to_gray
+from hep2edge.runtime.preprocess import (
+    MASK_STITCHERS,
+    frame_grid,
+    frame_to_batch,
+    stitch_mask,
+    tile_foreground,
+    to_gray,
+)
 from hep2edge.runtime.results import ImageFacts, ModelInfo, TileOutputs, image_result, result_row
 from hep2edge.runtime.sinks import ImageOutput, ImageSink
 from hep2edge.runtime.sources.base import Item
@@ -39,6 +46,11 @@ class StageConfig:
     max_file_bytes: int = MAX_FILE_BYTES
     max_pixels: int = MAX_PIXELS
     stitch: str = "majority"
+
+    def __post_init__(self) -> None:
+        # checked here, before any input: found per image it would fail (and journal) every input
+        if self.stitch not in MASK_STITCHERS:
+            raise ConfigError(f"--stitch {self.stitch}: valid methods are {', '.join(MASK_STITCHERS)}")
 
 
 @dataclass

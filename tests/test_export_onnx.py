@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,20 @@ def test_simplification_kept_only_with_matching_outputs(fp32) -> None:  # type: 
     assert "onnxslim" in fp32.note and "outputs within" in fp32.note
 
 
+def test_refused_simplification_keeps_the_exported_graph(loaded, sample, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from hep2edge.export.onnx_export import export_fp32_onnx
+    from hep2edge.export.onnx_graph import simplify
+
+    exported = export_fp32_onnx(loaded.model, loaded.contract, tmp_path / "raw.onnx")
+    before = exported.SerializeToString()
+    # a tolerance no graph can meet: the real onnxslim result is compared and refused
+    monkeypatch.setattr("hep2edge.export.onnx_graph.SIMPLIFY_ATOL", -1.0)
+    kept, simplified, note = simplify(exported, sample)
+    assert kept is exported and not simplified and "exported graph kept" in note
+    assert kept.SerializeToString() == before  # onnxslim edits what it is given: it must get a copy
+
+
 def test_contract_in_metadata_and_checks_pass(fp32, loaded, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     meta = {p.key: p.value for p in fp32.proto.metadata_props}
     contract = ModelContract.from_json(meta[METADATA_KEY])
@@ -76,6 +91,9 @@ def test_contract_in_metadata_and_checks_pass(fp32, loaded, tmp_path: Path) -> N
     path = tmp_path / "model.onnx"
     save_model_atomic(fp32.proto, path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any file, not mkstemp's 0600
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     read = ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map)
     assert read == contract
@@ -110,3 +128,21 @@ def test_checker_failure_is_one_clear_line(fp32) -> None:  # type: ignore[no-unt
     with pytest.raises(ContractError, match="^broken: fails the ONNX checker") as info:
         check_graph(broken, "broken")
     assert "\n" not in str(info.value)
+
+
+def test_verification_counts_foreground_like_training_and_the_runtime() -> None:
+    """p > threshold is foreground (exactly 0.5 is not), and the pad counts nowhere."""
+    from hep2edge.export.tiles import TileSet
+    from hep2edge.export.verify import predictions
+    from hep2edge.runtime.preprocess import threshold_masks
+
+    probs = np.array([0.5, 0.5000001, 0.9, 0.9], np.float32).reshape(1, 1, 2, 2)
+    valid = np.array([[[True, True], [True, False]]])  # the last pixel is pad
+    tiles = TileSet(images=np.zeros((1, 1, 2, 2), np.float32), masks=np.ones((1, 2, 2), bool), valid=valid,
+                    pattern=np.zeros(1, int), intensity=np.zeros(1, int), image_ids=np.array(["a"]),
+                    patient_ids=np.array(["1"]), source="test")
+    outputs = {"mask": probs, "pattern": np.full((1, 7), 1 / 7), "intensity": np.zeros((1, 1))}
+    counts = predictions(outputs, tiles, 0.5).seg_counts[0]
+    # [intersection, predicted, target, correct, pixels] over the 3 in-image pixels
+    assert counts.tolist() == [2, 2, 3, 2, 3]
+    assert threshold_masks(probs, 0.5)[0][valid[0]].sum() == counts[1]

@@ -65,6 +65,9 @@ def test_trtexec_command_matches_the_plan(tmp_path: Path) -> None:
         "--optShapes=image:8x1x64x64 --maxShapes=image:16x1x64x64 --memPoolSize=workspace:4096 "
         "--timingCacheFile=timing.cache --saveEngine=model.fp16.engine"
     )
+    elsewhere = plan_engine(plan.onnx_path, plan.contract, BatchProfile(1, 8, 16), 4, tmp_path / "target")
+    assert trtexec_command(elsewhere).endswith(  # run in the ONNX folder, written into --out
+        "--timingCacheFile=target/timing.cache --saveEngine=target/model.fp16.engine")
 
 
 def test_strongly_typed_flag_on_10x_and_absent_flag() -> None:
@@ -168,4 +171,8 @@ def test_real_build_writes_plain_engine_sidecar_and_timing_cache(tiny_onnx: Path
     assert side["onnx_sha256"] == file_sha256(tiny_onnx) and side["tensorrt_version"] == trt.__version__
     cache = tmp_path / TIMING_CACHE
     assert cache.stat().st_size > 0
-    build_engine_for_onnx(tiny_onnx, BatchProfile(1, 2, 4), 1.0, tmp_path)  # second build reads the cache
+    from hep2edge.export.onnx_contract import load_checked
+    from hep2edge.export.tensorrt_build import build_engine
+
+    plan = plan_engine(tiny_onnx, load_checked(tiny_onnx)[1], BatchProfile(1, 2, 4), 1.0, tmp_path)
+    assert build_engine(plan, say=lambda _: None).timing_cache_reused  # the second build reads the cache

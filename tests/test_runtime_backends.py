@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,29 @@ class TestEveryBackend:
             backend.infer(_batch(5))
         with pytest.raises(ValueError, match="batch must be"):
             backend.infer(np.zeros((1, 1, TILE + 1, TILE), np.float32))
+
+    def test_infers_from_a_thread_other_than_the_one_that_activated_it(self, backend) -> None:  # type: ignore[no-untyped-def]
+        """The pipeline activates the backend in the main thread and infers in its GPU thread (TensorRT:
+        the CUDA context is per thread, and pycuda aborts when a thread ends with a context still pushed)."""
+        batch = _batch(2, seed=4)
+        here = backend.infer(batch)
+        box: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                box["out"] = backend.infer(batch)
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                box["error"] = exc
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join(120)
+        assert "error" not in box, box.get("error")
+        there = box["out"]
+        assert isinstance(there, dict)
+        for name in here:
+            np.testing.assert_allclose(there[name], here[name], atol=1e-5)
+        assert backend.infer(batch[:1])["pattern"].shape == (1, 7)  # still usable here afterwards
 
     def test_deactivate_releases(self, backend) -> None:  # type: ignore[no-untyped-def]
         backend.deactivate()

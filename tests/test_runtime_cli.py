@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import cv2
@@ -156,6 +157,30 @@ def test_missing_inputs_and_models_exit_2_with_one_line(tiny_onnx: Path, tmp_pat
     assert result.returncode == 2 and "valid names: onnxruntime, tensorrt, torch" in result.stderr
     result = hep2edge("watch", str(tmp_path / "nope"), "--model", str(tiny_onnx), cwd=tmp_path)
     assert result.returncode == 2 and "not a folder" in result.stderr
+
+
+@pytest.mark.parametrize(("option", "words"), [
+    (("--stitch", "mean"), "--stitch mean: valid methods are majority, or"),
+    (("--preprocess", "gpu"), "--preprocess gpu: valid modes are auto, host, cuda"),
+    (("--device", "gpu"), "--device gpu: valid devices are auto, cpu, cuda"),
+    (("--channel", "purple"), "unknown channel policy 'purple'"),
+    (("--specimen-method", "avg"), "unknown specimen method 'avg'"),
+])
+def test_bad_options_exit_2_before_results_or_journal_exist(tiny_onnx: Path, tmp_path: Path, option: tuple[str, str],
+                                                           words: str, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Found per image, a bad option would fail (and journal as failed) every input of the run."""
+    from hep2edge.cli.app import main
+
+    (image,) = write_pngs(tmp_path / "in", 1)
+    out = tmp_path / "results"
+    monkeypatch.setattr(sys, "argv", ["hep2edge", "analyze", str(image), "--model", str(tiny_onnx),
+                                      "--out", str(out), *option])
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and words in err and "\n" not in err, err
+    assert not out.exists()
 
 
 def test_stable_watch_folder_for_restarts(tmp_path: Path) -> None:

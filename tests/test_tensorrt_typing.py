@@ -13,6 +13,11 @@ from hep2edge.export.trt_stubs import StubsNotInstalled, installed_stub_dirs, my
 
 REPO = Path(__file__).resolve().parents[1]
 TENSORRT_MODULES = ("export/tensorrt_build.py", "runtime/backends/tensorrt_backend.py")
+PROBE = (
+    "import tensorrt as trt\n\n\n"
+    "def probe(context: trt.IExecutionContext) -> None:\n"
+    "    context.execute_async_v2(0)  # type: ignore[attr-defined]\n"
+)
 
 
 def test_patch_fixes_what_does_not_parse() -> None:
@@ -42,11 +47,17 @@ def test_tensorrt_modules_typecheck_against_stubs(tmp_path: Path) -> None:
     stubs = prepare_stubs(tmp_path / "stubs")
     assert (stubs / "tensorrt" / "__init__.pyi").is_file() and (stubs / "tensorrt_bindings" / "tensorrt.pyi").is_file()
     config = tmp_path / "mypy.ini"
-    config.write_text(mypy_config("python_version = 3.11\nignore_missing_imports = True\ncheck_untyped_defs = True"))
+    config.write_text(mypy_config("python_version = 3.11\nignore_missing_imports = True\ncheck_untyped_defs = True")
+                      + "\n[mypy-trt_probe]\nwarn_unused_ignores = True\n")
+    # ignore_missing_imports would turn unresolved stubs into Any and pass anything: the probe's ignore is
+    # only used (no "unused ignore" error) when `tensorrt` resolves to the stubs in this very run
+    probe = tmp_path / "trt_probe.py"
+    probe.write_text(PROBE)
     modules = [m for m in TENSORRT_MODULES if (REPO / m).is_file()]
+    assert len(modules) == len(TENSORRT_MODULES)
     env = {**os.environ, "MYPYPATH": str(stubs)}
     command = [sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir", str(tmp_path / "cache"),
-               "--follow-imports", "silent", *modules]
+               "--follow-imports", "silent", *modules, str(probe)]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -55,13 +55,17 @@ def stable_watch_dir(folder: Path) -> Path:
 
 
 def _config(command: str, out: Path | None, options: dict[str, Any], source: dict[str, Any]) -> Any:
-    """Resolve the model, then RESULTS (so a bad --model leaves no empty run folder), and build the RunConfig."""
+    """Check the options and resolve the model, then RESULTS (so bad input leaves no empty run folder and no
+    journal entry), and build the RunConfig."""
     select = import_stage("hep2edge.runtime.backends.select")
     service = import_stage("hep2edge.runtime.service")
     from hep2edge.runtime.pipeline import PipelineConfig
     from hep2edge.runtime.specimens import SpecimenConfig
     from hep2edge.runtime.stages import StageConfig
 
+    service.check_run_options(options["device"], options["channel"], options["preprocess"])
+    stage = StageConfig(max_file_bytes=options["max_file_mb"] << 20, stitch=options["stitch"])
+    specimens = SpecimenConfig(options["specimen_pattern"], options["specimen_images"], options["specimen_method"])
     chosen = select.select_model(options["model"], options["backend"])
     console.print(f"model: {chosen.model} -> backend {chosen.backend} ({chosen.reason})", highlight=False, markup=False)
     return service.RunConfig(
@@ -69,10 +73,10 @@ def _config(command: str, out: Path | None, options: dict[str, Any], source: dic
         model_reason=chosen.reason,
         device=options["device"], channel=options["channel"], preprocess=options["preprocess"],
         cuda_graph=options["cuda_graph"], overlay=options["overlay"], retry_failed=options["retry_failed"],
-        stage=StageConfig(max_file_bytes=options["max_file_mb"] << 20, stitch=options["stitch"]),
+        stage=stage,
         pipeline=PipelineConfig(readers=options["readers"], queue_size=options["queue"],
                                 max_batch=options["max_batch"]),
-        specimens=SpecimenConfig(options["specimen_pattern"], options["specimen_images"], options["specimen_method"]),
+        specimens=specimens,
         source=source,
     )
 

@@ -18,6 +18,7 @@ from hep2edge.contract import OUTPUTS, ModelContract
 from hep2edge.errors import ConfigError, ContractError
 
 DEFAULT_MAX_BATCH = 32
+DEVICES = ("auto", "cpu", "cuda")
 OUTPUT_NAMES: tuple[str, ...] = tuple(OUTPUTS)
 
 
@@ -33,8 +34,8 @@ class BackendConfig:
     def __post_init__(self) -> None:
         if self.max_batch < 1:
             raise ConfigError(f"max batch must be at least 1, got {self.max_batch}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"unknown device '{self.device}'; valid: auto, cpu, cuda")
+        if self.device not in DEVICES:
+            raise ConfigError(f"unknown device '{self.device}'; valid: {', '.join(DEVICES)}")
 
 
 def gpu_present() -> bool:

@@ -3,14 +3,20 @@
 The engine's sidecar JSON (contract + TensorRT version + GPU) is checked against the running TensorRT and
 GPU before deserialising. Pinned host and device buffers are sized for `max_batch`, addresses are bound
 once with `set_tensor_address`, and each call is H2D -> `execute_async_v3` -> D2H on one stream.
-With `cuda_graph`, full batches replay one captured CUDA graph (needs `cuda.bindings`).
-TensorRT and pycuda are imported in `activate()`, so this module imports anywhere.
+A batch smaller than the profile's minimum (a fixed-batch engine) runs padded to it. With `cuda_graph`,
+full batches replay one captured CUDA graph (needs `cuda.bindings`). A CUDA context is current per thread
+and the pipeline activates the backend in one thread and infers in another: every call runs inside
+`on_this_thread()`, which pushes the primary context where it is not current and pops it afterwards (pycuda
+aborts the process when a thread ends with a context still pushed). TensorRT and pycuda are imported in
+`activate()`, so this module imports anywhere.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -20,7 +26,7 @@ import numpy as np
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError, ContractError, MissingExtraError
 from hep2edge.runtime.backends.base import OUTPUT_NAMES, Backend, check_io
-from hep2edge.runtime.backends.engine_sidecar import read_sidecar
+from hep2edge.runtime.backends.engine_sidecar import EngineSidecar, read_sidecar
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -46,6 +52,11 @@ def import_pycuda() -> ModuleType:
         return importlib.import_module("pycuda.driver")
     except ImportError as exc:
         raise MissingExtraError("pycuda", "gpu") from exc
+
+
+def primary_context() -> Any:
+    """The pycuda Context that `pycuda.autoprimaryctx` retained (current in the thread that imported it)."""
+    return importlib.import_module("pycuda.autoprimaryctx").context
 
 
 def tensorrt_available() -> bool:
@@ -88,6 +99,10 @@ class TensorRTBackend(Backend):
     _stream: Any = None
     _bindings: dict[str, Binding] | None = None
     _graph_exec: Any = None
+    _cuda_context: Any = None  # pycuda.driver.Context: the device's primary context
+    _runtime: trt.Runtime | None = None
+    _logger: trt.ILogger | None = None
+    _min_batch = 1
     _gpu = ("", "")
 
     # --- loading -----------------------------------------------------------------------------------------
@@ -99,7 +114,14 @@ class TensorRTBackend(Backend):
             raise ConfigError("the tensorrt backend runs on a GPU only; use --backend onnxruntime for --device cpu")
         sidecar = read_sidecar(path)
         trt_mod, cuda = import_tensorrt(), import_pycuda()
-        self._cuda = cuda
+        self._cuda, self._cuda_context = cuda, primary_context()
+        with self.on_this_thread():
+            return self._load_engine(trt_mod, sidecar)
+
+    def _load_engine(self, trt_mod: ModuleType, sidecar: EngineSidecar) -> ModelContract:
+        """Check the sidecar against this GPU and TensorRT, deserialise, bind buffers (context current)."""
+        assert self._cuda is not None
+        path, cuda = self.config.model, self._cuda
         self._gpu = current_gpu(cuda)
         why = sidecar.mismatch(trt_mod.__version__, *self._gpu)
         if why:
@@ -108,7 +130,7 @@ class TensorRTBackend(Backend):
         self._context = self._engine.create_execution_context()
         inputs, outputs = self._io_names()
         check_io(sidecar.contract, str(path), inputs, self._input_shape(inputs[0]), outputs)
-        self._max_batch = self._fit_max_batch(inputs[0])
+        self._min_batch, self._max_batch = self._batch_range(inputs[0])
         self._stream = cuda.Stream()
         self._bindings = self._allocate(inputs + outputs)
         return sidecar.contract
@@ -116,8 +138,8 @@ class TensorRTBackend(Backend):
     def _deserialize(self, plan: bytes, source: str) -> trt.ICudaEngine:
         import tensorrt as trt  # the real module: import_tensorrt() checked it in _load
 
-        logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(logger)
+        self._logger = trt.Logger(trt.Logger.WARNING)  # kept: the runtime logs through it for its whole life
+        self._runtime = trt.Runtime(self._logger)
         engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise ContractError(f"{source}: TensorRT could not deserialize this engine; rebuild it on this machine")
@@ -135,14 +157,18 @@ class TensorRTBackend(Backend):
         assert self._engine is not None
         return dims(self._engine.get_tensor_shape(name))
 
-    def _fit_max_batch(self, input_name: str) -> int:
-        """The configured max batch, capped by the engine's optimisation profile (static engines: their N)."""
+    def _batch_range(self, input_name: str) -> tuple[int, int]:
+        """(min, max) batch one enqueue runs: the profile's range, max capped by the configured max batch.
+
+        A static engine runs its own N; a batch below the minimum is padded up to it (see `_enqueue`).
+        """
         assert self._engine is not None
         static = self._input_shape(input_name)[0]
         if static > 0:
-            return static
-        _, _, profile_max = self._engine.get_tensor_profile_shape(input_name, 0)
-        return min(self.config.max_batch, dims(profile_max)[0])
+            return static, static
+        profile_min, _, profile_max = self._engine.get_tensor_profile_shape(input_name, 0)
+        low = dims(profile_min)[0]
+        return low, max(low, min(self.config.max_batch, dims(profile_max)[0]))
 
     def _allocate(self, names: list[str]) -> dict[str, Binding]:
         import tensorrt as trt
@@ -150,7 +176,7 @@ class TensorRTBackend(Backend):
         assert self._engine is not None and self._context is not None and self._cuda is not None
         input_name = names[0]
         contract_shape = (self._max_batch, *self._input_shape(input_name)[1:])
-        self._context.set_input_shape(input_name, contract_shape)
+        self._set_input_shape(input_name, contract_shape)
         bindings: dict[str, Binding] = {}
         for name in names:
             shape = tuple(dims(self._context.get_tensor_shape(name)))
@@ -163,6 +189,20 @@ class TensorRTBackend(Backend):
         return bindings
 
     # --- running -----------------------------------------------------------------------------------------
+    @contextmanager
+    def on_this_thread(self) -> Iterator[None]:
+        """The backend's CUDA context current in the calling thread for the block (nested blocks are free)."""
+        assert self._cuda is not None and self._cuda_context is not None
+        current = self._cuda.Context.get_current()
+        if current is not None and current == self._cuda_context:
+            yield
+            return
+        self._cuda_context.push()
+        try:
+            yield
+        finally:
+            self._cuda.Context.pop()
+
     def device_name(self) -> str:
         return f"{self._gpu[0]} (sm {self._gpu[1]})" if self._gpu[0] else "cuda"
 
@@ -181,19 +221,21 @@ class TensorRTBackend(Backend):
         n = len(batch)
         binding = self.input_binding
         binding.host[:n] = batch.astype(binding.host.dtype, copy=False)
-        self._cuda.memcpy_htod_async(binding.device, binding.host[:n], self._stream)
-        return self.infer_on_device(n)
+        with self.on_this_thread():
+            self._cuda.memcpy_htod_async(binding.device, binding.host[:n], self._stream)
+            return self.infer_on_device(n)
 
     def infer_on_device(self, n: int, copy: tuple[str, ...] = OUTPUT_NAMES) -> dict[str, np.ndarray]:
         """Run on the first `n` tiles already in the input buffer; D2H of the outputs named in `copy` only."""
         assert self._context is not None and self._cuda is not None
-        self._enqueue(n)
-        outputs = {}
-        for name in copy:
-            binding = self._output(name)
-            self._cuda.memcpy_dtoh_async(binding.host[:n], binding.device, self._stream)
-            outputs[name] = binding.host[:n]
-        self._stream.synchronize()
+        with self.on_this_thread():
+            self._enqueue(n)
+            outputs = {}
+            for name in copy:
+                binding = self._output(name)
+                self._cuda.memcpy_dtoh_async(binding.host[:n], binding.device, self._stream)
+                outputs[name] = binding.host[:n]
+            self._stream.synchronize()
         return {name: np.array(value, dtype=np.float32) for name, value in outputs.items()}
 
     def output_dtype(self, name: str) -> np.dtype:
@@ -207,15 +249,23 @@ class TensorRTBackend(Backend):
         assert self._bindings is not None
         return self._bindings[name]
 
-    def _enqueue(self, n: int) -> None:
+    def _set_input_shape(self, name: str, shape: tuple[int, ...]) -> None:
         assert self._context is not None
-        shape = (n, self.contract.channels, self.contract.tile, self.contract.tile)
-        if n == self._max_batch and self.config.cuda_graph:
+        if not self._context.set_input_shape(name, shape):
+            raise ContractError(f"{self.config.model}: TensorRT refused input shape {shape} for '{name}' "
+                                "(outside the engine's optimization profile); rebuild it with a wider --batch")
+
+    def _enqueue(self, n: int) -> None:
+        """Run `n` tiles; below the profile minimum the rows after `n` (stale, independent) are run too."""
+        assert self._context is not None
+        rows = max(n, self._min_batch)
+        shape = (rows, self.contract.channels, self.contract.tile, self.contract.tile)
+        if rows == self._max_batch and self.config.cuda_graph:
             self._launch_graph(shape)
             return
-        self._context.set_input_shape(self.contract.input_name, shape)
+        self._set_input_shape(self.contract.input_name, shape)
         if not self._context.execute_async_v3(self._stream.handle):
-            raise RuntimeError(f"{self.config.model}: TensorRT execute_async_v3 failed for a batch of {n}")
+            raise RuntimeError(f"{self.config.model}: TensorRT execute_async_v3 failed for a batch of {rows}")
 
     def _launch_graph(self, shape: tuple[int, int, int, int]) -> None:
         """Capture the full-batch execution once into a CUDA graph, then replay it."""
@@ -223,8 +273,9 @@ class TensorRTBackend(Backend):
 
         assert self._context is not None
         if self._graph_exec is None:
-            self._context.set_input_shape(self.contract.input_name, shape)
-            self._context.execute_async_v3(self._stream.handle)  # flush deferred updates before capture
+            self._set_input_shape(self.contract.input_name, shape)
+            if not self._context.execute_async_v3(self._stream.handle):  # flush deferred updates before capture
+                raise RuntimeError(f"{self.config.model}: TensorRT execute_async_v3 failed before graph capture")
             self._stream.synchronize()
             self._graph_exec = cuda_graph.capture(
                 self._stream.handle, lambda: self._context.execute_async_v3(self._stream.handle)  # type: ignore[union-attr]
@@ -232,6 +283,12 @@ class TensorRTBackend(Backend):
         cuda_graph.launch(self._graph_exec, self._stream.handle)
 
     def _release(self) -> None:
+        if self._cuda_context is None:
+            return
+        with self.on_this_thread():
+            self._free()
+
+    def _free(self) -> None:
         if self._graph_exec is not None:
             from hep2edge.runtime.backends import cuda_graph
 
@@ -240,6 +297,7 @@ class TensorRTBackend(Backend):
             binding.device.free()
         self._bindings = None
         self._graph_exec = None
-        self._context = None
+        self._context = None  # context before engine before runtime, as TensorRT requires
         self._engine = None
+        self._runtime = None
         self._stream = None

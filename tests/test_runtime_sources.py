@@ -26,7 +26,7 @@ def _png(path: Path, value: int = 7, shape: tuple[int, int] = (20, 30)) -> Path:
 
 def test_candidates_skip_hidden_temporary_and_other_files(tmp_path: Path) -> None:
     assert is_candidate(tmp_path / "a.TIF", tmp_path)
-    for name in (".a.png", "a.png.part", "a.png.tmp", "~$a.png", "a.txt", "sub/.cache/a.png"):
+    for name in (".a.png", "a.png.part", "a.png.tmp", "~$a.png", "a.txt", "sub/.cache/a.png", "00001_p1_Mask.tif"):
         assert not is_candidate(tmp_path / name, tmp_path), name
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+MASK_SUFFIX = "_mask"
 TEMPORARY_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".filepart", ".swp", ".lock", "~")
 
 
@@ -44,11 +45,13 @@ class Source(ABC):
 
 
 def is_candidate(path: Path, root: Path | None = None) -> bool:
-    """An image file name that is neither hidden nor temporary (relative to `root` when given)."""
+    """An image file name that is neither hidden, temporary nor a mask (relative to `root` when given)."""
     parts = path.relative_to(root).parts if root is not None and path.is_relative_to(root) else (path.name,)
     if any(part.startswith(".") for part in parts):
         return False
     name = path.name.lower()
     if name.endswith(TEMPORARY_SUFFIXES) or name.startswith("~$"):
+        return False
+    if path.stem.lower().endswith(MASK_SUFFIX):  # a dataset's masks (I3A `{stem}_Mask.tif`) are not fields
         return False
     return path.suffix.lower() in IMAGE_SUFFIXES

@@ -8,6 +8,7 @@ buffer, and masks are thresholded on the GPU so only uint8 masks and the small h
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,6 +18,8 @@ from hep2edge.runtime.backends.base import Backend
 from hep2edge.runtime.preprocess import threshold_masks
 from hep2edge.runtime.results import TileOutputs
 from hep2edge.tiling import TileGrid
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from hep2edge.runtime.backends.tensorrt_backend import TensorRTBackend
@@ -127,4 +130,12 @@ def make_executor(backend: Backend, preprocess: str) -> Executor:
         return HostExecutor(backend)
     if backend.name != "tensorrt":
         raise ConfigError(f"--preprocess cuda needs the tensorrt backend (this run uses {backend.name})")
-    return CudaExecutor(backend)  # type: ignore[arg-type]
+    if preprocess == "cuda":
+        return CudaExecutor(backend)  # type: ignore[arg-type]
+    try:
+        return CudaExecutor(backend)  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001 - auto: no pycuda, no nvcc (a Jetson without the toolkit), ...
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        log.warning("CUDA preprocessing unavailable (%s: %s); preprocessing on the host instead",
+                    exc.__class__.__name__, first)
+        return HostExecutor(backend)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -283,4 +285,22 @@ def test_cuda_preprocessing_needs_the_tensorrt_backend(tiny_onnx: Path) -> None:
     with create_backend("onnxruntime", BackendConfig(tiny_onnx, 4, "cpu")) as backend:
         assert isinstance(make_executor(backend, "auto"), HostExecutor)
         with pytest.raises(ConfigError, match="--preprocess cuda needs the tensorrt backend"):
+            make_executor(backend, "cuda")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pycuda") is not None, reason="pycuda is installed: no fallback to see")
+def test_auto_preprocessing_falls_back_to_the_host_when_cuda_cannot_start(
+    tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A TensorRT box without pycuda (or nvcc) runs `--preprocess auto` on the host; `cuda` fails loudly."""
+    from hep2edge.runtime.executors import HostExecutor, make_executor
+
+    with create_backend("onnxruntime", BackendConfig(tiny_onnx, 4, "cpu")) as backend:
+        monkeypatch.setattr(backend, "name", "tensorrt")  # stands in for the engine: only the name is read first
+        monkeypatch.setattr(backend, "on_this_thread", contextlib.nullcontext, raising=False)
+        monkeypatch.setattr(backend, "stream", None, raising=False)
+        with caplog.at_level("WARNING"):
+            assert isinstance(make_executor(backend, "auto"), HostExecutor)
+        assert "MissingExtraError" in caplog.text and "preprocessing on the host instead" in caplog.text
+        with pytest.raises(MissingExtraError):
             make_executor(backend, "cuda")

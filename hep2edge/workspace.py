@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,25 @@ def load_defaults(path: Path | None = None) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"{path}: section '{command}' must be a mapping of option names to values")
         defaults[str(command)] = {str(k).lstrip("-").replace("-", "_"): v for k, v in options.items()}
     return defaults
+
+
+def unknown_defaults(defaults: dict[str, dict[str, Any]], options: dict[str, set[str]]) -> list[str]:
+    """Sections and keys of hep2edge.yaml that name no command or option (a typo must not pass silently).
+
+    `options`: command name -> its parameter names (identifiers). Returns one message per problem.
+    """
+    problems = []
+    for command, values in defaults.items():
+        if command not in options:
+            hint = get_close_matches(command, list(options), n=1)
+            problems.append(f"section '{command}' is not a command" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+            continue
+        for key in values:
+            if key not in options[command]:
+                hint = get_close_matches(key, sorted(options[command]), n=1)
+                problems.append(f"'{command}.{key}' is not an option of {command}"
+                                + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+    return problems
 
 
 def _numbered(folder: Path) -> list[int]:

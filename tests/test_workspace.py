@@ -17,6 +17,7 @@ from hep2edge.workspace import (
     newest_run_dir,
     next_run_dir,
     resolve_out_dir,
+    unknown_defaults,
     write_resolved_config,
 )
 
@@ -126,4 +127,20 @@ def test_cli_bad_yaml_is_one_line(tmp_path: Path) -> None:
     result = _cli(tmp_path, "check", ".")
     assert result.returncode == 2
     assert "hep2edge.yaml: cannot read" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_defaults_are_named_with_a_suggestion() -> None:
+    options = {"train": {"epochs", "data"}, "watch": {"folder"}}
+    problems = unknown_defaults({"train": {"epoch": 3, "data": "x"}, "wacth": {"folder": "/s"}}, options)
+    assert problems == ["'train.epoch' is not an option of train (did you mean 'epochs'?)",
+                        "section 'wacth' is not a command (did you mean 'watch'?)"]
+    assert unknown_defaults({"train": {"epochs": 3}}, options) == []
+
+
+def test_cli_refuses_a_typo_in_yaml(tmp_path: Path) -> None:
+    (tmp_path / "hep2edge.yaml").write_text("check:\n  max_problem: 3\n")
+    result = _cli(tmp_path, "check", ".")
+    assert result.returncode == 2
+    assert "'check.max_problem' is not an option of check (did you mean 'max_problems'?)" in result.stderr
     assert "Traceback" not in result.stderr

@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from hep2edge import __version__
-from hep2edge.errors import Hep2EdgeError
-from hep2edge.workspace import CONFIG_FILE, load_defaults
+from hep2edge.errors import ConfigError, Hep2EdgeError
+from hep2edge.workspace import CONFIG_FILE, load_defaults, unknown_defaults
 
 app = typer.Typer(
     name="hep2edge",
@@ -32,6 +32,16 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _check_defaults(ctx: typer.Context, defaults: dict[str, dict[str, object]]) -> None:
+    """Refuse a hep2edge.yaml section or key that names no command or option."""
+    group = ctx.command
+    commands = getattr(group, "commands", {})
+    options = {name: {p.name for p in command.params if p.name} for name, command in commands.items()}
+    problems = unknown_defaults(defaults, options)
+    if problems:
+        raise ConfigError(f"{CONFIG_FILE}: " + "; ".join(problems))
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
@@ -40,6 +50,7 @@ def root(
     """Defaults for every command's options come from ./hep2edge.yaml when it exists."""
     defaults = load_defaults()
     if defaults:
+        _check_defaults(ctx, defaults)
         ctx.default_map = {**(ctx.default_map or {}), **defaults}
         err_console.print(f"[dim]defaults from {CONFIG_FILE}: {', '.join(sorted(defaults))}[/dim]")
 

@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -106,3 +107,25 @@ def test_demo_command_runs_and_prints_the_table(tmp_path: Path) -> None:
     assert "fresh fields, as the scanner delivered them" in result.stdout
     assert "00001_p1 " in result.stdout and "homogeneous" in result.stdout and "report.html" in result.stdout
     assert (tmp_path / "d" / "report.html").is_file()
+
+
+def test_a_failing_scanner_ends_the_watch_instead_of_hanging(tmp_path: Path) -> None:
+    from hep2edge.demo.scanner import ScannerDrop, ScannerFedSource
+    from hep2edge.runtime.sources.watch import FolderWatchSource, WatchConfig
+
+    good = tmp_path / "a.png"
+    cv2.imwrite(str(good), np.zeros((8, 8), np.uint8))
+    inbox = tmp_path / "inbox"
+    scanner = ScannerDrop([good, tmp_path / "missing.png", good], inbox, interval_s=0.0, start_delay_s=0.0)
+    inbox.mkdir()
+    source = ScannerFedSource(FolderWatchSource(WatchConfig(inbox, settle_ms=50, max_files=3)), scanner)
+    emitted: list[str] = []
+    thread = threading.Thread(target=source.run, args=(lambda item: emitted.append(item.name) or True,
+                                                      threading.Event()))
+    scanner.start()
+    thread.start()
+    thread.join(timeout=10)
+    alive = thread.is_alive()
+    scanner.stop()
+    assert not alive, "the watch waited for files a failed scanner will never deliver"
+    assert isinstance(scanner.error, FileNotFoundError)

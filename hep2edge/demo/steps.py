@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from hep2edge.demo.config import DEMO_PRECISIONS, DemoConfig
-from hep2edge.demo.scanner import ScannerDrop
+from hep2edge.demo.scanner import ScannerDrop, ScannerFedSource
 from hep2edge.errors import Hep2EdgeError
 from hep2edge.workspace import resolve_out_dir
 
@@ -125,7 +125,8 @@ def watch_inbox(config: DemoConfig, paths: DemoPaths, console: Console) -> tuple
     )
     scanner = ScannerDrop(images, paths.inbox, config.drop_interval_s).start()
     try:
-        summary = run_service(run_config, lambda journal: restart_source(journal, watch_config), console)
+        summary = run_service(run_config, lambda journal: ScannerFedSource(restart_source(journal, watch_config),
+                                                                            scanner), console)
     finally:
         scanner.stop()
     if scanner.error is not None:

@@ -17,7 +17,6 @@ import csv
 import json
 import os
 import platform
-import re
 import shlex
 import sys
 import tempfile
@@ -25,24 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchlib.results import RESULTS, machine_name, write_json_md
+
 TARGETS = {"pattern_accuracy": 0.7, "dice": 0.8}
 KEYS = ("dice", "iou", "pattern_accuracy", "pattern_mca", "intensity_accuracy", "intensity_auc")
-
-
-def machine_name() -> str:
-    """A file-name-safe machine name: the CPU model if known, else the host name."""
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1]
-                break
-    except OSError:
-        pass
-    name = cpu or platform.processor() or platform.node() or "unknown"
-    name = re.sub(r"\((R|TM)\)|CPU|Processor|@.*$", "", name, flags=re.IGNORECASE)
-    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "unknown"
 
 
 def parse_args() -> argparse.Namespace:
@@ -180,9 +165,7 @@ def main() -> None:
         "pass": all(patch[k] is not None and patch[k] >= v for k, v in TARGETS.items()),
         **{k: raw[k] for k in ("synth_s", "train_s", "best_epoch", "monitor", "kept", "last_epoch")},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{machine}-{args.out_name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{machine}-{args.out_name}.md").write_text(markdown(result))
+    write_json_md(RESULTS / f"{machine}-{args.out_name}.json", result, markdown(result))
     print(markdown(result))
 
 

@@ -8,10 +8,8 @@ Writes benchmarks/results/<machine>-synth.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import re
 import shlex
 import sys
 import tempfile
@@ -19,27 +17,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchlib.results import RESULTS, machine_name, write_json_md
 
 from hep2edge.imageio import write_image_tiff
 from hep2edge.labels import PATTERNS
 from hep2edge.synth.writer import SynthConfig, parse_size, patient_labels, render_image
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine_name() -> str:
-    """A file-name-safe machine name: the CPU model if known, else the host name."""
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1]
-                break
-    except OSError:
-        pass
-    name = cpu or platform.processor() or platform.node() or "unknown"
-    name = re.sub(r"\((R|TM)\)|CPU|Processor|@.*$", "", name, flags=re.IGNORECASE)
-    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "unknown"
 
 
 def run(images: int, size: tuple[int, int], seed: int) -> dict[str, object]:
@@ -85,8 +67,6 @@ def main() -> None:
         "numpy": np.__version__, "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     })
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{machine}-synth.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     r, w = result["render_ms"], result["render_write_ms"]
     lines = [
         f"# Synthetic field generation on {machine}", "",
@@ -97,7 +77,7 @@ def main() -> None:
         "", "| pattern | render ms |", "|---|---:|",
         *(f"| {k} | {v:.0f} |" for k, v in result["render_ms_per_pattern"].items()),  # type: ignore[attr-defined]
     ]
-    (RESULTS / f"{machine}-synth.md").write_text("\n".join(lines) + "\n")
+    write_json_md(RESULTS / f"{machine}-synth.json", result, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -55,7 +55,7 @@ def demo(
     patients: int = typer.Option(40, "--patients", help="Synthetic training patients (4 fields each)."),
     epochs: int = typer.Option(16, "--epochs", help="Training epochs."),
     fresh_patients: int = typer.Option(7, "--fresh-patients", help="New patients the scanner delivers."),
-    drop_interval: float = typer.Option(0.5, "--drop-interval", help="Seconds between two scanner files."),
+    drop_interval: float = typer.Option(1.0, "--drop-interval", help="Seconds between two scanner files."),
     device: str = typer.Option("auto", "--device", help="Training device: auto | cpu | cuda."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data and the training."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),

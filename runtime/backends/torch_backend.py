@@ -1,18 +1,99 @@
 """PyTorch backend: a training checkpoint run directly (development, and the GPU stand-in without TensorRT).
 
-The only runtime module that imports torch; the registry imports it only when it is chosen.
+As the stand-in for a TensorRT fp16 engine it runs fp16 weights, channels_last and CUDA graph replay:
+`TorchOptions(precision="fp16", channels_last=True)` with `BackendConfig(cuda_graph=True)`. Without explicit
+options they come from HEP2EDGE_TORCH_PRECISION (fp32|fp16) and HEP2EDGE_TORCH_CHANNELS_LAST (0|1), so
+`watch`/`analyze` reach them too. The only runtime module that imports torch; the registry imports it only
+when it is chosen.
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError
-from hep2edge.runtime.backends.base import Backend
+from hep2edge.runtime.backends.base import OUTPUT_NAMES, Backend, BackendConfig
 from hep2edge.train.checkpoint import load_checkpoint
 from hep2edge.train.model import MultiTaskUnet
+
+ENV_PRECISION = "HEP2EDGE_TORCH_PRECISION"
+ENV_CHANNELS_LAST = "HEP2EDGE_TORCH_CHANNELS_LAST"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+GRAPH_WARMUP = 3  # eager runs on a side stream before a capture (cuDNN picks its algorithms there)
+
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    """How the checkpoint runs: weight/activation precision and memory format."""
+
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in DTYPES:
+            raise ConfigError(f"torch backend precision '{self.precision}'; valid: {', '.join(DTYPES)}")
+
+    @classmethod
+    def from_env(cls) -> TorchOptions:
+        flag = os.environ.get(ENV_CHANNELS_LAST, "0").strip().lower()
+        if flag not in ("0", "1", "false", "true", ""):
+            raise ConfigError(f"{ENV_CHANNELS_LAST}={flag!r}: use 0 or 1")
+        return cls(os.environ.get(ENV_PRECISION, "fp32").strip().lower() or "fp32", flag in ("1", "true"))
+
+
+def make_forward(model: MultiTaskUnet, options: TorchOptions) -> Callable[[torch.Tensor], Outputs]:
+    """float32 NCHW batch -> float32 (mask, pattern, intensity) probabilities, computed in `options`' precision."""
+    dtype = DTYPES[options.precision]
+    memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
+
+    def forward(batch: torch.Tensor) -> Outputs:
+        out = model(batch.to(dtype).contiguous(memory_format=memory_format))
+        return (torch.sigmoid(out["mask"].float()), torch.softmax(out["pattern"].float(), dim=1),
+                torch.sigmoid(out["intensity"].float()))
+
+    return forward
+
+
+class CudaGraphs:
+    """One CUDA graph per batch size seen, captured on first use; all share one memory pool and one input buffer.
+
+    Safe because graphs replay one at a time on one stream and each call's outputs are copied out before
+    the next replay (a later graph may reuse an earlier one's temporaries).
+    """
+
+    def __init__(self, forward: Callable[[torch.Tensor], Outputs], static_input: torch.Tensor) -> None:
+        self.forward, self.static_input = forward, static_input
+        self.pool = torch.cuda.graph_pool_handle()
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, Outputs]] = {}
+
+    def _capture(self, n: int) -> tuple[torch.cuda.CUDAGraph, Outputs]:
+        batch = self.static_input[:n]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(GRAPH_WARMUP):
+                self.forward(batch)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            outputs = self.forward(batch)
+        return graph, outputs
+
+    def run(self, n: int) -> Outputs:
+        """Replay the graph for the first `n` rows of the static input (capturing it the first time)."""
+        if n not in self.graphs:
+            self.graphs[n] = self._capture(n)
+        graph, outputs = self.graphs[n]
+        graph.replay()
+        return outputs
 
 
 class TorchBackend(Backend):
@@ -22,37 +103,94 @@ class TorchBackend(Backend):
     _model: MultiTaskUnet | None = None
     _device: torch.device = torch.device("cpu")
 
-    def _load(self) -> ModelContract:
-        if not self.config.model.is_file():
-            raise ConfigError(f"{self.config.model}: no such checkpoint file")
+    def __init__(self, config: BackendConfig, options: TorchOptions | None = None) -> None:
+        super().__init__(config)
+        self.options = options if options is not None else TorchOptions.from_env()
+        self._forward: Callable[[torch.Tensor], Outputs] | None = None
+        self._graphs: CudaGraphs | None = None
+        self._host: dict[str, torch.Tensor] = {}
+
+    @property
+    def precision(self) -> str:
+        return self.options.precision
+
+    def describe(self) -> str:
+        extras = [self.precision] + (["channels_last"] if self.options.channels_last else [])
+        extras += ["CUDA graph"] if self._graphs is not None else []
+        return f"{self.name} on {self.device_name()} ({self.config.model.name}, {', '.join(extras)})"
+
+    def _pick_device(self) -> torch.device:
         want = self.config.device
         if want == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"--device cuda but torch {torch.__version__} sees no GPU; use --device cpu")
-        self._device = torch.device("cuda" if want != "cpu" and torch.cuda.is_available() else "cpu")
+        device = torch.device("cuda" if want != "cpu" and torch.cuda.is_available() else "cpu")
+        if self.config.cuda_graph and device.type != "cuda":
+            raise ConfigError("--cuda-graph needs a CUDA device; the torch backend runs on the CPU here")
+        return device
+
+    def _load(self) -> ModelContract:
+        if not self.config.model.is_file():
+            raise ConfigError(f"{self.config.model}: no such checkpoint file")
+        self._device = self._pick_device()
         loaded = load_checkpoint(self.config.model, device=str(self._device))
         if loaded.config.in_channels != loaded.contract.channels:
             raise ConfigError(
                 f"{self.config.model}: model takes {loaded.config.in_channels} channels but its contract says "
                 f"{loaded.contract.channels}; re-save the checkpoint with `hep2edge train`"
             )
-        self._model = loaded.model.eval()
+        model = loaded.model.eval().to(DTYPES[self.options.precision])
+        if self.options.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self._model = model
+        self._forward = make_forward(model, self.options)
+        if self._device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed tile size: let cuDNN pick the fastest kernels once
+            self._allocate(loaded.contract)
         return loaded.contract
+
+    def _allocate(self, contract: ModelContract) -> None:
+        """Pinned host buffers for the I/O of the largest batch, and the CUDA graphs' static input."""
+        n, c, t = self.max_batch, contract.channels, contract.tile
+        shapes = {"input": (n, c, t, t), "mask": (n, 1, t, t), "pattern": (n, len(contract.patterns)),
+                  "intensity": (n, 1)}
+        self._host = {name: torch.empty(shape, dtype=torch.float32).pin_memory() for name, shape in shapes.items()}
+        if self.config.cuda_graph:
+            assert self._forward is not None
+            static = torch.empty(shapes["input"], dtype=torch.float32, device=self._device)
+            self._graphs = CudaGraphs(self._forward, static)
 
     def device_name(self) -> str:
         return str(self._device)
 
     @torch.inference_mode()
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        assert self._model is not None
-        out = self._model(torch.from_numpy(batch).to(self._device))
-        probabilities = {
-            "mask": torch.sigmoid(out["mask"]),
-            "pattern": torch.softmax(out["pattern"], dim=1),
-            "intensity": torch.sigmoid(out["intensity"]),
-        }
-        return {name: value.float().cpu().numpy() for name, value in probabilities.items()}
+        assert self._forward is not None
+        if self._device.type != "cuda":
+            outputs = self._forward(torch.from_numpy(batch))
+            return {name: value.numpy() for name, value in zip(OUTPUT_NAMES, outputs)}
+        return self._infer_cuda(batch)
+
+    def _infer_cuda(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Pinned H2D, forward (a graph replay where enabled), pinned D2H, one synchronisation."""
+        assert self._forward is not None
+        n = len(batch)
+        staged = self._host["input"][:n]
+        staged.numpy()[...] = batch
+        if self._graphs is not None:
+            self._graphs.static_input[:n].copy_(staged, non_blocking=True)
+            outputs = self._graphs.run(n)
+        else:
+            outputs = self._forward(staged.to(self._device, non_blocking=True))
+        for name, value in zip(OUTPUT_NAMES, outputs):
+            self._host[name][:n].copy_(value, non_blocking=True)
+        torch.cuda.current_stream(self._device).synchronize()
+        # copies: the pinned buffers are overwritten by the next call
+        return {name: np.array(self._host[name][:n].numpy()) for name in OUTPUT_NAMES}
 
     def _release(self) -> None:
         self._model = None
+        self._forward = None
+        self._graphs = None
+        self._host = {}
         if self._device.type == "cuda":
             torch.cuda.empty_cache()

@@ -1,0 +1,1 @@
+"""Helpers shared by the benchmark scripts in benchmarks/ (not part of the installed package)."""

@@ -1,0 +1,207 @@
+"""The benchmark suite's plumbing: percentiles, steady rates, pipeline_ratio, result files, tables, targets,
+and the scripts end to end at a tiny size into a temporary folder. No timing is ever asserted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from benchlib import results, stats, summary, tables  # noqa: E402
+from benchlib.data import cycled_batches, specimen_name, stamp  # noqa: E402
+from benchlib.timing import Budget, time_calls  # noqa: E402
+
+
+def test_summarize_gives_interpolated_percentiles() -> None:
+    out = stats.summarize(list(range(1, 101)))
+    assert out["n"] == 100 and out["min"] == 1 and out["max"] == 100
+    assert out["p50"] == pytest.approx(50.5) and out["p95"] == pytest.approx(95.05)
+    assert out["p99"] == pytest.approx(99.01) and out["mean"] == pytest.approx(50.5)
+    assert stats.summarize([])["n"] == 0 and math.isnan(stats.summarize([])["p50"])
+
+
+def test_steady_rate_leaves_out_warm_up_and_drain() -> None:
+    # 2 slow starters, then one completion every 0.1 s, then a long drain: the steady part is 10/s
+    times = [0.0, 5.0] + [5.0 + 0.1 * i for i in range(1, 97)] + [30.0, 40.0]
+    steady = stats.steady_rate(times, trim=0.1)
+    assert steady["rate"] == pytest.approx(10.0)
+    assert math.isnan(stats.steady_rate([1.0, 2.0])["rate"])
+
+
+def test_pipeline_ratio() -> None:
+    assert stats.pipeline_ratio(9.0, 10.0) == pytest.approx(0.9)
+    assert math.isnan(stats.pipeline_ratio(9.0, 0.0))
+    assert math.isnan(stats.pipeline_ratio(float("nan"), 10.0))
+
+
+def test_markdown_table_and_formatting() -> None:
+    table = tables.markdown_table(["a", "b"], [["x|y", 1234.5]], right=[1])
+    assert table.splitlines() == ["| a | b |", "| --- | ---: |", "| x\\|y | 1234.5 |"]
+    assert tables.fmt(None) == "-" and tables.fmt(float("nan")) == "-" and tables.fmt(1234.56, 1) == "1,234.6"
+    assert tables.verdict(14.0, 15.0, higher_is_better=False) == "met"
+    assert tables.verdict(0.8, 0.9) == "not met" and tables.verdict(None, 0.9) == "not measured"
+
+
+def test_budget_stops_on_samples_and_seconds() -> None:
+    budget = Budget(warmup=0, min_iters=5, min_seconds=1.0, max_seconds=10.0, max_iters=100)
+    assert not budget.done(4, 2.0) and not budget.done(5, 0.5) and budget.done(5, 1.0)
+    assert budget.done(3, 10.0) and not budget.done(2, 10.0)  # a slow call still gets 3 samples
+    assert budget.done(100, 0.0)
+    calls: list[int] = []
+    samples = time_calls(calls.append, Budget(warmup=2, min_iters=3, min_seconds=0.0, max_seconds=1.0))
+    assert len(samples) == 3 and calls == [0, 1, 2, 3, 4]
+
+
+def test_update_section_merges_sections_of_one_day(tmp_path: Path) -> None:
+    results.update_section(tmp_path, "pipeline", {"pipeline_ratio": 0.95}, "## Pipeline\n\nratio 0.95\n")
+    json_path, md_path = results.update_section(tmp_path, "backends", {"rows": [], "x": float("nan")},
+                                                "## Backends\n\nnone\n")
+    data = json.loads(json_path.read_text())
+    assert json_path.name == f"{results.machine_name(with_gpu=True)}-{results.today()}.json"
+    assert set(data["sections"]) == {"pipeline", "backends"}
+    assert data["sections"]["pipeline"]["pipeline_ratio"] == 0.95 and data["sections"]["backends"]["x"] is None
+    text = md_path.read_text()
+    assert text.index("## Backends") < text.index("## Pipeline")  # fixed section order
+    assert data["environment"]["python"] and "packages" in data["environment"]
+
+
+def test_machine_names_are_file_safe() -> None:
+    assert results.slug(" Intel(R) Xeon(R) CPU @ 2.20GHz") == "intel-xeon"
+    assert results.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert all(c.isalnum() or c == "-" for c in results.machine_name(with_gpu=True))
+
+
+def test_stamped_copies_differ_in_content_only() -> None:
+    image = np.full((8, 8), 7, dtype=np.uint8)
+    a, b = stamp(image, 1), stamp(image, 2)
+    assert a.shape == image.shape and a.dtype == image.dtype
+    assert hashlib.sha256(a.tobytes()).digest() != hashlib.sha256(b.tobytes()).digest()
+    assert [specimen_name(i) for i in (0, 3, 4)] == ["00001_p1", "00001_p4", "00002_p1"]
+
+
+def test_cycled_batches_repeat_tiles_rather_than_pad() -> None:
+    tiles = np.arange(3 * 2 * 2, dtype=np.float32).reshape(3, 1, 2, 2) + 1
+    batches = cycled_batches(tiles, 5, count=2)
+    assert all(b.shape == (5, 1, 2, 2) for b in batches) and all(b.min() > 0 for b in batches)
+
+
+def _day(gpus: list[str], device: str, p50: float, ratio: float, fraction: float | None) -> dict:
+    rows = [{"size": [1040, 1388], "dtype": "uint8", "normalization": "fixed", "output": "fp32",
+             "fraction_of_copy": fraction}] if fraction is not None else []
+    return {"machine": "m", "date": "2026-01-01", "environment": {"gpus": gpus}, "sections": {
+        "pipeline": {"choice": {"device": device}, "label": "x", "batch": 32, "pipeline_ratio": ratio,
+                     "modes": [{"name": "rate", "latency_ms": {"p50": p50}}]},
+        "preprocess": {"rows": rows, "cuda": {"reason": "pycuda is not installed"}}}}
+
+
+def test_targets_on_a_cpu_and_on_a_gpu() -> None:
+    cpu = summary.targets(_day([], "cpu", 900.0, 0.95, None))
+    assert [t["verdict"] for t in cpu] == ["met"]
+    gpu = summary.targets(_day(["NVIDIA H100, 580"], "cuda", 16.0, 0.92, 0.75))
+    assert [t["verdict"] for t in gpu] == ["not met", "met", "met"]
+    missing = summary.targets(_day(["NVIDIA H100, 580"], "cuda", 12.0, float("nan"), None))
+    assert [t["verdict"] for t in missing] == ["met", "not measured", "not measured"]
+    assert "not measured" in summary.targets_markdown(missing)
+
+
+@pytest.fixture
+def models_dir(tiny_checkpoint: Path, tiny_onnx: Path, tmp_path: Path) -> Path:
+    """A model folder as `--models` takes it: the tiny checkpoint and its fp32 ONNX (tile 64)."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(tiny_checkpoint, folder / "checkpoint.pt")
+    shutil.copy(tiny_onnx, folder / "model.onnx")
+    return folder
+
+
+def _read_day(out: Path) -> dict:
+    (path,) = [p for p in out.glob("*.json")]
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_bench_pipeline_end_to_end(models_dir: Path, tmp_path: Path) -> None:
+    import bench_pipeline
+
+    out = tmp_path / "results"
+    code = bench_pipeline.main(["--models", str(models_dir), "--out", str(out), "--work", str(tmp_path / "work"),
+                                "--size", "128x128", "--tile", "64", "--images", "6", "--pool-images", "2",
+                                "--batch", "4", "--bare-seconds", "0.2", "--settle-ms", "0", "--warmup-images", "1",
+                                "--rate", "20", "--backend", "onnxruntime"])
+    assert code == 0
+    section = _read_day(out)["sections"]["pipeline"]
+    assert "pipeline_ratio" in section and section["choice"]["backend"] == "onnxruntime"
+    assert [m["name"] for m in section["modes"]] == ["rate", "burst"]
+    assert all(m["processed"] == 6 and m["latency_ms"]["n"] > 0 for m in section["modes"])
+    assert (out / section["plot"]).is_file()
+    assert "pipeline_ratio" in (out / f"{_read_day(out)['machine']}-{_read_day(out)['date']}.md").read_text()
+
+
+@pytest.mark.slow
+def test_bench_backends_end_to_end(models_dir: Path, tmp_path: Path) -> None:
+    import bench_backends
+
+    out = tmp_path / "results"
+    code = bench_backends.main(["--models", str(models_dir), "--out", str(out), "--work", str(tmp_path / "work"),
+                                "--size", "128x128", "--tile", "64", "--pool-images", "1", "--batches", "1,4",
+                                "--budget", "quick", "--backends", "onnxruntime,tensorrt", "--precisions",
+                                "fp32,int8", "--devices", "cpu,cuda"])
+    assert code == 0
+    rows = _read_day(out)["sections"]["backends"]["rows"]
+    measured = [r for r in rows if r["status"] == "ok"]
+    assert [(r["precision"], r["batch"]) for r in measured] == [("fp32", 1), ("fp32", 4)]
+    assert all(r["latency_ms"]["n"] >= 3 and r["host_peak_mb"] for r in measured)
+    skipped = {(r["backend"], r["device"], r["precision"]) for r in rows if r["status"] == "skipped"}
+    assert ("onnxruntime", "cpu", "int8") in skipped  # no int8 file in the folder: said, not hidden
+
+
+def test_bench_preprocess_records_why_cuda_was_not_measured(tmp_path: Path) -> None:
+    import bench_preprocess
+    from benchlib import devices
+
+    code = bench_preprocess.main(["--quick", "--out", str(tmp_path), "--sizes", "64x96", "--tile", "32",
+                                  "--dtypes", "uint8", "--normalizations", "fixed"])
+    assert code == 0
+    section = _read_day(tmp_path)["sections"]["preprocess"]
+    assert [r["output"] for r in section["rows"]] == ["fp32", "fp16"]
+    assert all(r["numpy_gb_s"] > 0 and r["tiles"] == 6 for r in section["rows"])
+    if not devices.cuda_pycuda().ok:
+        assert section["cuda"]["reason"] and "fraction_of_copy" not in section["rows"][0]
+
+
+def test_readme_table_from_the_latest_results(tmp_path: Path) -> None:
+    row = {"backend": "onnxruntime", "device": "cpu", "precision": "fp32", "variant": "", "status": "ok",
+           "latency_ms": {"p50": 5000.0}, "images_s": 0.2}
+    data = {"machine": "cpu-box", "date": "2026-01-02", "sections": {
+        "backends": {"tiles_per_image": 15, "rows": [{**row, "batch": 15}, {**row, "batch": 32}]},
+        "pipeline": {"label": "onnxruntime cpu fp32", "batch": 32, "pipeline_ratio": 0.97,
+                     "modes": [{"name": "rate", "latency_ms": {"p50": 5400.0}}]}}}
+    (tmp_path / "cpu-box-2026-01-02.json").write_text(json.dumps(data))
+    (tmp_path / "cpu-box-learning.json").write_text(json.dumps({"machine": "cpu-box"}))  # not a day file
+    text = summary.readme_markdown(tmp_path)
+    assert "| cpu-box (2026-01-02) | onnxruntime cpu fp32 | 5,000.0 | 0.20 (batch 32) |" in text
+    assert "pipeline_ratio 0.97" in text
+
+
+def test_cli_bench_passes_through_and_says_when_the_suite_is_absent(monkeypatch: pytest.MonkeyPatch,
+                                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    from typer.testing import CliRunner
+
+    from hep2edge.cli import bench_command
+    from hep2edge.cli.app import app
+
+    help_run = CliRunner().invoke(app, ["bench", "--help"])  # run_all.py's own help, from a child process
+    printed = capfd.readouterr().out
+    assert help_run.exit_code == 0 and "--quick" in printed and "--only" in printed
+    monkeypatch.setattr(bench_command, "run_all_script", lambda: None)
+    missing = CliRunner().invoke(app, ["bench", "--quick"])
+    assert missing.exit_code == 2 and "source checkout" in missing.output

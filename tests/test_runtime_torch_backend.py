@@ -1,0 +1,80 @@
+"""The torch backend's GPU stand-in options: fp16, channels_last, CUDA graphs (graph tests need a GPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hep2edge.errors import ConfigError
+from hep2edge.runtime.backends import BackendConfig, create_backend
+
+torch = pytest.importorskip("torch")
+from hep2edge.runtime.backends.torch_backend import TorchBackend, TorchOptions  # noqa: E402
+
+TILE = 64
+
+
+def _batch(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 1, TILE, TILE), dtype=np.float32)
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    torch.set_num_threads(2)
+
+
+def test_options_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEP2EDGE_TORCH_PRECISION", "FP16")
+    monkeypatch.setenv("HEP2EDGE_TORCH_CHANNELS_LAST", "1")
+    assert TorchOptions.from_env() == TorchOptions("fp16", True)
+    monkeypatch.delenv("HEP2EDGE_TORCH_PRECISION")
+    monkeypatch.delenv("HEP2EDGE_TORCH_CHANNELS_LAST")
+    assert TorchOptions.from_env() == TorchOptions()
+
+
+def test_bad_options_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="valid: fp32, fp16"):
+        TorchOptions("int8")
+    monkeypatch.setenv("HEP2EDGE_TORCH_CHANNELS_LAST", "maybe")
+    with pytest.raises(ConfigError, match="use 0 or 1"):
+        TorchOptions.from_env()
+
+
+def test_fp16_channels_last_matches_fp32(tiny_checkpoint: Path) -> None:
+    batch = _batch(3)
+    with create_backend("torch", BackendConfig(tiny_checkpoint, 4, "cpu")) as fp32:
+        reference = fp32.infer(batch)
+    with TorchBackend(BackendConfig(tiny_checkpoint, 4, "cpu"), TorchOptions("fp16", True)) as fp16:
+        assert fp16.precision == "fp16"
+        assert "fp16, channels_last" in fp16.describe()
+        out = fp16.infer(batch)
+    for name, value in reference.items():
+        assert out[name].dtype == np.float32 and out[name].shape == value.shape
+        np.testing.assert_allclose(out[name], value, atol=2e-2)
+
+
+def test_cuda_graph_needs_a_gpu(tiny_checkpoint: Path) -> None:
+    backend = TorchBackend(BackendConfig(tiny_checkpoint, 4, "cpu", cuda_graph=True))
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        backend.activate()
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replays_match_eager(tiny_checkpoint: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    options = TorchOptions("fp16", True)
+    eager = TorchBackend(BackendConfig(tiny_checkpoint, 8, "cuda"), options)
+    graphed = TorchBackend(BackendConfig(tiny_checkpoint, 8, "cuda", cuda_graph=True), options)
+    with eager, graphed:
+        assert "CUDA graph" in graphed.describe()
+        kept = []
+        for n, seed in ((8, 0), (3, 1), (8, 2), (3, 3)):  # sizes alternate: graphs share one memory pool
+            batch = _batch(n, seed)
+            out = graphed.infer(batch)
+            kept.append((out, eager.infer(batch)))
+        for out, reference in kept:  # earlier results are copies, not views of reused buffers
+            for name in reference:
+                np.testing.assert_allclose(out[name], reference[name], atol=1e-3)

@@ -110,6 +110,36 @@ def test_watch_waits_for_a_growing_file_to_settle(tmp_path: Path) -> None:
     assert got.times["slow"] - started["done"] >= 0.35  # not before the file stopped changing for --settle
 
 
+def test_watch_emits_a_renamed_file_at_once_not_at_the_next_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A completion rename wakes the watcher: no wait for the settle tick (here made 5 s long)."""
+    monkeypatch.setattr(FolderWatchSource, "MAX_TICK_S", 5.0)
+    config = WatchConfig(tmp_path, settle_ms=60000)
+    moved: dict[str, float] = {}
+
+    def act() -> None:
+        _png(tmp_path / ".a.png.part")
+        time.sleep(0.2)
+        moved["t"] = time.monotonic()
+        os.rename(tmp_path / ".a.png.part", tmp_path / "a.png")
+
+    source, collected, stop = FolderWatchSource(config), _Collector(), threading.Event()
+    thread = threading.Thread(target=source.run, args=(collected, stop))
+    thread.start()
+    time.sleep(0.3)
+    act()
+    for _ in range(100):
+        if collected.items:
+            break
+        time.sleep(0.02)
+    stop.set()
+    source._pending.wake.set()  # end the 5 s wait so the thread can see the stop
+    thread.join(timeout=10)
+    assert collected.names() == ["a"]
+    assert collected.times["a"] - moved["t"] < 2.5
+
+
 def test_watch_recursive_existing_and_restart_queue(tmp_path: Path) -> None:
     old, deep = _png(tmp_path / "old.png"), _png(tmp_path / "sub" / "deep.png")
     config = WatchConfig(tmp_path, recursive=True, settle_ms=100, existing=True)

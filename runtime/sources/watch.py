@@ -66,12 +66,15 @@ class _Pending:
         self.lock = threading.Lock()
         self.files: dict[Path, tuple[int, float, float]] = {}
         self.renamed: set[Path] = set()
+        self.wake = threading.Event()  # a file renamed into place is complete: emit it now, not at the next tick
 
     def touch(self, path: Path, renamed: bool = False) -> None:
         with self.lock:
             self.files[path] = (-1, -1.0, time.monotonic())
             if renamed:
                 self.renamed.add(path)
+        if renamed:
+            self.wake.set()
 
 
 class _Handler(FileSystemEventHandler):
@@ -107,6 +110,7 @@ class FolderWatchSource(Source):
 
     name = "watch"
     finite = False
+    MAX_TICK_S = 0.25  # how often settling files are checked (and a stop is noticed) at the latest
 
     def __init__(self, config: WatchConfig, first: list[Path] | None = None, since: float | None = None,
                  finished: set[str] | None = None) -> None:
@@ -179,8 +183,12 @@ class FolderWatchSource(Source):
                     continue
                 if self.config.existing or (self.since is not None and _mtime(path) >= self.since):
                     self._pending.touch(path)
-            tick = max(0.02, min(0.25, self.config.settle_ms / 4000))
-            while not stop.wait(tick):
+            tick = max(0.02, min(self.MAX_TICK_S, self.config.settle_ms / 4000))
+            while not stop.is_set():
+                self._pending.wake.wait(tick)
+                self._pending.wake.clear()
+                if stop.is_set():
+                    return
                 for path in self._settled(time.monotonic()):
                     if not self._emit_path(path, emit):
                         return

@@ -3,9 +3,12 @@
 Weights are quantized per channel (ModelOpt's ORT-based path always does); Sigmoid and Softmax are not
 quantizable op types there, so the probability heads stay in high precision. Named exclusion rules
 (`depthwise`, `se`, `sigmoid-mul`, `heads`) keep the nodes EfficientNet is known to be fragile on out
-of INT8. `high_precision` decides the dtype of everything not quantized (fp16 by default: what the
-strongly typed TensorRT engine should run; fp32 is faster and closest under ONNX Runtime CPU).
-Figures for these choices on EfficientNet: export/INT8_STUDY.md.
+of INT8; on top of them the most output-sensitive tenth of the quantized nodes, ranked on the
+calibration tiles (export/int8_sensitivity.py), stays in high precision. `high_precision` decides the
+dtype of everything not quantized (fp16 by default: what the strongly typed TensorRT engine should run;
+fp32 is faster and closest under ONNX Runtime CPU). With fp16, the QuantizeLinear nodes are rewritten to
+quantize in fp32 (export/int8_qdq.py): ONNX Runtime < 1.32 truncates fp16 inputs instead of rounding.
+Figures for these choices: export/INT8_STUDY.md.
 """
 
 from __future__ import annotations
@@ -17,10 +20,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from hep2edge.contract import INPUT_NAME
 from hep2edge.errors import ConfigError
+from hep2edge.export.config import Int8Options
+from hep2edge.export.int8_qdq import quantize_in_fp32
+from hep2edge.export.int8_sensitivity import most_sensitive
 from hep2edge.export.library_log import captured
 from hep2edge.export.precisions import ConversionInputs, Converted
 from hep2edge.export.tensorrt_probe import hide_stub_only_tensorrt
@@ -90,8 +97,36 @@ def _count_qdq(model: onnx.ModelProto) -> tuple[int, int]:
     return quantize, quantized
 
 
+def _exact(names: list[str]) -> list[str]:
+    return [f"^{re.escape(name)}$" for name in names]
+
+
+def _quantize(source: Path, target: Path, calibration: np.ndarray, options: Int8Options, exclude: list[str],
+              high_precision: str) -> onnx.ModelProto:
+    """One ModelOpt PTQ run of `source` (inside `captured`), loaded back from `target`."""
+    from modelopt.onnx.quantization import quantize
+
+    quantize(
+        onnx_path=str(source),
+        quantize_mode="int8",
+        calibration_data={INPUT_NAME: calibration},
+        calibration_method=options.calib_method,
+        calibration_eps=["cpu"],
+        op_types_to_exclude=list(options.exclude_op_types),
+        nodes_to_exclude=list(exclude),  # ModelOpt extends the list it is given
+        high_precision_dtype=high_precision,
+        output_path=str(target),
+        log_level="WARNING",
+    )
+    return onnx.load(str(target))
+
+
 def convert_int8(inputs: ConversionInputs) -> Converted:
-    """model.onnx -> Q/DQ graph calibrated on `inputs.calibration()` tiles (float32 I/O kept)."""
+    """model.onnx -> Q/DQ graph calibrated on `inputs.calibration()` tiles (float32 I/O kept).
+
+    A first fp32-high-precision PTQ run ranks the quantized nodes by output sensitivity; the final run
+    keeps the most sensitive ones (and the excluded ones) out of INT8.
+    """
     hide_stub_only_tensorrt()
     options = inputs.int8
     if inputs.calibration is None:
@@ -104,23 +139,12 @@ def convert_int8(inputs: ConversionInputs) -> Converted:
     with tempfile.TemporaryDirectory(prefix="hep2edge-int8-") as tmp:
         source = Path(tmp) / "model.onnx"
         shutil.copyfile(inputs.fp32_path, source)
-        target = Path(tmp) / "model.int8.onnx"
         with captured(inputs.log_path):
-            from modelopt.onnx.quantization import quantize
-
-            quantize(
-                onnx_path=str(source),
-                quantize_mode="int8",
-                calibration_data={INPUT_NAME: calibration},
-                calibration_method=options.calib_method,
-                calibration_eps=["cpu"],
-                op_types_to_exclude=list(options.exclude_op_types),
-                nodes_to_exclude=list(exclude),  # ModelOpt extends the list it is given
-                high_precision_dtype=options.high_precision,
-                output_path=str(target),
-                log_level="WARNING",
-            )
-        proto = onnx.load(str(target))
+            probe = _quantize(source, Path(tmp) / "probe.onnx", calibration, options, exclude, "fp32")
+            sensitive = most_sensitive(probe, calibration)
+            proto = _quantize(source, Path(tmp) / "model.int8.onnx", calibration, options,
+                              exclude + _exact(sensitive), options.high_precision)
+    rewrite = quantize_in_fp32(proto)
     quantize_nodes, quantized_ops = _count_qdq(proto)
     notes = {
         "tool": "modelopt.onnx.quantization",
@@ -131,8 +155,11 @@ def convert_int8(inputs: ConversionInputs) -> Converted:
         "excluded_rules": list(options.exclude_rules),
         "excluded_op_types": list(options.exclude_op_types),
         "excluded_nodes": len(exclude),
+        "sensitive_nodes_kept": sensitive,
         "quantize_linear_nodes": quantize_nodes,
         "quantized_ops": quantized_ops,
+        "int8_weight_initializers": rewrite.int8_weights,
+        "fp32_quantizers": rewrite.fp32_quantizers,
         "seconds": round(time.perf_counter() - start, 2),
     }
     return Converted(proto, notes)

@@ -41,7 +41,7 @@ def export(
                                     "checkpoint's training patients)."),
     calib_images: int = typer.Option(32, "--calib-images", help="Number of INT8 calibration tiles, drawn from "
                                      "that many training images where there are enough."),
-    calib_method: str = typer.Option("entropy", "--calib-method", help="INT8 calibration: entropy|max."),
+    calib_method: str = typer.Option("max", "--calib-method", help="INT8 calibration: max|entropy."),
     int8_high_precision: str = typer.Option("fp16", "--int8-high-precision", help="dtype of the INT8 graph's "
                                             "non-quantized layers: fp16 (TensorRT target) or fp32 (faster on CPU)."),
     int8_exclude: list[str] = typer.Option(None, "--int8-exclude", help="Keep nodes out of INT8 by rule: "

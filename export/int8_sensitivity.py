@@ -16,7 +16,14 @@ import numpy as np
 import onnx
 
 SENSITIVE_SHARE = 0.10  # of the quantized nodes, at least one
-SENSITIVITY_TILES = 16  # calibration tiles the ranking runs on (one graph run per quantized node)
+# One graph run per ranked node, so the ranking is bounded: only the earliest quantized nodes (graph order)
+# are candidates, since the sensitive ones are the first thin, high-resolution layers (INT8_STUDY.md), and
+# the tiles are a fixed pixel budget (16 tiles of 128 px; 4 of 384 px). efficientnet-b4 at 384 px has about
+# 300 quantized nodes: ranking them all took over 20 minutes on 2 CPU cores.
+CANDIDATE_SHARE = 0.25
+MAX_CANDIDATES = 48
+SENSITIVITY_PIXELS = 16 * 128 * 128
+MIN_SENSITIVITY_TILES = 4
 
 Wiring = dict[str, list[tuple[int, str]]]
 
@@ -51,18 +58,32 @@ def _mean_change(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray
     return float(sum(np.abs(outputs[name] - reference[name]).mean() for name in reference))
 
 
-def rank_nodes(model: onnx.ModelProto, tiles: np.ndarray) -> list[tuple[str, float]]:
-    """(node, mean output change with only that node quantized), most sensitive first."""
+def candidates(wiring: Wiring, keep: int) -> list[str]:
+    """The earliest quantized nodes in graph order: CANDIDATE_SHARE of them or twice `keep`, at most MAX_CANDIDATES."""
+    names = list(wiring)
+    return names[: min(MAX_CANDIDATES, max(2 * keep, math.ceil(CANDIDATE_SHARE * len(names))))]
+
+
+def sensitivity_tiles(tiles: np.ndarray) -> np.ndarray:
+    """The first tiles of `tiles` (N, C, t, t) within SENSITIVITY_PIXELS, at least MIN_SENSITIVITY_TILES."""
+    count = max(MIN_SENSITIVITY_TILES, SENSITIVITY_PIXELS // (tiles.shape[-1] * tiles.shape[-2]))
+    return tiles[:count]
+
+
+def rank_nodes(model: onnx.ModelProto, tiles: np.ndarray, names: list[str] | None = None) -> list[tuple[str, float]]:
+    """(node, mean output change with only that node quantized) for `names` (default all), most sensitive first."""
     from hep2edge.export.onnx_graph import run_onnx
 
     wiring = quantized_inputs(model)
     reference = run_onnx(quantized_only(model, wiring, None), tiles)
-    scores = [(name, _mean_change(reference, run_onnx(quantized_only(model, wiring, name), tiles))) for name in wiring]
+    scores = [(name, _mean_change(reference, run_onnx(quantized_only(model, wiring, name), tiles)))
+              for name in (names if names is not None else list(wiring))]
     return sorted(scores, key=lambda item: -item[1])
 
 
 def most_sensitive(model: onnx.ModelProto, tiles: np.ndarray, share: float = SENSITIVE_SHARE) -> list[str]:
-    """Names of the ceil(share x quantized nodes) nodes whose quantization alone moves the outputs most."""
-    ranking = rank_nodes(model, tiles[:SENSITIVITY_TILES])
-    count = min(len(ranking), max(1, math.ceil(share * len(ranking))))
-    return [name for name, _ in ranking[:count]]
+    """Names of the ceil(share x quantized nodes) nodes, among the early candidates, that move the outputs most."""
+    wiring = quantized_inputs(model)
+    keep = max(1, math.ceil(share * len(wiring)))
+    ranking = rank_nodes(model, sensitivity_tiles(tiles), candidates(wiring, keep))
+    return [name for name, _ in ranking[:keep]]

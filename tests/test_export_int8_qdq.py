@@ -161,3 +161,15 @@ def test_default_int8_conversion_of_a_real_graph(tiny_onnx: Path, synth_small: P
     assert set(kept) <= {n.name for n in converted.proto.graph.node}
     ref, out = run_onnx(tiny_onnx, tiles), run_onnx(converted.proto, tiles)
     assert max(float(np.abs(ref[k] - out[k]).max()) for k in ref) < 0.5
+
+
+def test_sensitivity_ranking_is_bounded_to_early_nodes_and_few_tiles() -> None:
+    """One graph run per candidate: a 300-node encoder must not mean 300 runs on every calibration tile."""
+    from hep2edge.export.int8_sensitivity import MAX_CANDIDATES, candidates, sensitivity_tiles
+
+    wiring = {f"n{i}": [(0, f"t{i}")] for i in range(300)}
+    chosen = candidates(wiring, keep=30)
+    assert chosen == [f"n{i}" for i in range(MAX_CANDIDATES)]
+    assert candidates({"a": [], "b": []}, keep=1) == ["a", "b"]
+    assert len(sensitivity_tiles(np.zeros((32, 1, 384, 384), np.float32))) == 4
+    assert len(sensitivity_tiles(np.zeros((32, 1, 128, 128), np.float32))) == 16

@@ -22,10 +22,11 @@ def _pyplot() -> Any:
 
 
 def _plain_log_ticks(axis: Any) -> None:
-    """Plain numbers on a log axis (no overlapping 3x10^2-style minor labels)."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    """Plain numbers at 1-2-5 steps on a log axis (a range under one decade otherwise shows no label at all)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    axis.set_major_formatter(ScalarFormatter())
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
     axis.set_minor_formatter(NullFormatter())
 
 

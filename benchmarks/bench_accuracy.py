@@ -28,7 +28,7 @@ from benchlib.accuracy import LEVELS, backend_outputs, changes, level_metrics, o
 from benchlib.choice import Choice
 from benchlib.cli import parse, say, work_folder
 from benchlib.models import ModelSet, export_set
-from benchlib.results import RESULTS, command_line, update_section
+from benchlib.results import RESULTS, command_line, publish_section
 from benchlib.tables import fmt, markdown_table
 
 QUICK = {"patients": 7, "images_per_patient": 2, "size": "128x128", "tile": 64, "epochs": 1, "test_patients": 7,
@@ -194,10 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with work_folder(args) as work:
         section = run(args, work)
-    written, md = update_section(args.out, "accuracy", section, markdown(section))
-    say(f"wrote {written} and {md}")
-    print(markdown(section))
-    return 0
+    return publish_section(args.out, "accuracy", section, markdown)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from benchlib.cli import add_common, engine_profile, parse, pool_folder, resolve
 from benchlib.data import synth_pool, tiles_per_image
 from benchlib.isolated import run_isolated, worker
 from benchlib.models import ModelSet
-from benchlib.results import command_line, result_path, update_section
+from benchlib.results import command_line, publish_section
 from benchlib.tables import fmt, markdown_table
 from benchlib.timing import Budget
 
@@ -235,22 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with work_folder(args) as work:
         section = run(args, work)
-    json_path = result_path(args.out, section_machine())
-    plot = json_path.with_name(json_path.stem + "-backends.png")
     from benchlib.plots import backends_plot
 
-    if backends_plot(section, plot):
-        section["plot"] = plot.name
-    written, md = update_section(args.out, "backends", section, markdown(section))
-    say(f"wrote {written} and {md}")
-    print(markdown(section))
-    return 0
-
-
-def section_machine() -> str:
-    from benchlib.results import machine_name
-
-    return machine_name(with_gpu=True)
+    return publish_section(args.out, "backends", section, markdown, backends_plot)
 
 
 if __name__ == "__main__":

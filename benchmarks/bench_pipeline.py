@@ -25,7 +25,7 @@ from benchlib.choice import Choice, choose, open_backend, torch_environment
 from benchlib.cli import add_common, engine_profile, parse, pool_folder, resolve_models, say, size_of, work_folder
 from benchlib.data import cycled_batches, image_tiles, synth_pool, tiles_per_image, unique_copies
 from benchlib.feed import Feeder, ResultMonitor
-from benchlib.results import command_line, machine_name, result_path, update_section
+from benchlib.results import command_line, publish_section
 from benchlib.stats import per_second, pipeline_ratio, steady_rate, summarize
 from benchlib.tables import fmt, markdown_table
 from benchlib.timing import Budget, time_calls
@@ -229,14 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         section = run(args, work)
     from benchlib.plots import pipeline_plot
 
-    json_path = result_path(args.out, machine_name(with_gpu=True))
-    plot = json_path.with_name(json_path.stem + "-pipeline.png")
-    if pipeline_plot(section, plot):
-        section["plot"] = plot.name
-    written, md = update_section(args.out, "pipeline", section, markdown(section))
-    say(f"wrote {written} and {md}")
-    print(markdown(section))
-    return 0
+    return publish_section(args.out, "pipeline", section, markdown, pipeline_plot)
 
 
 if __name__ == "__main__":

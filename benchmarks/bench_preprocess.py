@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from benchlib import devices
 from benchlib.cli import parse, say
-from benchlib.results import RESULTS, command_line, update_section
+from benchlib.results import RESULTS, command_line, publish_section
 from benchlib.stats import summarize
 from benchlib.tables import fmt, markdown_table
 from benchlib.timing import Budget, time_calls
@@ -180,10 +180,7 @@ def markdown(section: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     section = run(args)
-    written, md = update_section(args.out, "preprocess", section, markdown(section))
-    say(f"wrote {written} and {md}")
-    print(markdown(section))
-    return 0
+    return publish_section(args.out, "preprocess", section, markdown)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,22 @@ def update_section(out_dir: Path, name: str, section: dict[str, Any], markdown: 
     data.update({"machine": env["machine"], "date": today(), "environment": env})
     data.setdefault("sections", {})[name] = {**section, "markdown": markdown}
     return write_json_md(path, data, render_markdown(data))
+
+
+def publish_section(out_dir: Path, name: str, section: dict[str, Any], markdown: Callable[[dict[str, Any]], str],
+                    plot: Callable[[dict[str, Any], Path], bool] | None = None) -> int:
+    """A script's last step: its plot (`<machine>-<date>-<name>.png`), its section in today's files, the table."""
+    from benchlib.cli import say  # benchlib.cli imports this module
+
+    if plot is not None:
+        path = result_path(out_dir, machine_name(with_gpu=True), suffix=f"-{name}.png")
+        if plot(section, path):
+            section["plot"] = path.name
+    text = markdown(section)
+    written, md = update_section(out_dir, name, section, text)
+    say(f"wrote {written} and {md}")
+    print(text)
+    return 0
 
 
 def render_markdown(data: dict[str, Any]) -> str:

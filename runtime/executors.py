@@ -130,11 +130,11 @@ def make_executor(backend: Backend, preprocess: str) -> Executor:
         return HostExecutor(backend)
     if backend.name != "tensorrt":
         raise ConfigError(f"--preprocess cuda needs the tensorrt backend (this run uses {backend.name})")
-    if preprocess == "cuda":
-        return CudaExecutor(backend)  # type: ignore[arg-type]
     try:
         return CudaExecutor(backend)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001 - auto: no pycuda, no nvcc (a Jetson without the toolkit), ...
+        if preprocess == "cuda":
+            raise
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         log.warning("CUDA preprocessing unavailable (%s: %s); preprocessing on the host instead",
                     exc.__class__.__name__, first)

@@ -47,7 +47,7 @@ def thumbnail(overlay: Path, out_dir: Path) -> Path:
 
 
 def _epochs(metrics_csv: Path) -> dict[str, list[float]]:
-    rows = list(csv.DictReader(metrics_csv.open(encoding="utf-8")))
+    rows = list(csv.DictReader(metrics_csv.read_text(encoding="utf-8").splitlines()))
     return {key: [float(r[key]) if r.get(key) not in (None, "") else float("nan") for r in rows]
             for key in (rows[0].keys() if rows else [])}
 

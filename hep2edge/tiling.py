@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -103,16 +104,36 @@ def stitch_mean(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
     return (total / count).astype(np.float32)
 
 
+def _binary_votes(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """(N, tile, tile) binary maps -> (H, W) uint8: how many covering tiles say foreground (integer adds only)."""
+    if tiles.shape[0] != len(grid) or tiles.shape[1:3] != (grid.tile, grid.tile):
+        raise ValueError(f"expected ({len(grid)}, {grid.tile}, {grid.tile}) tiles, got {tiles.shape}")
+    votes = np.zeros(grid.padded_shape, dtype=np.uint8)
+    t = grid.tile
+    for value, (top, left) in zip(tiles, grid.positions):
+        votes[top : top + t, left : left + t] += value != 0
+    return votes[: grid.height, : grid.width]
+
+
+@lru_cache(maxsize=32)
+def coverage(grid: TileGrid) -> np.ndarray:
+    """(H, W) uint8 read-only: how many tiles cover each pixel (at most 4 on any grid `tile_grid` makes)."""
+    count = _binary_votes(np.ones((len(grid), grid.tile, grid.tile), dtype=bool), grid)
+    count.setflags(write=False)
+    return count
+
+
 def stitch_or(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
     """(N, tile, tile) binary maps -> (H, W) bool: foreground if any covering tile says so."""
-    total, _ = _accumulate(tiles.astype(bool).astype(np.float64), grid)
-    return total > 0
+    return _binary_votes(tiles, grid) > 0
 
 
 def stitch_majority(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
-    """(N, tile, tile) binary maps -> (H, W) bool: foreground if more than half the covering tiles say so."""
-    total, count = _accumulate(tiles.astype(bool).astype(np.float64), grid)
-    return total * 2 > count
+    """(N, tile, tile) binary maps -> (H, W) bool: foreground if more than half the covering tiles say so.
+
+    votes > count // 2 is votes * 2 > count for integers, without widening the uint8 votes.
+    """
+    return _binary_votes(tiles, grid) > coverage(grid) // 2
 
 
 STITCHERS = {"mean": stitch_mean, "or": stitch_or, "majority": stitch_majority}

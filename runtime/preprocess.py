@@ -61,7 +61,7 @@ def stitch_mask(tile_masks: np.ndarray, grid: TileGrid, method: str = "majority"
     """(N, t, t) uint8 0/1 tile masks -> (H, W) uint8 0/255 full-size mask (the pad is never foreground)."""
     if method not in MASK_STITCHERS:
         raise ConfigError(f"unknown mask stitching '{method}'; valid: {', '.join(MASK_STITCHERS)}")
-    return STITCHERS[method](tile_masks, grid).astype(np.uint8) * 255
+    return STITCHERS[method](tile_masks, grid).view(np.uint8) * np.uint8(255)
 
 
 def tile_foreground(tile_masks: np.ndarray, grid: TileGrid) -> np.ndarray:

@@ -23,9 +23,9 @@ from rich.live import Live
 from hep2edge.atomic import OutputWriteError
 from hep2edge.errors import ConfigError
 from hep2edge.imageio import CHANNEL_POLICIES
-from hep2edge.runtime.backends import BackendConfig, create_backend
+from hep2edge.runtime.backends import Backend, BackendConfig, create_backend
 from hep2edge.runtime.backends.base import DEVICES
-from hep2edge.runtime.executors import PREPROCESS_MODES, make_executor
+from hep2edge.runtime.executors import PREPROCESS_MODES, Executor, make_executor
 from hep2edge.runtime.journal import Journal
 from hep2edge.runtime.pipeline import Pipeline, PipelineConfig
 from hep2edge.runtime.preprocess import check_contract_channels
@@ -145,17 +145,24 @@ def stop_on_signals(stop: Callable[[], None], console: Console) -> Iterator[None
 
 
 def run_service(config: RunConfig, make_source: Callable[[Journal], Source], console: Console) -> RunSummary:
-    """Analyse everything the source yields into `config.out`, exactly once per content."""
-    out = config.out
-    journal = Journal(out, {"command": config.command, "model": str(config.model), **config.source})  # locks out
-    try:
-        removed = clean_temporaries(out)
-        if removed:
-            console.print(f"removed {removed} temporary file(s) left by an interrupted run")
-        write_resolved_config(out, config)
-        return _run(config, make_source, console, journal)
-    finally:
-        journal.close()
+    """Analyse everything the source yields into `config.out`, exactly once per content.
+
+    The backend opens and its contract is checked first, so a model the runtime refuses leaves RESULTS as it was.
+    """
+    backend = create_backend(config.backend, BackendConfig(config.model, config.pipeline.max_batch, config.device,
+                                                           config.cuda_graph))
+    with backend:
+        check_contract_channels(backend.contract)
+        CHANNEL_POLICIES.get(config.channel or backend.contract.channel_policy)
+        journal = Journal(config.out, {"command": config.command, "model": str(config.model), **config.source})
+        try:  # the journal locks RESULTS against a second run
+            removed = clean_temporaries(config.out)
+            if removed:
+                console.print(f"removed {removed} temporary file(s) left by an interrupted run")
+            write_resolved_config(config.out, config)
+            return _run(config, backend, make_source, console, journal)
+        finally:
+            journal.close()
 
 
 def _prepare(config: RunConfig, console: Console, journal: Journal) -> int:
@@ -177,45 +184,46 @@ def _finish(config: RunConfig, journal: Journal) -> None:
     TABLE_SINKS.get("csv")(config.out).refresh(journal)
 
 
-def _run(config: RunConfig, make_source: Callable[[Journal], Source], console: Console, journal: Journal) -> RunSummary:
-    out = config.out
+def _build_pipeline(config: RunConfig, backend: Backend, executor: Executor, source: Source, journal: Journal,
+                    stats: StageStats, board: StatusBoard) -> Pipeline:
+    """Reader, writer and sinks for this backend's contract, joined into one pipeline."""
+    out, contract = config.out, backend.contract
+    stage = replace(config.stage, channel_policy=config.channel or contract.channel_policy,
+                    retry_failed=config.retry_failed)
+    model = ModelInfo(contract.model_id, contract.precision, backend.name, str(config.model), backend.device_name())
+    # the result JSON goes last: its presence means every file of the image is complete (crash recovery)
+    sinks = ([IMAGE_SINKS.get("overlay")(out)] if config.overlay else []) + [IMAGE_SINKS.get("json")(out)]
+    return Pipeline(
+        replace(config.pipeline, max_batch=backend.max_batch), source,
+        Reader(stage, contract, journal, stats, board, executor.preprocess_on_host), executor,
+        Writer(stage, contract, model, journal, sinks, config.specimens, stats, board),
+        journal, [TABLE_SINKS.get("csv")(out)], stats, board,
+    )
+
+
+def _run(config: RunConfig, backend: Backend, make_source: Callable[[Journal], Source], console: Console,
+         journal: Journal) -> RunSummary:
     recovered = _prepare(config, console, journal)
-    backend = create_backend(config.backend, BackendConfig(config.model, config.pipeline.max_batch, config.device,
-                                                           config.cuda_graph))
-    with backend:
-        contract = backend.contract
-        check_contract_channels(contract)
-        policy = config.channel or contract.channel_policy
-        CHANNEL_POLICIES.get(policy)
-        description = backend.describe()
-        console.print(f"backend: {description}; channel policy: {policy}")
-        stage = replace(config.stage, channel_policy=policy, retry_failed=config.retry_failed)
-        executor = make_executor(backend, config.preprocess)
-        model = ModelInfo(contract.model_id, contract.precision, backend.name, str(config.model), backend.device_name())
-        stats, board = StageStats(), StatusBoard()
-        # the result JSON goes last: its presence means every file of the image is complete (crash recovery)
-        sinks = ([IMAGE_SINKS.get("overlay")(out)] if config.overlay else []) + [IMAGE_SINKS.get("json")(out)]
-        source = make_source(journal)
-        console.print(f"source: {source.describe()}; results: {out}")
-        pipeline = Pipeline(
-            replace(config.pipeline, max_batch=backend.max_batch), source,
-            Reader(stage, contract, journal, stats, board, executor.preprocess_on_host), executor,
-            Writer(stage, contract, model, journal, sinks, config.specimens, stats, board),
-            journal, [TABLE_SINKS.get("csv")(out)], stats, board,
-        )
-        live = Live(board, console=console, refresh_per_second=4) if console.is_terminal else nullcontext()
-        tick = None if console.is_terminal else PlainStatus(board, console)
-        try:
-            with stop_on_signals(pipeline.request_stop, console), live:
-                pipeline.run(tick)
-        except OutputWriteError as exc:
-            raise OutputWriteError(
-                f"{exc}; intake stopped, the {board.processed} result(s) written in this run are kept, "
-                "fix RESULTS and run again to continue"
-            ) from exc
-        finally:
-            executor.close()
+    description = backend.describe()
+    console.print(f"backend: {description}; channel policy: {config.channel or backend.contract.channel_policy}")
+    executor = make_executor(backend, config.preprocess)
+    stats, board = StageStats(), StatusBoard()
+    source = make_source(journal)
+    console.print(f"source: {source.describe()}; results: {config.out}")
+    pipeline = _build_pipeline(config, backend, executor, source, journal, stats, board)
+    live = Live(board, console=console, refresh_per_second=4) if console.is_terminal else nullcontext()
+    tick = None if console.is_terminal else PlainStatus(board, console)
+    try:
+        with stop_on_signals(pipeline.request_stop, console), live:
+            pipeline.run(tick)
+    except OutputWriteError as exc:
+        raise OutputWriteError(
+            f"{exc}; intake stopped, the {board.processed} result(s) written in this run are kept, "
+            "fix RESULTS and run again to continue"
+        ) from exc
+    finally:
+        executor.close()
     _finish(config, journal)
-    return RunSummary(out, description, board.processed, board.duplicates, list(board.failures),
+    return RunSummary(config.out, description, board.processed, board.duplicates, list(board.failures),
                       board.skipped_failed, source.dropped, recovered, stats.percentiles(),
                       interrupted=pipeline.stop_requested)

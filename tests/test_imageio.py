@@ -8,10 +8,12 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
+from PIL import Image
 
 from hep2edge.errors import ImageReadError, RegistryError
 from hep2edge.imageio import (
     channel_policy_names,
+    encode_mask_png,
     image_size,
     read_image,
     read_mask,
@@ -136,6 +138,21 @@ def _corrupt_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     tifffile.imwrite(files["bilevel"][0], _gray() > 100)  # bool is written as a 1-bit bilevel TIFF
     files["folder"][0].mkdir()
     return files
+
+
+@pytest.mark.parametrize("values", ["bool", "0/1", "0/255"])
+def test_mask_png_is_one_bit_and_reads_back_as_0_255(tmp_path: Path, values: str) -> None:
+    mask = np.random.default_rng(1).random((H + 3, W + 5)) > 0.5
+    given = {"bool": mask, "0/1": mask.astype(np.uint8), "0/255": mask.astype(np.uint8) * 255}[values]
+    path = tmp_path / "m.png"
+    path.write_bytes(encode_mask_png(given))
+    assert Image.open(path).mode == "1"
+    back = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint8
+    np.testing.assert_array_equal(back, mask.astype(np.uint8) * 255)
+    np.testing.assert_array_equal(read_mask(path), mask)
+    with pytest.raises(ValueError, match="mask"):
+        encode_mask_png(np.zeros((4, 4, 3), np.uint8))
 
 
 @pytest.mark.parametrize("case", ["missing", "zero", "text", "tif_truncated", "png_truncated", "jpg_truncated",

@@ -304,3 +304,16 @@ def test_auto_preprocessing_falls_back_to_the_host_when_cuda_cannot_start(
         assert "MissingExtraError" in caplog.text and "preprocessing on the host instead" in caplog.text
         with pytest.raises(MissingExtraError):
             make_executor(backend, "cuda")
+
+
+def test_refused_model_leaves_results_untouched(tiny_onnx: Path, tmp_path: Path) -> None:
+    """The backend and its contract come before the journal: a refused model writes no results.db or config."""
+    from test_runtime_support import hep2edge, write_pngs
+
+    wrong = _rewrite_contract(tiny_onnx, tmp_path / "wrong.onnx", {"input_name": "pixels"})
+    images = write_pngs(tmp_path / "in", 1, (TILE, TILE))
+    out = tmp_path / "results"
+    result = hep2edge("analyze", str(images[0]), "--model", str(wrong), "--out", str(out), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "re-export" in result.stderr and "Traceback" not in result.stderr
+    assert list(out.iterdir()) == []  # made and checked writable up front, nothing written in it

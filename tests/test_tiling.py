@@ -113,3 +113,13 @@ def test_stitch_rejects_wrong_tile_count() -> None:
     grid = tile_grid(100, 100, 64)
     with pytest.raises(ValueError):
         stitch_mean(np.zeros((1, 64, 64)), grid)
+
+
+@pytest.mark.parametrize(("shape", "tile"), [((1040, 1388), 384), ((97, 131), 48), ((30, 200), 64), ((301, 77), 32)])
+def test_binary_stitchers_match_the_vote_fraction(shape: tuple[int, int], tile: int) -> None:
+    """The integer vote counts agree with the float mean of disagreeing random tiles (ties are not a majority)."""
+    grid = tile_grid(*shape, tile)
+    tiles = (np.random.default_rng(len(grid)).random((len(grid), tile, tile)) > 0.5).astype(np.uint8)
+    fraction = stitch_mean(tiles.astype(np.float32), grid)
+    np.testing.assert_array_equal(stitch_majority(tiles, grid), fraction > 0.5)
+    np.testing.assert_array_equal(stitch_or(tiles * 7, grid), fraction > 0)  # any non-zero value is a vote

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from hep2edge.atomic import atomic_write_bytes, atomic_write_json
-from hep2edge.imageio import encode_png
+from hep2edge.imageio import encode_mask_png, encode_png
 from hep2edge.runtime.sinks.base import ImageOutput, ImageSink
 
 CONTOUR_RGB = (0, 255, 0)
@@ -36,7 +36,7 @@ class JsonMaskSink(ImageSink):
 
     def write(self, output: ImageOutput) -> None:
         stem = output.result["stem"]
-        atomic_write_bytes(mask_path(self.results_dir, stem), encode_png(output.mask))
+        atomic_write_bytes(mask_path(self.results_dir, stem), encode_mask_png(output.mask))
         atomic_write_json(result_json_path(self.results_dir, stem), output.result)
 
 

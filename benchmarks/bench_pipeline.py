@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchlib.choice import Choice, choose, open_backend, torch_environment
+from benchlib.choice import Choice, choose, open_backend
 from benchlib.cli import add_common, engine_profile, parse, pool_folder, resolve_models, say, size_of, work_folder
 from benchlib.data import cycled_batches, image_tiles, synth_pool, tiles_per_image, unique_copies
 from benchlib.feed import Feeder, ResultMonitor
@@ -46,6 +46,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--precision", default="auto", help="auto | fp32 | fp16 | int8")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--readers", type=int, default=2, help="reader/decoder threads of the pipeline")
+    parser.add_argument("--writers", type=int, default=2, help="writer threads of the pipeline")
     parser.add_argument("--settle-ms", type=int, default=1000, help="watch --settle (the product's default)")
     parser.add_argument("--warmup-images", type=int, default=5, help="first images of the rate run not counted")
     parser.add_argument("--bare-seconds", type=float, default=None,
@@ -73,8 +74,9 @@ def service_config(choice: Choice, args: argparse.Namespace, watched: Path, resu
 
     return RunConfig(command="watch", out=results, model=choice.model, backend=choice.backend,
                      model_reason=choice.reason, device=choice.device, preprocess=choice.preprocess,
-                     cuda_graph=choice.cuda_graph,
-                     pipeline=PipelineConfig(readers=args.readers, max_batch=args.batch),
+                     cuda_graph=choice.cuda_graph, channels_last=choice.channels_last,
+                     torch_precision=choice.precision if choice.backend == "torch" else "fp32",
+                     pipeline=PipelineConfig(readers=args.readers, writers=args.writers, max_batch=args.batch),
                      source={"folder": str(watched), "benchmark": "bench_pipeline"})
 
 
@@ -100,7 +102,7 @@ def run_mode(name: str, rate: float | None, files: list[Path], choice: Choice, a
         return source
 
     say(f"{name}: {len(files)} images into {watched}" + (f" at {rate:.2f}/s" if rate else " all at once"))
-    with ResultMonitor(results, {f.stem for f in files}) as monitor, torch_environment(choice):
+    with ResultMonitor(results, {f.stem for f in files}) as monitor:
         summary = run_service(service_config(choice, args, watched, results), make_source, Console(stderr=True))
     feeder.join(timeout=60)
     if feeder.error is not None:
@@ -168,7 +170,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ratio = pipeline_ratio(burst["steady_images_s"], bare["images_s"]) if burst else float("nan")
     return {"command": command_line(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "models": models.to_dict(),
             "choice": choice.to_dict(), "label": choice.label(), "image_size": list(size),
-            "tiles_per_image": per_image, "batch": args.batch, "readers": args.readers,
+            "tiles_per_image": per_image, "batch": args.batch, "readers": args.readers, "writers": args.writers,
             "settle_ms": args.settle_ms, "warmup_images": args.warmup_images, "bare": bare, "modes": modes,
             "pipeline_ratio": ratio, "title": f"{choice.label()}, batch {args.batch}, {size[0]}x{size[1]} images"}
 
@@ -183,7 +185,8 @@ def markdown(section: dict[str, Any]) -> str:
              f"`{section['command']}` ({section['started']})", "",
              f"{section['label']} ({section['choice']['reason']}); {section['models'].get('description')}; "
              f"{size[0]} x {size[1]} images = {section['tiles_per_image']} tiles; batch {section['batch']}, "
-             f"{section['readers']} readers, settle {section['settle_ms']} ms; rename-into-place copies, "
+             f"{section['readers']} readers, {section.get('writers', 1)} writers, settle {section['settle_ms']} ms; "
+             "rename-into-place copies, "
              f"inotify watcher. The rate run leaves out its first {section['warmup_images']} images.", ""]
     rows = [[m["name"], fmt(m["rate"], 2) if m["rate"] else "all at once", f"{m['processed']}/{m['images']}",
              *(fmt(m["latency_ms"][k], 1) for k in ("p50", "p95", "p99")), fmt(m["in_pipeline_ms"]["p50"], 1),

@@ -2,7 +2,10 @@
 
     source thread -> [intake] -> reader pool (read, hash, claim, decode, numpy tiles) -> [ready]
       -> one GPU thread (batches filled across frames, up to the backend's max batch) -> [done]
-      -> one writer thread (stitch, sinks, journal commit, specimen verdicts, results.csv)
+      -> writer threads (stitch, sinks, journal commit, specimen verdicts, results.csv)
+
+Several writers keep a fast GPU fed: mask stitching, PNG encoding and fsync release the GIL, and the journal
+serialises its own commits. Results may land out of arrival order; each one is still complete or absent.
 
 `request_stop()` (SIGINT/SIGTERM) stops intake; every frame already claimed is finished and written.
 A fatal error (RESULTS unwritable, backend failure) aborts: intake stops, nothing done is lost, and
@@ -23,7 +26,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from hep2edge.atomic import OutputWriteError
-from hep2edge.errors import ContractError
+from hep2edge.errors import ConfigError, ContractError
 from hep2edge.runtime.executors import Chunk, Executor
 from hep2edge.runtime.journal import Journal
 from hep2edge.runtime.sinks import TableSink
@@ -41,10 +44,16 @@ POLL_S = 0.1
 @dataclass(frozen=True)
 class PipelineConfig:
     readers: int = 2
+    writers: int = 2
     queue_size: int = 8
     max_batch: int = 32
     batch_wait_ms: float = 2.0  # how long the GPU thread waits for another frame to fill a batch
     table_interval_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("readers", "writers", "queue_size", "max_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
 
 
 class Pipeline:
@@ -63,7 +72,9 @@ class Pipeline:
         self.stop_requested = False
         self._serial = itertools.count()
         self._readers_left = config.readers
+        self._writers_left = config.writers
         self._lock = threading.Lock()
+        self._tables_lock = threading.Lock()
         self._tables_at = 0.0
 
     # --- plumbing -------------------------------------------------------------------------------------------
@@ -196,7 +207,8 @@ class Pipeline:
         except BaseException as exc:  # noqa: BLE001
             self._fatal(exc)
         finally:
-            self._put(self.done, END)
+            for _ in range(self.config.writers):
+                self._put(self.done, END)
 
     def _run_batch(self, chunks: list[tuple[Frame, Chunk]]) -> None:
         start = time.perf_counter()
@@ -216,17 +228,26 @@ class Pipeline:
             while (frame := self._get(self.done)) is not END:
                 self._isolated(frame.item.key, partial(self.writer.write, frame), frame.content_hash)
                 self._refresh_tables(force=False)
-            if not self.abort.is_set():
+            with self._lock:
+                self._writers_left -= 1
+                last = self._writers_left == 0
+            if last and not self.abort.is_set():
                 self._refresh_tables(force=True)
         except BaseException as exc:  # noqa: BLE001
             self._fatal(exc)
 
     def _refresh_tables(self, force: bool) -> None:
-        now = time.monotonic()
-        if force or now - self._tables_at >= self.config.table_interval_s:
-            for table in self.tables:
-                table.refresh(self.journal)
-            self._tables_at = now
+        """Regenerate results.csv every `table_interval_s` (one writer does it; the others go on writing)."""
+        if not self._tables_lock.acquire(blocking=force):
+            return
+        try:
+            now = time.monotonic()
+            if force or now - self._tables_at >= self.config.table_interval_s:
+                for table in self.tables:
+                    table.refresh(self.journal)
+                self._tables_at = now
+        finally:
+            self._tables_lock.release()
 
     # --- running --------------------------------------------------------------------------------------------
     @property
@@ -237,8 +258,9 @@ class Pipeline:
         threads = [threading.Thread(target=self._source_loop, name="source", daemon=True)]
         threads += [threading.Thread(target=self._reader_loop, name=f"reader-{i}", daemon=True)
                     for i in range(self.config.readers)]
-        threads += [threading.Thread(target=self._gpu_loop, name="gpu", daemon=True),
-                    threading.Thread(target=self._writer_loop, name="writer", daemon=True)]
+        threads.append(threading.Thread(target=self._gpu_loop, name="gpu", daemon=True))
+        threads += [threading.Thread(target=self._writer_loop, name=f"writer-{i}", daemon=True)
+                    for i in range(self.config.writers)]
         for thread in threads:
             thread.start()
         return threads
@@ -246,9 +268,9 @@ class Pipeline:
     def run(self, tick: Callable[[], None] | None = None) -> None:
         """Run until the source ends (or stop/abort) and every claimed frame is written; `tick()` each poll."""
         threads = self.start()
-        writer = threads[-1]
-        while writer.is_alive():
-            writer.join(POLL_S)
+        writers = threads[-self.config.writers:]
+        while alive := [writer for writer in writers if writer.is_alive()]:
+            alive[0].join(POLL_S)
             self._update_queued()
             if tick is not None:
                 tick()

@@ -65,6 +65,8 @@ class RunConfig:
     channel: str | None = None  # None: the contract's channel policy
     preprocess: str = "auto"  # host | cuda | auto
     cuda_graph: bool = False
+    torch_precision: str = "fp32"  # torch backend only (a checkpoint); engines and ONNX carry their precision
+    channels_last: bool = False  # torch backend only
     overlay: bool = False
     retry_failed: bool = False
     stage: StageConfig = field(default_factory=StageConfig)
@@ -74,6 +76,13 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_run_options(self.device, self.channel, self.preprocess)
+        if self.backend != "torch" and (self.torch_precision != "fp32" or self.channels_last):
+            raise ConfigError(f"--torch-precision and --channels-last apply to a checkpoint (torch backend); "
+                              f"{self.model.name} runs on {self.backend} at the precision it was exported with")
+
+    def backend_config(self) -> BackendConfig:
+        return BackendConfig(self.model, self.pipeline.max_batch, self.device, self.cuda_graph,
+                             self.torch_precision, self.channels_last)
 
 
 @dataclass
@@ -149,8 +158,7 @@ def run_service(config: RunConfig, make_source: Callable[[Journal], Source], con
 
     The backend opens and its contract is checked first, so a model the runtime refuses leaves RESULTS as it was.
     """
-    backend = create_backend(config.backend, BackendConfig(config.model, config.pipeline.max_batch, config.device,
-                                                           config.cuda_graph))
+    backend = create_backend(config.backend, config.backend_config())
     with backend:
         check_contract_channels(backend.contract)
         CHANNEL_POLICIES.get(config.channel or backend.contract.channel_policy)

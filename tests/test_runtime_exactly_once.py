@@ -64,12 +64,12 @@ def test_storm_of_small_files_with_bad_ones(tiny_onnx: Path, tmp_path: Path, spa
     folder, out = tmp_path / "scan", tmp_path / "results"
     folder.mkdir()
     process = spawn("watch", str(folder), "--model", str(tiny_onnx), "--out", str(out), "--settle", "150",
-                    "--queue", "4", cwd=tmp_path)
+                    "--queue", "4", "--writers", "4", cwd=tmp_path)
     wait_for(lambda: (out / "results.db").exists(), 60, process)
     staging = tmp_path / "staging"
     good = write_pngs(staging, 200, shape=(32, 40), seed=7, prefix="s")
     for index, path in enumerate(good):  # half renamed into place (complete at once), half written in place
-        target = folder / path.name
+        target = folder / f"{index // 4:05d}_p{index % 4}.png"  # I3A names: 50 specimens of 4 fields
         if index % 2:
             path.rename(target)
         else:
@@ -82,7 +82,9 @@ def test_storm_of_small_files_with_bad_ones(tiny_onnx: Path, tmp_path: Path, spa
              240, process)
     _, err = stop(process, signal.SIGINT)
     assert process.returncode == 0, err
-    check_exactly_once(out, [folder / p.name for p in good], failed=2)
+    check_exactly_once(out, [folder / f"{i // 4:05d}_p{i % 4}.png" for i in range(len(good))], failed=2)
+    # four writers finish specimens concurrently: each gets one complete verdict all the same
+    assert db_rows(out, "SELECT COUNT(*), SUM(complete), SUM(images) FROM specimens")[0] == (50, 50, 200)
     failed = dict(db_rows(out, "SELECT path, reason FROM inputs WHERE state = 'failed'"))
     assert sorted(Path(p).name for p in failed) == ["broken.png", "zero.tif"]
     assert "broken.png" in failed[str(folder / "broken.png")] and "empty" in failed[str(folder / "zero.tif")]

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from . import devices
 from .models import ModelSet
-
-TORCH_ENV = ("HEP2EDGE_TORCH_PRECISION", "HEP2EDGE_TORCH_CHANNELS_LAST")
 
 
 @dataclass(frozen=True)
@@ -85,30 +80,17 @@ def choose(models: ModelSet, backend: str = "auto", precision: str = "auto", dev
                      f"device {device} here")
 
 
-@contextlib.contextmanager
-def torch_environment(choice: Choice) -> Iterator[None]:
-    """The torch backend reads its precision and memory format from the environment inside run_service."""
-    saved = {key: os.environ.get(key) for key in TORCH_ENV}
-    if choice.backend == "torch":
-        os.environ[TORCH_ENV[0]] = choice.precision
-        os.environ[TORCH_ENV[1]] = "1" if choice.channels_last else "0"
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def backend_config(choice: Choice, batch: int) -> Any:
+    """The BackendConfig that opens `choice` with max batch `batch` (torch gets its precision and layout)."""
+    from hep2edge.runtime.backends import BackendConfig
+
+    torch = choice.backend == "torch"
+    return BackendConfig(choice.model, max_batch=batch, device=choice.device, cuda_graph=choice.cuda_graph,
+                         torch_precision=choice.precision if torch else "fp32", channels_last=choice.channels_last)
 
 
 def open_backend(choice: Choice, batch: int) -> Any:
-    """The (inactive) backend of `choice` with max batch `batch`; torch gets its options directly."""
-    from hep2edge.runtime.backends import BackendConfig, create_backend
+    """The (inactive) backend of `choice` with max batch `batch`."""
+    from hep2edge.runtime.backends import create_backend
 
-    config = BackendConfig(choice.model, max_batch=batch, device=choice.device, cuda_graph=choice.cuda_graph)
-    if choice.backend != "torch":
-        return create_backend(choice.backend, config)
-    from hep2edge.runtime.backends.torch_backend import TorchBackend, TorchOptions
-
-    return TorchBackend(config, TorchOptions(choice.precision, choice.channels_last))
+    return create_backend(choice.backend, backend_config(choice, batch))

@@ -26,10 +26,13 @@ OVERLAY = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png (
 STATS = typer.Option(False, "--stats", help="Print p50/p95/p99 per stage and end to end at the end.")
 RETRY = typer.Option(False, "--retry-failed", help="Queue inputs that failed in an earlier run again.")
 READERS = typer.Option(2, "--readers", min=1, help="Reader/decoder threads.")
+WRITERS = typer.Option(2, "--writers", min=1, help="Writer threads (stitch, mask PNG, result files, journal).")
 QUEUE = typer.Option(8, "--queue", min=1, help="Frames waiting between stages (bounds memory).")
 MAX_BATCH = typer.Option(32, "--max-batch", min=1, help="Most tiles per inference call (filled across images).")
 PREPROCESS = typer.Option("auto", "--preprocess", help="auto | host | cuda (cuda: TensorRT + pycuda).")
-CUDA_GRAPH = typer.Option(False, "--cuda-graph", help="TensorRT: replay a CUDA graph for full batches.")
+CUDA_GRAPH = typer.Option(False, "--cuda-graph", help="TensorRT, torch on CUDA: replay CUDA graphs.")
+TORCH_PRECISION = typer.Option("fp32", "--torch-precision", help="Checkpoint (torch backend): fp32 | fp16.")
+CHANNELS_LAST = typer.Option(False, "--channels-last", help="Checkpoint (torch backend): NHWC memory format.")
 STITCH = typer.Option("majority", "--stitch", help="Tile masks -> image mask: majority | or.")
 SPECIMEN_PATTERN = typer.Option(r"^(\d{5})_p\d+", "--specimen-pattern",
                                 help="Regex on the file stem; group 1 is the specimen id.")
@@ -72,9 +75,10 @@ def _config(command: str, out: Path | None, options: dict[str, Any], source: dic
         command=command, out=resolve_out_dir(out, command), model=chosen.model, backend=chosen.backend,
         model_reason=chosen.reason,
         device=options["device"], channel=options["channel"], preprocess=options["preprocess"],
-        cuda_graph=options["cuda_graph"], overlay=options["overlay"], retry_failed=options["retry_failed"],
+        cuda_graph=options["cuda_graph"], torch_precision=options["torch_precision"],
+        channels_last=options["channels_last"], overlay=options["overlay"], retry_failed=options["retry_failed"],
         stage=stage,
-        pipeline=PipelineConfig(readers=options["readers"], queue_size=options["queue"],
+        pipeline=PipelineConfig(readers=options["readers"], writers=options["writers"], queue_size=options["queue"],
                                 max_batch=options["max_batch"]),
         specimens=specimens,
         source=source,
@@ -123,6 +127,7 @@ def analyze(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of folder inputs."),
     overlay: bool = OVERLAY, stats: bool = STATS, retry_failed: bool = RETRY, readers: int = READERS,
     queue: int = QUEUE, max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
+    torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, writers: int = WRITERS,
     stitch: str = STITCH, specimen_pattern: str = SPECIMEN_PATTERN, specimen_images: int = SPECIMEN_IMAGES,
     specimen_method: str = SPECIMEN_METHOD, max_file_mb: int = MAX_FILE_MB,
 ) -> None:
@@ -154,6 +159,7 @@ def watch(
                                   "and written (0: run until SIGINT/SIGTERM)."),
     overlay: bool = OVERLAY, stats: bool = STATS, retry_failed: bool = RETRY, readers: int = READERS,
     queue: int = QUEUE, max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
+    torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, writers: int = WRITERS,
     stitch: str = STITCH, specimen_pattern: str = SPECIMEN_PATTERN, specimen_images: int = SPECIMEN_IMAGES,
     specimen_method: str = SPECIMEN_METHOD, max_file_mb: int = MAX_FILE_MB,
 ) -> None:
@@ -186,7 +192,9 @@ def camera(
     buffer: int = typer.Option(2, "--buffer", min=1, help="Frames kept waiting; the oldest is dropped when behind."),
     max_frames: int = typer.Option(0, "--max-frames", min=0, help="Stop after this many sampled frames (0: never)."),
     overlay: bool = OVERLAY, stats: bool = STATS, readers: int = READERS, queue: int = QUEUE,
-    max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH, stitch: str = STITCH,
+    max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
+    torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, writers: int = WRITERS,
+    stitch: str = STITCH,
 ) -> None:
     """Analyse camera or video frames at --fps until the stream ends or SIGINT/SIGTERM."""
     options = {**dict(locals()), "retry_failed": False, "specimen_pattern": r"^(\d{5})_p\d+",

@@ -19,23 +19,32 @@ from hep2edge.errors import ConfigError, ContractError
 
 DEFAULT_MAX_BATCH = 32
 DEVICES = ("auto", "cpu", "cuda")
+TORCH_PRECISIONS = ("fp32", "fp16")
 OUTPUT_NAMES: tuple[str, ...] = tuple(OUTPUTS)
 
 
 @dataclass(frozen=True)
 class BackendConfig:
-    """How to open a model: the file, the largest batch of tiles per call, the device preference."""
+    """How to open a model: the file, the largest batch of tiles per call, the device preference.
+
+    A TensorRT engine or ONNX file carries its precision; a checkpoint (torch) runs at `torch_precision`, in
+    `channels_last` memory format if asked: fp16 + channels_last + `cuda_graph` is the engine's GPU stand-in.
+    """
 
     model: Path
     max_batch: int = DEFAULT_MAX_BATCH
     device: str = "auto"  # auto | cpu | cuda
-    cuda_graph: bool = False  # TensorRT only: replay one captured graph for full fixed-size batches
+    cuda_graph: bool = False  # TensorRT and torch on CUDA: replay captured graphs instead of launching kernels
+    torch_precision: str = "fp32"  # torch only: fp32 | fp16
+    channels_last: bool = False  # torch only: NHWC memory format
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
             raise ConfigError(f"max batch must be at least 1, got {self.max_batch}")
         if self.device not in DEVICES:
             raise ConfigError(f"unknown device '{self.device}'; valid: {', '.join(DEVICES)}")
+        if self.torch_precision not in TORCH_PRECISIONS:
+            raise ConfigError(f"--torch-precision {self.torch_precision}: valid: {', '.join(TORCH_PRECISIONS)}")
 
 
 def gpu_present() -> bool:

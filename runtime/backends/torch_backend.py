@@ -1,15 +1,13 @@
 """PyTorch backend: a training checkpoint run directly (development, and the GPU stand-in without TensorRT).
 
 As the stand-in for a TensorRT fp16 engine it runs fp16 weights, channels_last and CUDA graph replay:
-`TorchOptions(precision="fp16", channels_last=True)` with `BackendConfig(cuda_graph=True)`. Without explicit
-options they come from HEP2EDGE_TORCH_PRECISION (fp32|fp16) and HEP2EDGE_TORCH_CHANNELS_LAST (0|1), so
-`watch`/`analyze` reach them too. The only runtime module that imports torch; the registry imports it only
-when it is chosen.
+`BackendConfig(torch_precision="fp16", channels_last=True, cuda_graph=True)`, on the command line
+`--torch-precision fp16 --channels-last --cuda-graph`. The only runtime module that imports torch; the
+registry imports it only when it is chosen.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,13 +16,12 @@ import torch
 
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError
-from hep2edge.runtime.backends.base import OUTPUT_NAMES, Backend, BackendConfig
+from hep2edge.runtime.backends.base import OUTPUT_NAMES, TORCH_PRECISIONS, Backend, BackendConfig
 from hep2edge.train.checkpoint import load_checkpoint
 from hep2edge.train.model import MultiTaskUnet
 
-ENV_PRECISION = "HEP2EDGE_TORCH_PRECISION"
-ENV_CHANNELS_LAST = "HEP2EDGE_TORCH_CHANNELS_LAST"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+assert tuple(DTYPES) == TORCH_PRECISIONS
 GRAPH_WARMUP = 3  # eager runs on a side stream before a capture (cuDNN picks its algorithms there)
 
 Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -42,11 +39,8 @@ class TorchOptions:
             raise ConfigError(f"torch backend precision '{self.precision}'; valid: {', '.join(DTYPES)}")
 
     @classmethod
-    def from_env(cls) -> TorchOptions:
-        flag = os.environ.get(ENV_CHANNELS_LAST, "0").strip().lower()
-        if flag not in ("0", "1", "false", "true", ""):
-            raise ConfigError(f"{ENV_CHANNELS_LAST}={flag!r}: use 0 or 1")
-        return cls(os.environ.get(ENV_PRECISION, "fp32").strip().lower() or "fp32", flag in ("1", "true"))
+    def of(cls, config: BackendConfig) -> TorchOptions:
+        return cls(config.torch_precision, config.channels_last)
 
 
 def make_forward(model: MultiTaskUnet, options: TorchOptions) -> Callable[[torch.Tensor], Outputs]:
@@ -103,9 +97,9 @@ class TorchBackend(Backend):
     _model: MultiTaskUnet | None = None
     _device: torch.device = torch.device("cpu")
 
-    def __init__(self, config: BackendConfig, options: TorchOptions | None = None) -> None:
+    def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
-        self.options = options if options is not None else TorchOptions.from_env()
+        self.options = TorchOptions.of(config)
         self._forward: Callable[[torch.Tensor], Outputs] | None = None
         self._graphs: CudaGraphs | None = None
         self._host: dict[str, torch.Tensor] = {}

@@ -1,8 +1,8 @@
 """Run every benchmark into one results file per machine and day, then check the targets.
 
-    python benchmarks/run_all.py [--quick] [--out DIR] [--only backends,pipeline,preprocess,accuracy]
-        [--work DIR] [--backends-args "..."] [--pipeline-args "..."] [--preprocess-args "..."]
-        [--accuracy-args "..."]
+    python benchmarks/run_all.py [--quick] [--out DIR] [--only backends,pipeline,host,preprocess,accuracy]
+        [--work DIR] [--backends-args "..."] [--pipeline-args "..."] [--host-args "..."]
+        [--preprocess-args "..."] [--accuracy-args "..."]
     python benchmarks/run_all.py --readme [--out DIR]     # print README's table from the latest results
 
 Each script runs in its own process (clean memory figures, as a user would run it) with the same --out and
@@ -25,8 +25,8 @@ from benchlib.results import RESULTS, machine_name, result_path, update_section
 from benchlib.summary import readme_markdown, targets, targets_markdown
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = {"backends": "bench_backends.py", "pipeline": "bench_pipeline.py", "preprocess": "bench_preprocess.py",
-           "accuracy": "bench_accuracy.py"}
+SCRIPTS = {"backends": "bench_backends.py", "pipeline": "bench_pipeline.py", "host": "bench_host.py",
+           "preprocess": "bench_preprocess.py", "accuracy": "bench_accuracy.py"}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

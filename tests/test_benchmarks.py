@@ -178,6 +178,21 @@ def test_bench_preprocess_records_why_cuda_was_not_measured(tmp_path: Path) -> N
         assert section["cuda"]["reason"] and "fraction_of_copy" not in section["rows"][0]
 
 
+def test_bench_host_runs_the_product_stages_and_leaves_a_result_per_field(tmp_path: Path) -> None:
+    import bench_host
+
+    work = tmp_path / "work"
+    code = bench_host.main(["--quick", "--out", str(tmp_path), "--work", str(work), "--size", "96x160",
+                            "--tile", "64", "--images", "6", "--threads", "1,2"])
+    assert code == 0
+    section = _read_day(tmp_path)["sections"]["host"]
+    assert [r["threads"] for r in section["runs"]] == [1, 2]
+    assert all(r["reader_images_s"] > 0 and r["writer_images_s"] > 0 for r in section["runs"])
+    assert set(section["runs"][0]["steps"]) == set(bench_host.STEPS)
+    written = work / "host-write-2"
+    assert len(list(written.glob("*_mask.png"))) == len(list(written.glob("*.json"))) == 6
+
+
 def test_readme_table_from_the_latest_results(tmp_path: Path) -> None:
     row = {"backend": "onnxruntime", "device": "cpu", "precision": "fp32", "variant": "", "status": "ok",
            "latency_ms": {"p50": 5000.0}, "images_s": 0.2}

@@ -1,10 +1,11 @@
 """CUDA twins of preprocess.py (pycuda SourceModule): tile cutting + normalisation, and the mask threshold.
 
-One H2D copy of the gray frame; one kernel (one thread per output element: (tile, y, x) -> source pixel,
-zero outside the image) converts uint8/uint16 to float, applies the contract's normalisation and writes
-fp32 or fp16 straight into the backend's input buffer. `minmax` normalisation first runs a per-tile
-min/max reduction (pad zeros included, as in the numpy reference). Compiled with --fmad=false so every
-float operation rounds exactly like numpy's float32 arithmetic. pycuda is imported on construction.
+One H2D copy of the gray frame; one kernel (a block per tile row, grid (1, t, tiles): threads stride over the
+row's pixels, so no integer division; zero outside the image) converts uint8/uint16 to float, applies the
+contract's normalisation and writes fp32 or fp16 straight into the backend's input buffer. `minmax`
+normalisation first runs a per-tile min/max reduction (pad zeros included, as in the numpy reference).
+Compiled with --fmad=false so every float operation rounds exactly like numpy's float32 arithmetic. pycuda is
+imported on construction.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from hep2edge.contract import ModelContract
 from hep2edge.errors import MissingExtraError
 from hep2edge.tiling import TileGrid
 
-THREADS = 256
+THREADS = 256  # minmax (one block per tile, a shared-memory reduction sized for 256) and threshold
+ROW_THREADS = 128  # cut: one block per tile row (a 384 px row is 3 passes of 128)
 
 KERNELS = r"""
 #include <cuda_fp16.h>
@@ -33,13 +35,15 @@ __device__ void tile_minmax(const SRC *src, int height, int width, const int *to
     __shared__ float smin[256];
     __shared__ float smax[256];
     const int n = blockIdx.x;
-    const long count = (long)tile * tile;
     float vmin = 3.4e38f, vmax = -3.4e38f;
-    for (long i = threadIdx.x; i < count; i += blockDim.x) {
-        const int y = tops[n] + (int)(i / tile), x = lefts[n] + (int)(i % tile);
-        const float v = (y < height && x < width) ? (float)src[(long)y * width + x] : 0.0f;
-        vmin = fminf(vmin, v);
-        vmax = fmaxf(vmax, v);
+    for (int ty = 0; ty < tile; ++ty) {
+        const int y = tops[n] + ty;
+        for (int tx = threadIdx.x; tx < tile; tx += blockDim.x) {
+            const int x = lefts[n] + tx;
+            const float v = (y < height && x < width) ? (float)src[(long)y * width + x] : 0.0f;
+            vmin = fminf(vmin, v);
+            vmax = fmaxf(vmax, v);
+        }
     }
     smin[threadIdx.x] = vmin;
     smax[threadIdx.x] = vmax;
@@ -54,26 +58,28 @@ __device__ void tile_minmax(const SRC *src, int height, int width, const int *to
     if (threadIdx.x == 0) { lo[n] = smin[0]; hi[n] = smax[0]; }
 }
 
+// grid (1, tile, tiles): blockIdx.z is the tile, blockIdx.y the row inside it; threads stride over the row.
 template <typename SRC, typename DST>
 __device__ void cut_tiles(const SRC *src, int height, int width, const int *tops, const int *lefts,
-                          int tile, int tiles, float inv_scale, const float *lo, const float *hi,
+                          int tile, float inv_scale, const float *lo, const float *hi,
                           int affine, float mean, float stdev, DST *dst) {
-    const long total = (long)tiles * tile * tile;
-    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= total) return;
-    const long per_tile = (long)tile * tile;
-    const int n = (int)(i / per_tile);
-    const long rem = i % per_tile;
-    const int y = tops[n] + (int)(rem / tile), x = lefts[n] + (int)(rem % tile);
-    float v = (y < height && x < width) ? (float)src[(long)y * width + x] : 0.0f;
-    if (lo == 0) {
-        v = v * inv_scale;
-    } else {
-        const float span = hi[n] - lo[n];
-        v = span > 0.0f ? (v - lo[n]) / span : 0.0f;
+    const int n = blockIdx.z, ty = blockIdx.y;
+    const int y = tops[n] + ty;
+    const bool row_inside = y < height;
+    const long row_start = (long)y * width;
+    const long out_start = ((long)n * tile + ty) * tile;
+    for (int tx = threadIdx.x; tx < tile; tx += blockDim.x) {
+        const int x = lefts[n] + tx;
+        float v = (row_inside && x < width) ? (float)src[row_start + x] : 0.0f;
+        if (lo == 0) {
+            v = v * inv_scale;
+        } else {
+            const float span = hi[n] - lo[n];
+            v = span > 0.0f ? (v - lo[n]) / span : 0.0f;
+        }
+        if (affine) v = (v - mean) / stdev;
+        store(dst, out_start + tx, v);
     }
-    if (affine) v = (v - mean) / stdev;
-    store(dst, i, v);
 }
 
 template <typename P>
@@ -85,8 +91,8 @@ __device__ void threshold(const P *prob, long count, float level, unsigned char 
 #define MINMAX(NAME, SRC) extern "C" __global__ void NAME(const SRC *s, int h, int w, const int *t, \
     const int *l, int tile, float *lo, float *hi) { tile_minmax<SRC>(s, h, w, t, l, tile, lo, hi); }
 #define CUT(NAME, SRC, DST) extern "C" __global__ void NAME(const SRC *s, int h, int w, const int *t, \
-    const int *l, int tile, int tiles, float inv, const float *lo, const float *hi, int affine, float mean, \
-    float stdev, DST *d) { cut_tiles<SRC, DST>(s, h, w, t, l, tile, tiles, inv, lo, hi, affine, mean, stdev, d); }
+    const int *l, int tile, float inv, const float *lo, const float *hi, int affine, float mean, float stdev, \
+    DST *d) { cut_tiles<SRC, DST>(s, h, w, t, l, tile, inv, lo, hi, affine, mean, stdev, d); }
 #define THRESH(NAME, P) extern "C" __global__ void NAME(const P *p, long n, float level, unsigned char *o) { \
     threshold<P>(p, n, level, o); }
 
@@ -166,6 +172,8 @@ class CudaPreprocessor:
         """Write tiles [first, first + count) of the uploaded frame as (count, 1, t, t) at device address `dst`."""
         assert self._frame is not None, "upload() a frame first"
         count = len(grid) - first if count is None else count
+        if count <= 0:
+            return  # a launch with an empty grid is an error, not a no-op
         spec, t = self.contract.normalization, grid.tile
         tops, lefts, lo, hi = self._grid_arrays(grid)
         src_kind, out_kind = SOURCE_TYPES[self._frame_dtype], OUTPUT_TYPES[np.dtype(out_dtype)]
@@ -181,13 +189,11 @@ class CudaPreprocessor:
         else:
             lo_ptr = hi_ptr = np.intp(0)
         scale = float(np.iinfo(self._frame_dtype).max)
-        total = count * t * t
         affine = np.int32(spec.mean != 0.0 or spec.std != 1.0)
         self._kernels[f"cut_{src_kind}_{out_kind}"](
             self._frame[0], height, width, np.intp(args_pos[0]), np.intp(args_pos[1]), np.int32(t),
-            np.int32(count), np.float32(1.0 / scale), lo_ptr, hi_ptr, affine, np.float32(spec.mean),
-            np.float32(spec.std), np.intp(dst),
-            block=(THREADS, 1, 1), grid=((total + THREADS - 1) // THREADS, 1), stream=self.stream)
+            np.float32(1.0 / scale), lo_ptr, hi_ptr, affine, np.float32(spec.mean), np.float32(spec.std),
+            np.intp(dst), block=(ROW_THREADS, 1, 1), grid=(1, t, count), stream=self.stream)
 
     def threshold(self, probabilities: int, shape: tuple[int, ...], dtype: np.dtype, level: float) -> np.ndarray:
         """Device probabilities at address `probabilities` -> host uint8 0/1 of `shape`; only uint8 crosses D2H."""

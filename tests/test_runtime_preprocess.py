@@ -131,8 +131,9 @@ def _gpu_cut(pre_cls, contract: ModelContract, gray: np.ndarray, out_dtype: type
 @pytest.mark.parametrize("mode", ["fixed", "minmax"])
 def test_cuda_tiles_match_numpy(cuda_pre, dtype: type, out_dtype: type, mode: str) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng()
-    contract = ModelContract(tile=64, normalization=NormalizationSpec(mode, mean=0.2, std=0.7))
-    for shape in ((157, 203), (31, 45), (64, 129)):
+    cases = [(64, (157, 203)), (64, (31, 45)), (64, (64, 129)), (160, (301, 517))]  # 160 > one block's threads
+    for tile, shape in cases:
+        contract = ModelContract(tile=tile, normalization=NormalizationSpec(mode, mean=0.2, std=0.7))
         gray = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
         expected, _ = frame_to_batch(gray, contract)
         got = _gpu_cut(cuda_pre, contract, gray, out_dtype)

@@ -73,6 +73,7 @@ class Pipeline:
         self._serial = itertools.count()
         self._readers_left = config.readers
         self._writers_left = config.writers
+        self._reading = 0  # readers between taking an item and handing its frame on
         self._lock = threading.Lock()
         self._tables_lock = threading.Lock()
         self._tables_at = 0.0
@@ -147,10 +148,16 @@ class Pipeline:
                 if self.stop.is_set():
                     continue  # not claimed yet: stays `queued` in the journal for the next run
                 item, started = entry
-                frame = self._isolated(item.key, partial(self.reader.read, item, next(self._serial), started))
-                if frame is not None:
-                    frame.queued_at = time.perf_counter()
-                    self._put(self.ready, frame)
+                with self._lock:
+                    self._reading += 1
+                try:
+                    frame = self._isolated(item.key, partial(self.reader.read, item, next(self._serial), started))
+                    if frame is not None:
+                        frame.queued_at = time.perf_counter()
+                        self._put(self.ready, frame)
+                finally:
+                    with self._lock:
+                        self._reading -= 1
         except BaseException as exc:  # noqa: BLE001
             self._fatal(exc)
         finally:
@@ -188,6 +195,11 @@ class Pipeline:
         pending.append((frame, 0))
         return True
 
+    def _frames_coming(self) -> bool:
+        """Whether another frame may reach `ready` soon: worth waiting `batch_wait_ms` for (else a lone image
+        would wait for nothing)."""
+        return self._reading > 0 or not self.intake.empty()
+
     def _tiles_waiting(self, pending: deque[tuple[Frame, int]]) -> int:
         return sum(len(frame.grid) - start for frame, start in pending)
 
@@ -200,7 +212,7 @@ class Pipeline:
                     more = self._take(pending, block=True)
                 while more and self._tiles_waiting(pending) < self.executor_batch and not self.ready.empty():
                     more = self._take(pending, block=False)
-                if more and self._tiles_waiting(pending) < self.executor_batch:
+                if more and self._tiles_waiting(pending) < self.executor_batch and self._frames_coming():
                     more = self._take(pending, block=False)  # a short wait lets a batch fill across images
                 if pending and not self.abort.is_set():
                     self._run_batch(self._next_chunks(pending))

@@ -124,3 +124,24 @@ def test_same_content_under_a_new_name_is_not_analysed_again(tiny_onnx: Path, tm
     stems = sorted(p.stem for p in out.glob("*.json"))
     assert len(stems) == 2 and stems[0] == original.stem and stems[1].startswith(f"{original.stem}-")
     assert not os.path.exists(out / "renamed.json")
+
+
+def test_batches_fill_across_images_with_several_writers(tiny_onnx: Path, tmp_path: Path) -> None:
+    """16 one-tile images, max batch 8: the GPU thread batches frames from both readers, four writers write them."""
+    import io
+
+    from rich.console import Console
+
+    from hep2edge.runtime.pipeline import PipelineConfig
+    from hep2edge.runtime.service import RunConfig, run_service
+    from hep2edge.runtime.sources.files import FileListSource
+
+    inputs = write_pngs(tmp_path / "in", 16, shape=(64, 64))
+    out = tmp_path / "results"
+    out.mkdir()
+    config = RunConfig(command="analyze", out=out, model=tiny_onnx, backend="onnxruntime", device="cpu",
+                       pipeline=PipelineConfig(readers=2, writers=4, max_batch=8, batch_wait_ms=200))
+    summary = run_service(config, lambda journal: FileListSource(inputs), Console(file=io.StringIO()))
+    assert summary.processed == 16 and not summary.failed
+    assert summary.stages["infer"]["n"] < 16  # some calls carried tiles of several images
+    check_exactly_once(out, inputs)

@@ -93,6 +93,15 @@ def readme_rows(data: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def host_note(data: dict[str, Any], host: dict[str, Any]) -> str:
+    """One line: the images/s ceilings the reader and writer stages put on the pipeline (bench_host)."""
+    best = {stage: max(host["runs"], key=lambda r: r[f"{stage}_images_s"]) for stage in ("reader", "writer")}
+    parts = [f"{stage} {fmt(run[f'{stage}_images_s'], 0)} images/s ({run['threads']} threads)"
+             for stage, run in best.items()]
+    return (f"- {data['machine']} ({data['date']}), host stages without a model (`bench_host`, "
+            f"{host['size'][0]} x {host['size'][1]}): {', '.join(parts)}.")
+
+
 def readme_markdown(results: Path) -> str:
     """README's table and notes from the latest result file of each machine."""
     lines, notes, plots = [], [], []
@@ -114,6 +123,9 @@ def readme_markdown(results: Path) -> str:
                          f"{fmt(rate['latency_ms']['p50'] if rate else None, 1)} ms; pipeline_ratio "
                          f"{fmt(pipeline.get('pipeline_ratio'), 2)}. Full tables: [{path.with_suffix('.md').name}]"
                          f"(benchmarks/results/{path.with_suffix('.md').name}).")
+        host = data["sections"].get("host")
+        if host:
+            notes.append(host_note(data, host))
     if rows:
         lines.append(markdown_table(["machine (date)", "backend", "p50 ms per image (one call)", "images/s"],
                                     rows, right=(2, 3)))

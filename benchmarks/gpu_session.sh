@@ -11,7 +11,7 @@
 # Each step runs under `timeout` so the call ends inside the device tool's 10-minute command limit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-WHEELS=.devwheels
+WHEELS=${DEVWHEELS:-.devwheels}  # DEVWHEELS: another folder (a dry run of `run` off the device)
 SHARED_WHEELS=../shared/wheels/device-cp312
 WATCHDOG=watchdog==7.1.0
 
@@ -30,7 +30,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
     shift 2
     echo "=== $name (limit ${limit}s): $*"
     timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
-    echo "=== $name: exit $? ($(tail -n 1 "$OUT/$name.log"))"
+    echo "=== $name: exit $? ($(grep -v '^[[:space:]]*$' "$OUT/$name.log" | tail -n 1))"
 }
 
 run() {

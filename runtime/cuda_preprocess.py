@@ -106,6 +106,8 @@ THRESH(threshold_f32, float)
 THRESH(threshold_f16, __half)
 """
 
+KERNEL_NAMES = ("minmax_u8", "minmax_u16", "cut_u8_f32", "cut_u8_f16", "cut_u16_f32", "cut_u16_f16",
+                "threshold_f32", "threshold_f16")
 SOURCE_TYPES = {np.dtype(np.uint8): "u8", np.dtype(np.uint16): "u16"}
 OUTPUT_TYPES = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16"}
 
@@ -128,9 +130,7 @@ class CudaPreprocessor:
         self.contract = contract
         self.stream = stream if stream is not None else self.cuda.Stream()
         module = source_module(KERNELS, options=["--fmad=false"], no_extern_c=True)
-        self._kernels = {name: module.get_function(name) for name in (
-            "minmax_u8", "minmax_u16", "cut_u8_f32", "cut_u8_f16", "cut_u16_f32", "cut_u16_f16",
-            "threshold_f32", "threshold_f16")}
+        self._kernels = {name: module.get_function(name) for name in KERNEL_NAMES}
         self._frame: tuple[Any, int] | None = None  # device allocation, capacity in bytes
         self._staging: np.ndarray | None = None
         self._grids: dict[tuple[int, int], tuple[Any, Any, Any, Any]] = {}

@@ -66,7 +66,7 @@ class Journal:
 
     def __init__(self, results_dir: Path, arguments: dict[str, Any] | None = None) -> None:
         self.path = Path(results_dir) / DB_NAME
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: `exclusive()` wraps several calls that each take it
         self._owner = self._take_ownership()
         started = time.time()
         try:
@@ -100,6 +100,12 @@ class Journal:
                 f"{self.path.parent}: another hep2edge run is using these RESULTS; stop it or pass another --out"
             ) from exc
         return handle
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """No other thread reads or writes the journal inside: a read, then a write based on it, stay consistent."""
+        with self._lock:
+            yield
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

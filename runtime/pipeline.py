@@ -77,6 +77,7 @@ class Pipeline:
         self._lock = threading.Lock()
         self._tables_lock = threading.Lock()
         self._tables_at = 0.0
+        self._tables_stale = False  # a writer committed while another was regenerating the tables
 
     # --- plumbing -------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -249,15 +250,23 @@ class Pipeline:
             self._fatal(exc)
 
     def _refresh_tables(self, force: bool) -> None:
-        """Regenerate results.csv every `table_interval_s` (one writer does it; the others go on writing)."""
+        """Regenerate results.csv every `table_interval_s` (one writer does it; the others go on writing).
+
+        A writer that finds another one regenerating marks the tables stale; that one then runs again, so a
+        result committed meanwhile is not left out until the next image.
+        """
         if not self._tables_lock.acquire(blocking=force):
+            self._tables_stale = True
             return
         try:
             now = time.monotonic()
-            if force or now - self._tables_at >= self.config.table_interval_s:
+            due = force or now - self._tables_at >= self.config.table_interval_s
+            while due:
+                self._tables_stale = False
                 for table in self.tables:
                     table.refresh(self.journal)
                 self._tables_at = now
+                due = self._tables_stale
         finally:
             self._tables_lock.release()
 

@@ -75,21 +75,25 @@ def update_specimen(journal: Journal, config: SpecimenConfig, specimen: str, fin
     if not specimen:
         return False
     columns = ", ".join(f"p_{name}" for name in PATTERNS)
-    found = journal.query(
-        f"SELECT pattern, intensity, {columns}, intensity_probability FROM results WHERE specimen = ?", (specimen,)
-    )
-    if not found or (len(found) < config.images and not final):
-        return False
-    rows = []
-    for row in found:
-        probs = [float(v) for v in row[2:9]]
-        p_positive = float(row[9]) if row[1] == "positive" else 1 - float(row[9])
-        rows.append((str(row[0]), str(row[1]), probs, p_positive))
-    verdict = specimen_verdict(rows, config.method)
-    journal.write_specimen({
-        "specimen": specimen, "images": len(rows), "complete": int(len(rows) >= config.images), **verdict,
-        "method": config.method, "updated": time.time(),
-    })
+    # one writer thread at a time from the read to the write: else a verdict from fewer images, computed
+    # before another writer's commit, could overwrite the newer one
+    with journal.exclusive():
+        found = journal.query(
+            f"SELECT pattern, intensity, {columns}, intensity_probability FROM results WHERE specimen = ?",
+            (specimen,),
+        )
+        if not found or (len(found) < config.images and not final):
+            return False
+        rows = []
+        for row in found:
+            probs = [float(v) for v in row[2:9]]
+            p_positive = float(row[9]) if row[1] == "positive" else 1 - float(row[9])
+            rows.append((str(row[0]), str(row[1]), probs, p_positive))
+        verdict = specimen_verdict(rows, config.method)
+        journal.write_specimen({
+            "specimen": specimen, "images": len(rows), "complete": int(len(rows) >= config.images), **verdict,
+            "method": config.method, "updated": time.time(),
+        })
     return True
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import sqlite3
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,49 @@ def test_vote_and_mean_can_disagree() -> None:
     assert specimen_verdict(rows, "mean")["pattern"] == "speckled"
     assert specimen_verdict(rows, "vote")["intensity"] == "positive"
     assert specimen_verdict(rows, "mean")["intensity"] == "intermediate"
+
+
+class _ReadThenPause(Journal):
+    """A journal whose specimen read, on the thread named 'slow', pauses before the caller writes its verdict."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.read_done, self.other_done = threading.Event(), threading.Event()
+
+    def query(self, sql: str, parameters: tuple = ()) -> list[tuple]:  # type: ignore[type-arg]
+        rows = super().query(sql, parameters)
+        if threading.current_thread().name == "slow" and "FROM results WHERE specimen" in sql:
+            self.read_done.set()
+            self.other_done.wait(0.5)  # with the exclusive read-to-write, the other writer cannot finish meanwhile
+        return rows
+
+
+def test_concurrent_writers_never_leave_an_older_specimen_verdict(tmp_path: Path) -> None:
+    config = SpecimenConfig(images=2)
+    journal = _ReadThenPause(tmp_path)
+
+    def complete(k: int) -> None:
+        stem = f"00042_p{k}"
+        journal.claim(f"/in/{stem}.tif", stem, stem)
+        journal.complete(f"/in/{stem}.tif", result_row(_result(stem, stem, 2, 0.3, "00042")))
+
+    complete(1)
+    complete(2)
+    slow = threading.Thread(target=update_specimen, args=(journal, config, "00042"), name="slow")
+    slow.start()
+    assert journal.read_done.wait(10)
+
+    def third() -> None:  # another writer commits a third image of the specimen and updates the verdict
+        complete(3)
+        update_specimen(journal, config, "00042")
+        journal.other_done.set()
+
+    other = threading.Thread(target=third)
+    other.start()
+    slow.join(10)
+    other.join(10)
+    assert journal.query("SELECT images FROM specimens") == [(3,)]
+    journal.close()
 
 
 def test_specimen_config_is_checked() -> None:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -90,6 +95,23 @@ def test_multichannel_models_are_refused_up_front() -> None:
 
 
 # --- the CUDA twin -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["sm_87", "sm_90"])  # Jetson Orin, H100
+def test_cuda_kernels_compile_for_orin_and_hopper(tmp_path: Path, arch: str) -> None:
+    """The kernel source compiles as pycuda will compile it (no extern "C" wrapper, --fmad=false), with every
+    entry point the preprocessor looks up; runs wherever nvcc is, GPU or not."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not on PATH (the CUDA toolkit compiles the kernels on the machine that runs them)")
+    from hep2edge.runtime.cuda_preprocess import KERNEL_NAMES, KERNELS
+
+    source, ptx = tmp_path / "kernels.cu", tmp_path / "kernels.ptx"
+    source.write_text(KERNELS)
+    done = subprocess.run([nvcc, "--ptx", "--fmad=false", f"-arch={arch}", "-o", str(ptx), str(source)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert sorted(re.findall(r"\.entry\s+(\w+)", ptx.read_text())) == sorted(KERNEL_NAMES)
 
 
 @pytest.fixture(scope="module")

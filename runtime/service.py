@@ -198,7 +198,7 @@ def _build_pipeline(config: RunConfig, backend: Backend, executor: Executor, sou
     out, contract = config.out, backend.contract
     stage = replace(config.stage, channel_policy=config.channel or contract.channel_policy,
                     retry_failed=config.retry_failed)
-    model = ModelInfo(contract.model_id, contract.precision, backend.name, str(config.model), backend.device_name())
+    model = ModelInfo(contract.model_id, backend.precision, backend.name, str(config.model), backend.device_name())
     # the result JSON goes last: its presence means every file of the image is complete (crash recovery)
     sinks = ([IMAGE_SINKS.get("overlay")(out)] if config.overlay else []) + [IMAGE_SINKS.get("json")(out)]
     return Pipeline(

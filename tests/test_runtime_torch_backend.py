@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,8 @@ def test_cli_flags_reach_the_torch_backend_and_are_refused_for_onnx(tiny_checkpo
     assert ran.returncode == 0, ran.stderr
     assert "fp16, channels_last" in ran.stdout
     assert "torch_precision: fp16" in (tmp_path / "a" / "config.yaml").read_text()
+    (doc,) = [json.loads(p.read_text()) for p in (tmp_path / "a").glob("*.json")]
+    assert doc["model"]["precision"] == "fp16" and doc["model"]["backend"] == "torch"
     refused = hep2edge("analyze", image, "--model", str(tiny_onnx), "--out", str(tmp_path / "b"), *flags,
                        cwd=tmp_path)
     assert refused.returncode == 2 and "apply to a checkpoint" in refused.stderr

@@ -4,6 +4,8 @@
 `backend.infer`, masks are thresholded on the host. `CudaExecutor` (TensorRT + pycuda): each frame's gray
 image is copied to the GPU once, one kernel writes its normalised tiles straight into the engine's input
 buffer, and masks are thresholded on the GPU so only uint8 masks and the small heads cross D2H.
+`TorchDeviceExecutor` (backends/torch_backend_executor.py) does the same with torch operations for a
+checkpoint on a GPU.
 """
 
 from __future__ import annotations
@@ -120,16 +122,32 @@ class CudaExecutor:
             self.pre.close()
 
 
+def _torch_executor(backend: Backend, preprocess: str) -> Executor:
+    """A checkpoint on a GPU preprocesses there (auto, cuda); on the CPU, on the reader threads."""
+    from hep2edge.errors import ConfigError
+
+    on_gpu = backend.device_name().startswith("cuda")
+    if preprocess == "host" or (preprocess == "auto" and not on_gpu):
+        return HostExecutor(backend)
+    if not on_gpu:
+        raise ConfigError(f"--preprocess cuda needs a GPU; the torch backend runs on {backend.device_name()}")
+    from hep2edge.runtime.backends.torch_backend_executor import TorchDeviceExecutor
+
+    return TorchDeviceExecutor(backend)  # type: ignore[arg-type]
+
+
 def make_executor(backend: Backend, preprocess: str) -> Executor:
-    """`preprocess`: host | cuda | auto (cuda with the TensorRT backend when pycuda is there)."""
+    """`preprocess`: host | cuda | auto (on the GPU with TensorRT + pycuda, or with torch on a GPU)."""
     from hep2edge.errors import ConfigError
 
     if preprocess not in PREPROCESS_MODES:
         raise ConfigError(f"--preprocess {preprocess}: valid modes are {', '.join(PREPROCESS_MODES)}")
+    if backend.name == "torch":
+        return _torch_executor(backend, preprocess)
     if preprocess == "host" or (preprocess == "auto" and backend.name != "tensorrt"):
         return HostExecutor(backend)
     if backend.name != "tensorrt":
-        raise ConfigError(f"--preprocess cuda needs the tensorrt backend (this run uses {backend.name})")
+        raise ConfigError(f"--preprocess cuda needs the tensorrt or torch backend (this run uses {backend.name})")
     try:
         return CudaExecutor(backend)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001 - auto: no pycuda, no nvcc (a Jetson without the toolkit), ...

@@ -284,7 +284,7 @@ def test_cuda_preprocessing_needs_the_tensorrt_backend(tiny_onnx: Path) -> None:
 
     with create_backend("onnxruntime", BackendConfig(tiny_onnx, 4, "cpu")) as backend:
         assert isinstance(make_executor(backend, "auto"), HostExecutor)
-        with pytest.raises(ConfigError, match="--preprocess cuda needs the tensorrt backend"):
+        with pytest.raises(ConfigError, match="--preprocess cuda needs the tensorrt or torch backend"):
             make_executor(backend, "cuda")
 
 

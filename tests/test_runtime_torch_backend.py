@@ -95,3 +95,127 @@ def test_cli_flags_reach_the_torch_backend_and_are_refused_for_onnx(tiny_checkpo
                        cwd=tmp_path)
     assert refused.returncode == 2 and "apply to a checkpoint" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+# --- the device path: tiles cut and masks thresholded by torch on the backend's device -----------------------
+
+
+def _frames(dtype: type) -> list[np.ndarray]:
+    rng = np.random.default_rng()
+    return [rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype) for shape in ((157, 203), (31, 45), (64, 129))]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("mode", ["fixed", "minmax"])
+def test_device_tiles_are_bit_identical_to_numpy(dtype: type, mode: str) -> None:
+    from hep2edge.contract import ModelContract
+    from hep2edge.normalization import NormalizationSpec, dtype_scale
+    from hep2edge.runtime.backends.torch_backend_executor import TorchTiler
+    from hep2edge.runtime.preprocess import frame_to_batch
+
+    contract = ModelContract(tile=TILE, normalization=NormalizationSpec(mode, mean=0.2, std=0.7))
+    tiler = TorchTiler(contract, torch.device("cpu"))
+    for gray in _frames(dtype):
+        expected, grid = frame_to_batch(gray, contract)
+        frame = tiler.upload(gray)
+        half = len(grid) // 2  # as the pipeline cuts it when a frame spans two batches
+        got = torch.cat([tiler.tiles(frame, grid, 0, half, dtype_scale(gray.dtype)),
+                         tiler.tiles(frame, grid, half, len(grid), dtype_scale(gray.dtype))])
+        np.testing.assert_array_equal(got.numpy(), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_device_threshold_is_bit_identical_to_numpy(dtype: torch.dtype) -> None:
+    from hep2edge.runtime.backends.torch_backend_executor import threshold_on_device
+    from hep2edge.runtime.preprocess import threshold_masks
+
+    probs = torch.rand((5, 1, TILE, TILE)).to(dtype)
+    probs.view(-1)[::97] = 0.5  # exactly at the threshold
+    got = threshold_on_device(probs, 0.5)
+    assert got.dtype == torch.uint8
+    np.testing.assert_array_equal(got.numpy(), threshold_masks(probs.numpy(), 0.5))
+
+
+def _chunks(contract: object, frames: list[np.ndarray], host: bool) -> list[object]:
+    """Two frames in one batch, the second split across two chunks (its two halves)."""
+    from hep2edge.runtime.executors import Chunk
+    from hep2edge.runtime.preprocess import frame_to_batch
+
+    chunks = []
+    for key, gray in enumerate(frames):
+        tiles, grid = frame_to_batch(gray, contract)  # type: ignore[arg-type]
+        cuts = [(0, len(grid))] if key == 0 else [(0, len(grid) // 2), (len(grid) // 2, len(grid))]
+        chunks += [Chunk(key, gray, grid, a, b, tiles[a:b] if host else None) for a, b in cuts]
+    return chunks
+
+
+def _device_matches_host(checkpoint: Path, device: str, cuda_graph: bool) -> None:
+    from hep2edge.runtime.backends.torch_backend_executor import TorchDeviceExecutor
+    from hep2edge.runtime.executors import HostExecutor
+
+    frames = [np.random.default_rng(4).integers(0, 255, shape, dtype=np.uint8) for shape in ((100, 150), (130, 90))]
+    with TorchBackend(BackendConfig(checkpoint, 16, device, cuda_graph)) as backend:
+        want = HostExecutor(backend).run(_chunks(backend.contract, frames, host=True))  # type: ignore[arg-type]
+        got = TorchDeviceExecutor(backend).run(_chunks(backend.contract, frames, host=False))  # type: ignore[arg-type]
+    assert len(got) == len(want) == 3
+    for g, w in zip(got, want):
+        assert g.mask.dtype == np.uint8 and g.mask.shape == w.mask.shape
+        assert np.mean(g.mask != w.mask) < 1e-4  # same inputs, same model: only ties at the threshold may differ
+        np.testing.assert_allclose(g.pattern, w.pattern, atol=1e-5)
+        np.testing.assert_allclose(g.intensity, w.intensity, atol=1e-5)
+
+
+def test_device_executor_matches_the_host_path_on_the_cpu(tiny_checkpoint: Path) -> None:
+    _device_matches_host(tiny_checkpoint, "cpu", cuda_graph=False)
+
+
+@pytest.mark.gpu
+def test_device_executor_matches_the_host_path_on_the_gpu(tiny_checkpoint: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    _device_matches_host(tiny_checkpoint, "cuda", cuda_graph=True)
+
+
+def test_executor_choice_for_a_checkpoint(tiny_checkpoint: Path) -> None:
+    from hep2edge.runtime.executors import HostExecutor, make_executor
+
+    with TorchBackend(BackendConfig(tiny_checkpoint, 4, "cpu")) as backend:
+        assert isinstance(make_executor(backend, "auto"), HostExecutor)  # on the CPU the readers cut the tiles
+        with pytest.raises(ConfigError, match="--preprocess cuda needs a GPU"):
+            make_executor(backend, "cuda")
+
+
+def test_device_path_through_the_whole_pipeline(tiny_checkpoint: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers hand on frames without host tiles, batches span frames, writers get uint8 masks: on the CPU here,
+    with the executor a GPU run chooses (make_executor picks it only on a GPU, so it is chosen here by hand)."""
+    import io
+
+    from rich.console import Console
+    from test_runtime_support import check_exactly_once, write_pngs
+
+    from hep2edge.runtime import service
+    from hep2edge.runtime.backends.torch_backend_executor import TorchDeviceExecutor
+    from hep2edge.runtime.pipeline import PipelineConfig
+    from hep2edge.runtime.sources.files import FileListSource
+
+    def analyse(out: Path) -> dict[str, object]:
+        config = service.RunConfig(command="analyze", out=out, model=tiny_checkpoint, backend="torch", device="cpu",
+                                   pipeline=PipelineConfig(max_batch=5))
+        summary = service.run_service(config, lambda journal: FileListSource(inputs), Console(file=io.StringIO()))
+        assert summary.processed == len(inputs) and not summary.failed
+        check_exactly_once(out, inputs)
+        return {p.stem: json.loads(p.read_text())["pattern"] for p in out.glob("*.json")}
+
+    inputs = write_pngs(tmp_path / "in", 6, shape=(100, 150))  # 6 tiles each; max batch 5 splits every frame
+    (tmp_path / "host").mkdir()
+    (tmp_path / "device").mkdir()
+    on_host = analyse(tmp_path / "host")
+    monkeypatch.setattr(service, "make_executor", lambda backend, preprocess: TorchDeviceExecutor(backend))
+    on_device = analyse(tmp_path / "device")
+    assert on_device.keys() == on_host.keys()
+    for stem, pattern in on_host.items():
+        assert on_device[stem]["top"] == pattern["top"]
+        assert on_device[stem]["probabilities"] == pytest.approx(pattern["probabilities"], abs=1e-5)
+    for path in (tmp_path / "host").glob("*_mask.png"):
+        assert path.read_bytes() == (tmp_path / "device" / path.name).read_bytes()

@@ -156,6 +156,24 @@ class TorchBackend(Backend):
     def device_name(self) -> str:
         return str(self._device)
 
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @torch.inference_mode()
+    def infer_tensor(self, batch: torch.Tensor) -> Outputs:
+        """(N, C, t, t) float32 already on this device -> float32 (mask, pattern, intensity) there.
+
+        With CUDA graphs these are the graph's own buffers: read them before the next call.
+        """
+        assert self._forward is not None, "activate() first"
+        if not 1 <= len(batch) <= self.max_batch:
+            raise ValueError(f"batch of {len(batch)} tiles; this backend takes 1 to {self.max_batch}")
+        if self._graphs is None:
+            return self._forward(batch)
+        self._graphs.static_input[: len(batch)].copy_(batch)
+        return self._graphs.run(len(batch))
+
     @torch.inference_mode()
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         assert self._forward is not None

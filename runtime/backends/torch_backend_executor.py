@@ -1,0 +1,107 @@
+"""The torch backend's device path: twins of preprocess.py in torch, so that for a checkpoint on a GPU the
+tiles are cut and normalised there and the masks thresholded there (the raw frame goes up, uint8 masks come
+down), as the TensorRT path does with its CUDA kernel.
+
+Same arithmetic as the numpy reference, in the same order and in float32 (scale by the float32 reciprocal;
+minmax over the whole tile, pad zeros included; then (x - mean) / std): bit-identical on the CPU, within
+float32 rounding on a GPU. Imported only with the torch backend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hep2edge.contract import ModelContract
+from hep2edge.normalization import dtype_scale
+from hep2edge.runtime.backends.torch_backend import TorchBackend
+from hep2edge.runtime.executors import Chunk, split_outputs
+from hep2edge.runtime.results import TileOutputs
+from hep2edge.tiling import TileGrid
+
+UINT16_MASK = 0xFFFF
+
+
+def _f32(value: float) -> float:
+    """`value` rounded to float32, as numpy's float32 scalars are: the same constant on both sides."""
+    return float(np.float32(value))
+
+
+class TorchTiler:
+    """Cuts and normalises the tiles of gray frames on one torch device (the torch backend's)."""
+
+    def __init__(self, contract: ModelContract, device: torch.device) -> None:
+        self.contract, self.device = contract, device
+        self._indices: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def upload(self, gray: np.ndarray) -> torch.Tensor:
+        """(H, W) uint8/uint16 frame -> (H, W) uint8 or int32 on the device (uint16 goes up as int16 bits)."""
+        if gray.ndim != 2 or gray.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"expected an (H, W) uint8/uint16 frame, got {gray.dtype} {gray.shape}")
+        if gray.dtype == np.uint8:
+            return torch.from_numpy(np.ascontiguousarray(gray)).to(self.device)
+        bits = torch.from_numpy(np.ascontiguousarray(gray).view(np.int16)).to(self.device)
+        return bits.to(torch.int32) & UINT16_MASK
+
+    def _grid_indices(self, grid: TileGrid) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, t) row and column indices of every tile in the padded frame, cached per frame size."""
+        key = (grid.height, grid.width)
+        if key not in self._indices:
+            offsets = torch.arange(grid.tile, device=self.device)
+            tops = torch.tensor([p[0] for p in grid.positions], device=self.device)
+            lefts = torch.tensor([p[1] for p in grid.positions], device=self.device)
+            self._indices[key] = (tops[:, None] + offsets, lefts[:, None] + offsets)
+        return self._indices[key]
+
+    def tiles(self, frame: torch.Tensor, grid: TileGrid, start: int, stop: int, scale: float) -> torch.Tensor:
+        """Tiles [start, stop) of an uploaded frame -> (n, 1, t, t) float32 normalised network input."""
+        height, width = grid.padded_shape
+        padded = frame.new_zeros((height, width))
+        padded[: grid.height, : grid.width] = frame
+        rows, cols = self._grid_indices(grid)
+        x = padded[rows[start:stop, :, None], cols[start:stop, None, :]].to(torch.float32)
+        spec = self.contract.normalization
+        if spec.mode == "fixed":
+            x = x * _f32(1.0 / scale)
+        else:
+            lo = x.amin(dim=(1, 2), keepdim=True)
+            span = x.amax(dim=(1, 2), keepdim=True) - lo
+            x = torch.where(span > 0, (x - lo) / torch.where(span > 0, span, 1.0), 0.0)
+        if spec.mean != 0.0 or spec.std != 1.0:
+            x = (x - _f32(spec.mean)) / _f32(spec.std)
+        return x[:, None]
+
+
+def threshold_on_device(probabilities: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(N, 1, t, t) probabilities (any float dtype) -> (N, t, t) uint8 0/1, foreground where p > threshold."""
+    p = probabilities.to(torch.float32).reshape(len(probabilities), *probabilities.shape[-2:])
+    return (p > _f32(threshold)).to(torch.uint8)
+
+
+class TorchDeviceExecutor:
+    """The torch backend on its device: each frame goes up once as raw pixels, its tiles are cut and normalised
+    there and the masks thresholded there; only uint8 masks and the small heads come back to the host."""
+
+    preprocess_on_host = False
+
+    def __init__(self, backend: TorchBackend) -> None:
+        self.backend = backend
+        self.tiler = TorchTiler(backend.contract, backend.device)
+        self._key: int | None = None
+        self._frame: torch.Tensor | None = None  # kept: a frame may span two batches
+
+    @torch.inference_mode()
+    def run(self, chunks: list[Chunk]) -> list[TileOutputs]:
+        pieces = []
+        for chunk in chunks:
+            if self._key != chunk.key or self._frame is None:
+                self._frame, self._key = self.tiler.upload(chunk.gray), chunk.key
+            scale = dtype_scale(chunk.gray.dtype)
+            pieces.append(self.tiler.tiles(self._frame, chunk.grid, chunk.start, chunk.stop, scale))
+        mask, pattern, intensity = self.backend.infer_tensor(torch.cat(pieces))
+        masks = threshold_on_device(mask, self.backend.contract.mask_threshold).cpu().numpy()
+        heads = {"pattern": pattern.float().cpu().numpy(), "intensity": intensity.float().cpu().numpy()}
+        return split_outputs(heads, masks, chunks)
+
+    def close(self) -> None:
+        self._frame = None

@@ -69,5 +69,5 @@ def tile_foreground(tile_masks: np.ndarray, grid: TileGrid) -> np.ndarray:
     fractions = np.empty(len(grid), dtype=np.float64)
     for index in range(len(grid)):
         h, w = grid.valid_size(index)
-        fractions[index] = float(tile_masks[index, :h, :w].mean()) if h and w else 0.0
+        fractions[index] = np.count_nonzero(tile_masks[index, :h, :w]) / (h * w) if h and w else 0.0
     return fractions

@@ -80,6 +80,14 @@ def test_threshold_stitch_and_foreground_ignore_the_pad() -> None:
     assert stitch_mask(masks, grid, "or")[:, 0].max() == 0  # only tile 0 covers column 0
     assert stitch_mask(masks, grid, "majority")[:, 40].max() == 0  # tiles disagree on the overlap
     assert stitch_mask(masks, grid, "or")[:, 40].min() == 255
+
+
+def test_tile_foreground_counts_the_in_image_part_only() -> None:
+    grid = tile_grid(50, 100, 64)  # the bottom 14 rows of every tile are pad
+    masks = (np.random.default_rng(2).random((len(grid), 64, 64)) > 0.3).astype(np.uint8)
+    expected = [masks[i, :h, :w].astype(np.float64).mean() for i, (h, w) in enumerate(map(grid.valid_size,
+                                                                                          range(len(grid))))]
+    np.testing.assert_allclose(tile_foreground(masks, grid), expected, rtol=0, atol=1e-12)
     with pytest.raises(ConfigError, match="majority, or"):
         stitch_mask(masks, grid, "mean")
 

@@ -1,9 +1,11 @@
-"""The torch backend's GPU stand-in options: fp16, channels_last, CUDA graphs (graph tests need a GPU)."""
+"""The torch backend: fp16, channels_last, CUDA graphs, and its device path (tiles and masks on the GPU);
+GPU tests skip without one."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -105,35 +107,74 @@ def _frames(dtype: type) -> list[np.ndarray]:
     return [rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype) for shape in ((157, 203), (31, 45), (64, 129))]
 
 
+def _device(name: str) -> Any:
+    if name == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    return torch.device(name)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("mode", ["fixed", "minmax"])
-def test_device_tiles_are_bit_identical_to_numpy(dtype: type, mode: str) -> None:
+def test_device_tiles_are_bit_identical_to_numpy(dtype: type, mode: str, device: str) -> None:
     from hep2edge.contract import ModelContract
     from hep2edge.normalization import NormalizationSpec, dtype_scale
     from hep2edge.runtime.backends.torch_backend_executor import TorchTiler
     from hep2edge.runtime.preprocess import frame_to_batch
 
     contract = ModelContract(tile=TILE, normalization=NormalizationSpec(mode, mean=0.2, std=0.7))
-    tiler = TorchTiler(contract, torch.device("cpu"))
+    tiler = TorchTiler(contract, _device(device))
     for gray in _frames(dtype):
         expected, grid = frame_to_batch(gray, contract)
         frame = tiler.upload(gray)
         half = len(grid) // 2  # as the pipeline cuts it when a frame spans two batches
         got = torch.cat([tiler.tiles(frame, grid, 0, half, dtype_scale(gray.dtype)),
                          tiler.tiles(frame, grid, half, len(grid), dtype_scale(gray.dtype))])
-        np.testing.assert_array_equal(got.numpy(), expected)
+        np.testing.assert_array_equal(got.cpu().numpy(), expected)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_device_threshold_is_bit_identical_to_numpy(dtype: torch.dtype) -> None:
+def test_device_threshold_is_bit_identical_to_numpy(dtype: Any, device: str) -> None:
     from hep2edge.runtime.backends.torch_backend_executor import threshold_on_device
     from hep2edge.runtime.preprocess import threshold_masks
 
     probs = torch.rand((5, 1, TILE, TILE)).to(dtype)
     probs.view(-1)[::97] = 0.5  # exactly at the threshold
-    got = threshold_on_device(probs, 0.5)
+    got = threshold_on_device(probs.to(_device(device)), 0.5)
     assert got.dtype == torch.uint8
-    np.testing.assert_array_equal(got.numpy(), threshold_masks(probs.numpy(), 0.5))
+    np.testing.assert_array_equal(got.cpu().numpy(), threshold_masks(probs.numpy(), 0.5))
+
+
+def test_tile_indices_are_kept_for_the_latest_frame_sizes_only() -> None:
+    from hep2edge.contract import ModelContract
+    from hep2edge.runtime.backends.torch_backend_executor import INDEX_CACHE_SIZES, TorchTiler
+    from hep2edge.tiling import tile_grid
+
+    tiler = TorchTiler(ModelContract(tile=TILE), torch.device("cpu"))
+    for width in range(TILE, TILE + INDEX_CACHE_SIZES + 5):
+        gray = np.zeros((TILE, width), np.uint8)
+        grid = tile_grid(TILE, width, TILE)
+        tiler.tiles(tiler.upload(gray), grid, 0, len(grid), 255.0)
+    assert len(tiler._indices) == INDEX_CACHE_SIZES
+    assert (TILE, TILE + INDEX_CACHE_SIZES + 4) in tiler._indices and (TILE, TILE) not in tiler._indices
+    tiler.clear()
+    assert not tiler._indices
+
+
+def test_outputs_off_the_contract_are_refused_on_the_device_path() -> None:
+    from hep2edge.contract import ModelContract
+    from hep2edge.errors import ContractError
+    from hep2edge.runtime.backends.base import check_output_shapes
+
+    contract = ModelContract(tile=TILE)
+    good = {"mask": torch.zeros(3, 1, TILE, TILE), "pattern": torch.zeros(3, 7), "intensity": torch.zeros(3, 1)}
+    check_output_shapes(good, 3, contract)
+    with pytest.raises(ContractError, match="model output 'pattern' is \\(3, 6\\)"):
+        check_output_shapes({**good, "pattern": torch.zeros(3, 6)}, 3, contract)
 
 
 def _chunks(contract: object, frames: list[np.ndarray], host: bool) -> list[object]:
@@ -199,7 +240,7 @@ def test_device_path_through_the_whole_pipeline(tiny_checkpoint: Path, tmp_path:
     from hep2edge.runtime.pipeline import PipelineConfig
     from hep2edge.runtime.sources.files import FileListSource
 
-    def analyse(out: Path) -> dict[str, object]:
+    def analyse(out: Path) -> dict[str, Any]:
         config = service.RunConfig(command="analyze", out=out, model=tiny_checkpoint, backend="torch", device="cpu",
                                    pipeline=PipelineConfig(max_batch=5))
         summary = service.run_service(config, lambda journal: FileListSource(inputs), Console(file=io.StringIO()))

@@ -7,10 +7,11 @@ already activated: mask (N, 1, t, t) probability, pattern (N, 7) probabilities, 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
@@ -132,15 +133,18 @@ def check_batch(batch: np.ndarray, contract: ModelContract, max_batch: int) -> N
         raise ValueError(f"batch of {len(batch)} tiles; this backend takes 1 to {max_batch}")
 
 
-def check_outputs(outputs: dict[str, np.ndarray], n: int, contract: ModelContract) -> dict[str, np.ndarray]:
+def check_output_shapes(outputs: Mapping[str, Any], n: int, contract: ModelContract) -> None:
+    """ContractError unless the mask, pattern and intensity outputs (arrays or tensors) have the contract's shapes."""
     t = contract.tile
     shapes = {"mask": (n, 1, t, t), "pattern": (n, len(contract.patterns)), "intensity": (n, 1)}
-    checked: dict[str, np.ndarray] = {}
     for name, shape in shapes.items():
-        value = np.asarray(outputs[name], dtype=np.float32)
-        if value.shape != shape:
-            raise ContractError(f"model output '{name}' is {value.shape}, the contract says {shape}")
-        checked[name] = value
+        if tuple(outputs[name].shape) != shape:
+            raise ContractError(f"model output '{name}' is {tuple(outputs[name].shape)}, the contract says {shape}")
+
+
+def check_outputs(outputs: dict[str, np.ndarray], n: int, contract: ModelContract) -> dict[str, np.ndarray]:
+    checked = {name: np.asarray(outputs[name], dtype=np.float32) for name in OUTPUT_NAMES}
+    check_output_shapes(checked, n, contract)
     return checked
 
 

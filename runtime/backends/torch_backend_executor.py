@@ -9,17 +9,21 @@ float32 rounding on a GPU. Imported only with the torch backend.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import torch
 
 from hep2edge.contract import ModelContract
 from hep2edge.normalization import dtype_scale
+from hep2edge.runtime.backends.base import check_output_shapes
 from hep2edge.runtime.backends.torch_backend import TorchBackend
 from hep2edge.runtime.executors import Chunk, split_outputs
 from hep2edge.runtime.results import TileOutputs
 from hep2edge.tiling import TileGrid
 
 UINT16_MASK = 0xFFFF
+INDEX_CACHE_SIZES = 32  # frame sizes whose tile indices stay on the device (a days-long watch sees few)
 
 
 def _f32(value: float) -> float:
@@ -32,34 +36,50 @@ class TorchTiler:
 
     def __init__(self, contract: ModelContract, device: torch.device) -> None:
         self.contract, self.device = contract, device
-        self._indices: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._indices: OrderedDict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        spec = contract.normalization
+        # 0-dim device tensors: CUDA turns division by a Python number into a multiply by its reciprocal
+        # (one bit off numpy); a tensor divisor takes the exact division path
+        self._mean = torch.tensor(_f32(spec.mean), device=device)
+        self._std = torch.tensor(_f32(spec.std), device=device)
 
     def upload(self, gray: np.ndarray) -> torch.Tensor:
-        """(H, W) uint8/uint16 frame -> (H, W) uint8 or int32 on the device (uint16 goes up as int16 bits)."""
+        """(H, W) uint8/uint16 frame -> zero-padded to at least one tile each way, uint8 or int32, on the device
+        (uint16 goes up as its int16 bits)."""
         if gray.ndim != 2 or gray.dtype not in (np.uint8, np.uint16):
             raise ValueError(f"expected an (H, W) uint8/uint16 frame, got {gray.dtype} {gray.shape}")
         if gray.dtype == np.uint8:
-            return torch.from_numpy(np.ascontiguousarray(gray)).to(self.device)
-        bits = torch.from_numpy(np.ascontiguousarray(gray).view(np.int16)).to(self.device)
-        return bits.to(torch.int32) & UINT16_MASK
+            frame = torch.from_numpy(np.ascontiguousarray(gray)).to(self.device)
+        else:
+            bits = torch.from_numpy(np.ascontiguousarray(gray).view(np.int16)).to(self.device)
+            frame = bits.to(torch.int32) & UINT16_MASK
+        t, (height, width) = self.contract.tile, gray.shape
+        if height >= t and width >= t:
+            return frame
+        padded = frame.new_zeros((max(height, t), max(width, t)))
+        padded[:height, :width] = frame
+        return padded
 
     def _grid_indices(self, grid: TileGrid) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, t) row and column indices of every tile in the padded frame, cached per frame size."""
+        """(N, t) row and column indices of every tile in the padded frame, for the latest frame sizes."""
         key = (grid.height, grid.width)
-        if key not in self._indices:
-            offsets = torch.arange(grid.tile, device=self.device)
-            tops = torch.tensor([p[0] for p in grid.positions], device=self.device)
-            lefts = torch.tensor([p[1] for p in grid.positions], device=self.device)
-            self._indices[key] = (tops[:, None] + offsets, lefts[:, None] + offsets)
+        if key in self._indices:
+            self._indices.move_to_end(key)
+            return self._indices[key]
+        offsets = torch.arange(grid.tile, device=self.device)
+        tops = torch.tensor([p[0] for p in grid.positions], device=self.device)
+        lefts = torch.tensor([p[1] for p in grid.positions], device=self.device)
+        self._indices[key] = (tops[:, None] + offsets, lefts[:, None] + offsets)
+        if len(self._indices) > INDEX_CACHE_SIZES:
+            self._indices.popitem(last=False)
         return self._indices[key]
 
     def tiles(self, frame: torch.Tensor, grid: TileGrid, start: int, stop: int, scale: float) -> torch.Tensor:
         """Tiles [start, stop) of an uploaded frame -> (n, 1, t, t) float32 normalised network input."""
-        height, width = grid.padded_shape
-        padded = frame.new_zeros((height, width))
-        padded[: grid.height, : grid.width] = frame
+        if tuple(frame.shape) != grid.padded_shape:
+            raise ValueError(f"frame of {tuple(frame.shape)} uploaded, grid is for {grid.padded_shape}")
         rows, cols = self._grid_indices(grid)
-        x = padded[rows[start:stop, :, None], cols[start:stop, None, :]].to(torch.float32)
+        x = frame[rows[start:stop, :, None], cols[start:stop, None, :]].to(torch.float32)
         spec = self.contract.normalization
         if spec.mode == "fixed":
             x = x * _f32(1.0 / scale)
@@ -68,8 +88,11 @@ class TorchTiler:
             span = x.amax(dim=(1, 2), keepdim=True) - lo
             x = torch.where(span > 0, (x - lo) / torch.where(span > 0, span, 1.0), 0.0)
         if spec.mean != 0.0 or spec.std != 1.0:
-            x = (x - _f32(spec.mean)) / _f32(spec.std)
+            x = (x - self._mean) / self._std
         return x[:, None]
+
+    def clear(self) -> None:
+        self._indices.clear()
 
 
 def threshold_on_device(probabilities: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -98,10 +121,14 @@ class TorchDeviceExecutor:
                 self._frame, self._key = self.tiler.upload(chunk.gray), chunk.key
             scale = dtype_scale(chunk.gray.dtype)
             pieces.append(self.tiler.tiles(self._frame, chunk.grid, chunk.start, chunk.stop, scale))
-        mask, pattern, intensity = self.backend.infer_tensor(torch.cat(pieces))
+        batch = torch.cat(pieces)
+        mask, pattern, intensity = self.backend.infer_tensor(batch)
+        check_output_shapes({"mask": mask, "pattern": pattern, "intensity": intensity}, len(batch),
+                            self.backend.contract)
         masks = threshold_on_device(mask, self.backend.contract.mask_threshold).cpu().numpy()
         heads = {"pattern": pattern.float().cpu().numpy(), "intensity": intensity.float().cpu().numpy()}
         return split_outputs(heads, masks, chunks)
 
     def close(self) -> None:
         self._frame = None
+        self.tiler.clear()

@@ -5,10 +5,12 @@
 #   here, after every code change:  benchmarks/gpu_session.sh prepare
 #       fills .devwheels/ (ignored by git): the pycuda wheels from ../shared/wheels/device-cp312/, watchdog
 #       for Python 3.12, and a wheel of this checkout (the machine cannot build one offline)
-#   on the device (carry .devwheels): bash benchmarks/gpu_session.sh run STEP... [--limit SECONDS]
+#   on the device (carry .devwheels): bash benchmarks/gpu_session.sh run STEP... [--limit S] [--budget S]
 #       STEP: tests | preprocess | backends | host | pipeline | accuracy; logs and result tables under $OUT
 #
-# Each step runs under `timeout` so the call ends inside the device tool's 10-minute command limit.
+# Steps run in the order given, each under `timeout`: at most --limit seconds (default 300), and never past
+# --budget seconds from the start (default 560), so the call ends inside the device tool's 10-minute limit
+# with every finished step's files in $OUT. Put the step that matters most first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=${DEVWHEELS:-.devwheels}  # DEVWHEELS: another folder (a dry run of `run` off the device)
@@ -16,28 +18,35 @@ SHARED_WHEELS=../shared/wheels/device-cp312
 WATCHDOG=watchdog==7.1.0
 
 prepare() {
-    mkdir -p "$WHEELS" && rm -f "$WHEELS"/hep2edge-*.whl
-    grep -qx "/$WHEELS/" .git/info/exclude 2>/dev/null || echo "/$WHEELS/" >> .git/info/exclude
-    cp -f "$SHARED_WHEELS"/*.whl "$WHEELS"/
+    mkdir -p "$WHEELS" && rm -f "$WHEELS"/hep2edge-*.whl  # .gitignore keeps .devwheels/ out of git
+    cp -f "$SHARED_WHEELS"/*.whl "$WHEELS"/ || exit 1
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux2014_x86_64 --platform any -d "$WHEELS" "$WATCHDOG"
-    python3 -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS" .
+        --platform manylinux2014_x86_64 --platform any -d "$WHEELS" "$WATCHDOG" || exit 1
+    python3 -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS" . \
+        || { echo "building the hep2edge wheel failed: run this from the project's activated venv"; exit 1; }
     ls -la "$WHEELS"
 }
 
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log, never stop the others
-    local name=$1 limit=$2
+    local name=$1 limit=$2 left=$((BUDGET - SECONDS))
     shift 2
+    [ "$left" -lt "$limit" ] && limit=$left
+    if [ "$limit" -lt 10 ]; then
+        echo "=== $name: skipped, the --budget is spent"
+        return
+    fi
     echo "=== $name (limit ${limit}s): $*"
     timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
     echo "=== $name: exit $? ($(grep -v '^[[:space:]]*$' "$OUT/$name.log" | tail -n 1))"
 }
 
 run() {
-    local limit=540 steps=()
+    local limit=300 steps=()
+    BUDGET=560
     while [ $# -gt 0 ]; do
         case $1 in
             --limit) limit=$2; shift 2 ;;
+            --budget) BUDGET=$2; shift 2 ;;
             *) steps+=("$1"); shift ;;
         esac
     done
@@ -69,5 +78,5 @@ run() {
 case ${1:-} in
     prepare) prepare ;;
     run) shift; run "$@" ;;
-    *) echo "usage: $0 prepare | run STEP... [--limit SECONDS]"; exit 2 ;;
+    *) echo "usage: $0 prepare | run STEP... [--limit SECONDS] [--budget SECONDS]"; exit 2 ;;
 esac

@@ -24,7 +24,7 @@ from hep2edge.atomic import OutputWriteError
 from hep2edge.errors import ConfigError
 from hep2edge.imageio import CHANNEL_POLICIES
 from hep2edge.runtime.backends import Backend, BackendConfig, create_backend
-from hep2edge.runtime.backends.base import DEVICES
+from hep2edge.runtime.backends.base import DEVICES, TORCH_PRECISIONS
 from hep2edge.runtime.executors import PREPROCESS_MODES, Executor, make_executor
 from hep2edge.runtime.journal import Journal
 from hep2edge.runtime.pipeline import Pipeline, PipelineConfig
@@ -76,6 +76,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_run_options(self.device, self.channel, self.preprocess)
+        if self.torch_precision not in TORCH_PRECISIONS:
+            raise ConfigError(f"--torch-precision {self.torch_precision}: valid: {', '.join(TORCH_PRECISIONS)}")
         if self.backend != "torch" and (self.torch_precision != "fp32" or self.channels_last):
             raise ConfigError(f"--torch-precision and --channels-last apply to a checkpoint (torch backend); "
                               f"{self.model.name} runs on {self.backend} at the precision it was exported with")

@@ -96,6 +96,10 @@ def test_cli_flags_reach_the_torch_backend_and_are_refused_for_onnx(tiny_checkpo
     refused = hep2edge("analyze", image, "--model", str(tiny_onnx), "--out", str(tmp_path / "b"), *flags,
                        cwd=tmp_path)
     assert refused.returncode == 2 and "apply to a checkpoint" in refused.stderr
+    bad = hep2edge("analyze", image, "--model", str(tiny_checkpoint), "--out", str(tmp_path / "c"),
+                   "--torch-precision", "fp8", cwd=tmp_path)
+    assert bad.returncode == 2 and "--torch-precision fp8: valid: fp32, fp16" in bad.stderr
+    assert "resolved" not in bad.stdout  # refused before anything runs
     assert "Traceback" not in refused.stderr
 
 

@@ -6,7 +6,9 @@
 #       fills .devwheels/ (ignored by git): the pycuda wheels from ../shared/wheels/device-cp312/, watchdog
 #       for Python 3.12, and a wheel of this checkout (the machine cannot build one offline)
 #   on the device (carry .devwheels): bash benchmarks/gpu_session.sh run STEP... [--limit S] [--budget S]
-#       STEP: tests | preprocess | backends | host | pipeline | accuracy; logs and result tables under $OUT
+#       STEP: tests | preprocess | backends | host | pipeline | accuracy
+#       $OUT gets steps.log (nvidia-smi, then every step's output) and results/ (one JSON + one Markdown + plots):
+#       the device tool returns at most 8 files
 #
 # Steps run in the order given, each under `timeout`: at most --limit seconds (default 300), and never past
 # --budget seconds from the start (default 560), so the call ends inside the device tool's 10-minute limit
@@ -35,9 +37,11 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
         echo "=== $name: skipped, the --budget is spent"
         return
     fi
-    echo "=== $name (limit ${limit}s): $*"
-    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
-    echo "=== $name: exit $? ($(grep -v '^[[:space:]]*$' "$OUT/$name.log" | tail -n 1))"
+    echo "=== $name (limit ${limit}s): $*" | tee -a "$LOG"
+    timeout "$limit" "$@" > "/tmp/step-$name.log" 2>&1
+    local code=$?
+    cat "/tmp/step-$name.log" >> "$LOG"
+    echo "=== $name: exit $code ($(grep -v '^[[:space:]]*$' "/tmp/step-$name.log" | tail -n 1))" | tee -a "$LOG"
 }
 
 run() {
@@ -54,7 +58,8 @@ run() {
     python3 -m pip install -q --no-index --no-deps --target /tmp/site "$WHEELS"/*.whl || exit 1
     export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
     export PATH=/tmp/site/bin:$PATH
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
+    LOG=$OUT/steps.log
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$LOG" 2>&1
     local results=$OUT/results work=/tmp/hep2edge-bench
     mkdir -p "$results"
     for name in "${steps[@]}"; do

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchlib.choice import Choice, choose, open_backend
+from benchlib.choice import Choice, backend_config, choose, open_backend
 from benchlib.cli import add_common, engine_profile, parse, pool_folder, resolve_models, say, size_of, work_folder
 from benchlib.data import cycled_batches, image_tiles, synth_pool, tiles_per_image, unique_copies
 from benchlib.feed import Feeder, ResultMonitor
@@ -72,10 +72,11 @@ def service_config(choice: Choice, args: argparse.Namespace, watched: Path, resu
     from hep2edge.runtime.pipeline import PipelineConfig
     from hep2edge.runtime.service import RunConfig
 
+    opened = backend_config(choice, args.batch)  # one place decides the backend's options
     return RunConfig(command="watch", out=results, model=choice.model, backend=choice.backend,
                      model_reason=choice.reason, device=choice.device, preprocess=choice.preprocess,
-                     cuda_graph=choice.cuda_graph, channels_last=choice.channels_last,
-                     torch_precision=choice.precision if choice.backend == "torch" else "fp32",
+                     cuda_graph=opened.cuda_graph, channels_last=opened.channels_last,
+                     torch_precision=opened.torch_precision,
                      pipeline=PipelineConfig(readers=args.readers, writers=args.writers, max_batch=args.batch),
                      source={"folder": str(watched), "benchmark": "bench_pipeline"})
 

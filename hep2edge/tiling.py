@@ -116,11 +116,11 @@ def _binary_votes(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def coverage(grid: TileGrid) -> np.ndarray:
-    """(H, W) uint8 read-only: how many tiles cover each pixel (at most 4 on any grid `tile_grid` makes)."""
-    count = _binary_votes(np.ones((len(grid), grid.tile, grid.tile), dtype=bool), grid)
-    count.setflags(write=False)
-    return count
+def majority_floor(grid: TileGrid) -> np.ndarray:
+    """(H, W) uint8 read-only: half the tiles covering each pixel, rounded down (computed once per grid)."""
+    half = _binary_votes(np.ones((len(grid), grid.tile, grid.tile), dtype=bool), grid) // 2
+    half.setflags(write=False)
+    return half
 
 
 def stitch_or(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
@@ -133,7 +133,7 @@ def stitch_majority(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
 
     votes > count // 2 is votes * 2 > count for integers, without widening the uint8 votes.
     """
-    return _binary_votes(tiles, grid) > coverage(grid) // 2
+    return _binary_votes(tiles, grid) > majority_floor(grid)
 
 
 STITCHERS = {"mean": stitch_mean, "or": stitch_or, "majority": stitch_majority}

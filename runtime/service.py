@@ -21,10 +21,11 @@ from rich.console import Console
 from rich.live import Live
 
 from hep2edge.atomic import OutputWriteError
+from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError
 from hep2edge.imageio import CHANNEL_POLICIES
 from hep2edge.runtime.backends import Backend, BackendConfig, create_backend
-from hep2edge.runtime.backends.base import DEVICES, TORCH_PRECISIONS
+from hep2edge.runtime.backends.base import DEVICES, check_torch_precision
 from hep2edge.runtime.executors import PREPROCESS_MODES, Executor, make_executor
 from hep2edge.runtime.journal import Journal
 from hep2edge.runtime.pipeline import Pipeline, PipelineConfig
@@ -76,11 +77,14 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_run_options(self.device, self.channel, self.preprocess)
-        if self.torch_precision not in TORCH_PRECISIONS:
-            raise ConfigError(f"--torch-precision {self.torch_precision}: valid: {', '.join(TORCH_PRECISIONS)}")
+        check_torch_precision(self.torch_precision)
         if self.backend != "torch" and (self.torch_precision != "fp32" or self.channels_last):
             raise ConfigError(f"--torch-precision and --channels-last apply to a checkpoint (torch backend); "
                               f"{self.model.name} runs on {self.backend} at the precision it was exported with")
+
+    def channel_policy(self, contract: ModelContract) -> str:
+        """--channel if given, else the model contract's policy."""
+        return self.channel or contract.channel_policy
 
     def backend_config(self) -> BackendConfig:
         return BackendConfig(self.model, self.pipeline.max_batch, self.device, self.cuda_graph,
@@ -163,7 +167,7 @@ def run_service(config: RunConfig, make_source: Callable[[Journal], Source], con
     backend = create_backend(config.backend, config.backend_config())
     with backend:
         check_contract_channels(backend.contract)
-        CHANNEL_POLICIES.get(config.channel or backend.contract.channel_policy)
+        CHANNEL_POLICIES.get(config.channel_policy(backend.contract))
         journal = Journal(config.out, {"command": config.command, "model": str(config.model), **config.source})
         try:  # the journal locks RESULTS against a second run
             removed = clean_temporaries(config.out)
@@ -198,7 +202,7 @@ def _build_pipeline(config: RunConfig, backend: Backend, executor: Executor, sou
                     stats: StageStats, board: StatusBoard) -> Pipeline:
     """Reader, writer and sinks for this backend's contract, joined into one pipeline."""
     out, contract = config.out, backend.contract
-    stage = replace(config.stage, channel_policy=config.channel or contract.channel_policy,
+    stage = replace(config.stage, channel_policy=config.channel_policy(contract),
                     retry_failed=config.retry_failed)
     model = ModelInfo(contract.model_id, backend.precision, backend.name, str(config.model), backend.device_name())
     # the result JSON goes last: its presence means every file of the image is complete (crash recovery)
@@ -215,7 +219,7 @@ def _run(config: RunConfig, backend: Backend, make_source: Callable[[Journal], S
          journal: Journal) -> RunSummary:
     recovered = _prepare(config, console, journal)
     description = backend.describe()
-    console.print(f"backend: {description}; channel policy: {config.channel or backend.contract.channel_policy}")
+    console.print(f"backend: {description}; channel policy: {config.channel_policy(backend.contract)}")
     executor = make_executor(backend, config.preprocess)
     stats, board = StageStats(), StatusBoard()
     source = make_source(journal)

@@ -44,8 +44,13 @@ class BackendConfig:
             raise ConfigError(f"max batch must be at least 1, got {self.max_batch}")
         if self.device not in DEVICES:
             raise ConfigError(f"unknown device '{self.device}'; valid: {', '.join(DEVICES)}")
-        if self.torch_precision not in TORCH_PRECISIONS:
-            raise ConfigError(f"--torch-precision {self.torch_precision}: valid: {', '.join(TORCH_PRECISIONS)}")
+        check_torch_precision(self.torch_precision)
+
+
+def check_torch_precision(precision: str) -> None:
+    """ConfigError unless `precision` is one the torch backend runs a checkpoint at."""
+    if precision not in TORCH_PRECISIONS:
+        raise ConfigError(f"--torch-precision {precision}: valid: {', '.join(TORCH_PRECISIONS)}")
 
 
 def gpu_present() -> bool:

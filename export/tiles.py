@@ -48,11 +48,13 @@ class TileSet:
 
 @dataclass(frozen=True)
 class DataSelection:
-    """A dataset folder and the patients to use from it (None = all)."""
+    """A dataset folder and the patients to use from it (None = all); `allow_outside`: its manifest may name
+    files outside the folder (the checkpoint was trained with --allow-outside)."""
 
     root: Path
     patients: frozenset[str] | None
     origin: str
+    allow_outside: bool = False
 
 
 def patient_key(value: object) -> str:
@@ -79,7 +81,8 @@ def resolve_selection(
         )
         raise ConfigError(f"{ckpt}: checkpoint {where}; pass {flag_name} DATA_DIR")
     keys = frozenset(patient_key(p) for p in patients)
-    return DataSelection(Path(str(root)), keys, f"{patient_keys[0]} of {ckpt.name}")
+    return DataSelection(Path(str(root)), keys, f"{patient_keys[0]} of {ckpt.name}",
+                         bool(data.get("allow_outside", False)))
 
 
 def load_records(selection: DataSelection) -> list[Any]:
@@ -89,7 +92,7 @@ def load_records(selection: DataSelection) -> list[Any]:
     if not selection.root.is_dir():
         raise DataError(f"{selection.root}: no such dataset folder ({selection.origin})")
     try:
-        dataset = load_dataset(selection.root)
+        dataset = load_dataset(selection.root, allow_outside=selection.allow_outside)
     except DataError as exc:  # its message lists every problem on its own line: keep the first
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise DataError(f"{selection.origin}: " + " ".join(lines[:2])) from exc

@@ -17,6 +17,10 @@ class ImageReadError(DataError):
     """One image cannot be read; the message names the file and the problem."""
 
 
+class IncompleteImageError(ImageReadError):
+    """The file ends early (truncated): possibly still being written, so a watcher reads it again later."""
+
+
 class ConfigError(Hep2EdgeError):
     """An option or configuration file is invalid or a required input cannot be resolved."""
 

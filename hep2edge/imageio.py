@@ -15,10 +15,12 @@ import numpy as np
 import tifffile
 
 from hep2edge.atomic import atomic_write_bytes
-from hep2edge.errors import ImageReadError
+from hep2edge.errors import ImageReadError, IncompleteImageError
 from hep2edge.registry import Registry
+from hep2edge.regular_file import read_regular_file
 
 MAX_PIXELS = 100_000_000
+MAX_FILE_BYTES = 1 << 30
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 
 ChannelPolicy = Callable[[np.ndarray], np.ndarray]
@@ -73,19 +75,13 @@ def _fail(path: Path, problem: str) -> ImageReadError:
     return ImageReadError(f"{path}: {problem}")
 
 
+def _truncated(path: Path, problem: str) -> IncompleteImageError:
+    return IncompleteImageError(f"{path}: {problem}")
+
+
 def _open_checked(path: Path) -> bytes:
-    """The file's bytes; raises for missing, folder, unreadable or zero-byte files."""
-    if not path.exists():
-        raise _fail(path, "file not found")
-    if path.is_dir():
-        raise _fail(path, "is a folder, not an image")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise _fail(path, f"cannot read ({exc.strerror or exc})") from exc
-    if not data:
-        raise _fail(path, "empty file (0 bytes)")
-    return data
+    """The file's bytes; raises for missing, folder, FIFO/device, unreadable or oversized files."""
+    return read_regular_file(path, MAX_FILE_BYTES).data
 
 
 # ---------------------------------------------------------------------------------------------- header sizes
@@ -182,7 +178,7 @@ def _decode_tiff(path: Path, data: bytes, max_pixels: int) -> np.ndarray:
                 raise _fail(path, "unsupported bit depth (1-bit bilevel TIFF)")
             ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts) if c]
             if ends and max(ends) > len(data):
-                raise _fail(path, f"truncated TIFF (pixel data needs {max(ends):,} bytes, file has {len(data):,})")
+                raise _truncated(path, f"truncated TIFF (pixel data needs {max(ends):,} bytes, file has {len(data):,})")
             array = page.asarray()
             axes = str(getattr(page, "axes", ""))
     except ImageReadError:
@@ -193,7 +189,7 @@ def _decode_tiff(path: Path, data: bytes, max_pixels: int) -> np.ndarray:
         first_ifd = _first_ifd_offset(data)
         if first_ifd is not None and first_ifd >= len(data):
             problem = f"truncated TIFF (first directory at byte {first_ifd:,}, file has {len(data):,})"
-            raise _fail(path, problem) from exc
+            raise _truncated(path, problem) from exc
         raise _fail(path, f"corrupt or truncated TIFF ({_short(exc)})") from exc
     if array.ndim == 3 and axes.startswith("S") and array.shape[0] <= 4 < array.shape[2]:
         array = np.moveaxis(array, 0, -1)
@@ -205,11 +201,11 @@ def _decode_cv2(path: Path, data: bytes, kind: str, max_pixels: int) -> np.ndarr
     if kind == "png":
         _check_pixels(path, _png_size(data), max_pixels)
         if b"IEND" not in data[-16:]:
-            raise _fail(path, "truncated PNG (no IEND chunk at the end)")
+            raise _truncated(path, "truncated PNG (no IEND chunk at the end)")
     elif kind == "jpeg":
         _check_pixels(path, _jpeg_size(data), max_pixels)
         if b"\xff\xd9" not in data[-64:]:
-            raise _fail(path, "truncated JPEG (no end-of-image marker)")
+            raise _truncated(path, "truncated JPEG (no end-of-image marker)")
     try:
         array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
@@ -249,14 +245,35 @@ def read_image(path: Path | str, channel_policy: str = "luminance", max_pixels: 
     TIFF: first page. RGBA: alpha dropped. Raises ImageReadError("<path>: <problem>") on any failure.
     """
     path = Path(path)
+    CHANNEL_POLICIES.get(channel_policy)
+    return decode_image(_open_checked(path), path, channel_policy, max_pixels)
+
+
+def decode_image(data: bytes, path: Path, channel_policy: str = "luminance",
+                 max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """(H, W) uint8/uint16 gray from a file's bytes (already read); `path` only names it in errors."""
     policy = CHANNEL_POLICIES.get(channel_policy)
-    data = _open_checked(path)
+    if not data:
+        raise _fail(path, "empty file (0 bytes)")
     kind = _sniff(data[:8])
     array = _decode_tiff(path, data, max_pixels) if kind == "tiff" else _decode_cv2(path, data, kind, max_pixels)
     _check_pixels(path, (int(array.shape[0]), int(array.shape[1])) if array.ndim >= 2 else None, max_pixels)
     if array.ndim < 2 or 0 in array.shape[:2]:
         raise _fail(path, f"image has no pixels (shape {array.shape})")
     return _to_gray(path, array, policy)
+
+
+def header_pixels(data: bytes) -> int | None:
+    """H x W from a PNG, JPEG or TIFF header without decoding (None when unknown): sizes memory before decoding."""
+    kind = _sniff(data[:8])
+    size = _png_size(data) if kind == "png" else _jpeg_size(data) if kind == "jpeg" else None
+    if kind == "tiff":
+        try:
+            with tifffile.TiffFile(io.BytesIO(data)) as tif:
+                size = _tiff_size(_tiff_page(tif))
+        except Exception:  # noqa: BLE001 - a corrupt header is reported by the decode that follows
+            size = None
+    return size[0] * size[1] if size is not None else None
 
 
 def read_mask(path: Path | str, max_pixels: int = MAX_PIXELS) -> np.ndarray:

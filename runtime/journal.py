@@ -1,9 +1,15 @@
 """The journal in `RESULTS/results.db` (SQLite, WAL): what happened to every input, so each is analysed once.
 
-Tables: `inputs` (one row per source path: content hash, state queued|seen|done|failed|alias, reason, stem),
-`results` (one row per analysed content hash, what `results.csv` is made from), `events` (started/done/failed
-per run, for auditing), `runs`, `specimens`. A result is committed in one transaction (results row + input
-state + event) after its files are renamed into place, so a crash leaves either no trace or a complete one.
+Tables: `inputs` (one row per source path: content hash, state, reason, stem, file signature), `results` (the
+current result of each analysed content, what `results.csv` and specimen votes are made from), `superseded`
+(results replaced by a new content at the same path: history, out of the tables and the vote), `events`
+(started/done/failed per run, for auditing), `runs`, `specimens`. A result is committed in one transaction
+(results row + input state + event) after its files are renamed into place, so a crash leaves either no trace
+or a complete one.
+
+Input states: queued (seen by a source), seen (claimed, being analysed), done, failed, alias (same content as
+another path), incomplete (truncated, maybe still being written: read again), ignored (in the folder before
+the first watch without --existing).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import re
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,18 +41,22 @@ SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY, started REAL NOT NULL, arguments TEXT);
 CREATE TABLE IF NOT EXISTS inputs (
     path TEXT PRIMARY KEY, content_hash TEXT, state TEXT NOT NULL, reason TEXT, stem TEXT,
-    run INTEGER, updated REAL NOT NULL);
+    run INTEGER, updated REAL NOT NULL, size INTEGER, mtime_ns INTEGER);
 CREATE INDEX IF NOT EXISTS inputs_hash ON inputs(content_hash);
 CREATE TABLE IF NOT EXISTS results ({", ".join(c + (" TEXT PRIMARY KEY" if c == "content_hash" else "")
                                                for c in RESULT_COLUMNS)});
 CREATE UNIQUE INDEX IF NOT EXISTS results_stem ON results(stem);
+CREATE TABLE IF NOT EXISTS superseded ({", ".join(RESULT_COLUMNS)}, superseded_at REAL, superseded_by TEXT);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, run INTEGER, content_hash TEXT, path TEXT, event TEXT, detail TEXT, at REAL);
 CREATE TABLE IF NOT EXISTS specimens (
     specimen TEXT PRIMARY KEY, images INTEGER, complete INTEGER, pattern TEXT, pattern_probability REAL,
     intensity TEXT, intensity_probability REAL, method TEXT, updated REAL);
 """
-UNSAFE_STEM = re.compile(r"[^A-Za-z0-9._-]+")
+UNSAFE_STEM = re.compile(r"[^\w.-]+")  # letters and digits of any script stay: `über ä` -> `über_ä`
+MAX_STEM_CHARS = 120
+FINISHED_STATES = ("done", "failed", "alias", "ignored")
+Signature = tuple[int, int]  # (size in bytes, mtime in ns): a file unchanged since the journal saw it
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,9 @@ class Claim:
 
 
 def safe_stem(name: str) -> str:
-    return UNSAFE_STEM.sub("_", name).strip("._") or "image"
+    """A file-name-safe, still readable stem: NFC, runs of other characters -> `_`, at most 120 characters."""
+    stem = UNSAFE_STEM.sub("_", unicodedata.normalize("NFC", name)).strip("._")
+    return stem[:MAX_STEM_CHARS].rstrip("._") or "image"
 
 
 class Journal:
@@ -74,6 +87,7 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            self._migrate()
             cursor = self._db.execute(
                 "INSERT INTO runs(started, arguments) VALUES (?, ?)", (started, json.dumps(arguments or {}))
             )
@@ -82,6 +96,13 @@ class Journal:
             raise OutputWriteError(f"{self.path}: cannot open the results database ({exc})") from exc
         self.run = int(cursor.lastrowid or 0)
         self.run_started = started
+
+    def _migrate(self) -> None:
+        """Journals written before file signatures existed gain the columns (NULL: treated as unchanged)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(inputs)")}
+        for column in ("size", "mtime_ns"):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE inputs ADD COLUMN {column} INTEGER")
 
     def _take_ownership(self) -> IO[bytes]:
         """An exclusive flock on results.db (independent of SQLite's own fcntl locks): one run per RESULTS.
@@ -137,9 +158,11 @@ class Journal:
                 (path, self.run, time.time()),
             )
 
-    def claim(self, path: str, content_hash: str, stem_hint: str, retry_failed: bool = False) -> Claim:
-        """Decide, atomically, whether this run analyses `path` (content `content_hash`)."""
+    def claim(self, path: str, content_hash: str, stem_hint: str, retry_failed: bool = False,
+              signature: Signature | None = None) -> Claim:
+        """Decide, atomically, whether this run analyses `path` (content `content_hash`, file `signature`)."""
         with self._transaction() as db:
+            self._sign(db, path, signature)
             done = db.execute(
                 "SELECT stem, source_path FROM results WHERE content_hash = ?", (content_hash,)
             ).fetchone()
@@ -167,18 +190,25 @@ class Journal:
             if twin is not None:
                 self._set(db, path, content_hash, "alias", f"same content as {twin[0]}", twin[1])
                 return Claim("duplicate", twin[1], f"same content as {twin[0]} (in progress)")
-            stem = self._stem_for(db, content_hash, stem_hint)
+            stem = self._stem_for(db, path, content_hash, stem_hint)
             self._set(db, path, content_hash, "seen", "", stem)
             self._event(db, content_hash, path, "started")
             return Claim("analyse", stem)
 
-    def _stem_for(self, db: sqlite3.Connection, content_hash: str, hint: str) -> str:
-        """The stem a content hash was given before (crash recovery), else a free one."""
+    def _stem_for(self, db: sqlite3.Connection, path: str, content_hash: str, hint: str) -> str:
+        """The stem a content hash was given before (crash recovery), else the path's own stem when it held
+        another content (a rewrite replaces that result's files), else a free one."""
         previous = db.execute(
             "SELECT stem FROM inputs WHERE content_hash = ? AND stem IS NOT NULL LIMIT 1", (content_hash,)
         ).fetchone()
         if previous is not None:
             return str(previous[0])
+        own = db.execute(
+            "SELECT stem FROM results WHERE source_path = ? AND stem NOT IN "
+            "(SELECT stem FROM inputs WHERE path != ? AND stem IS NOT NULL)", (path, path)
+        ).fetchone()
+        if own is not None:
+            return str(own[0])
         stem = safe_stem(hint)
         taken = db.execute(
             "SELECT 1 FROM inputs WHERE stem = ? AND content_hash != ? UNION "
@@ -196,11 +226,40 @@ class Journal:
             (path, content_hash, state, reason, stem, self.run, time.time()),
         )
 
+    def _sign(self, db: sqlite3.Connection, path: str, signature: Signature | None) -> None:
+        """Remember the file signature `path` had when read (a restart re-reads it only if it changed)."""
+        if signature is not None:
+            db.execute(
+                "INSERT INTO inputs(path, state, run, updated, size, mtime_ns) VALUES (?, 'queued', ?, ?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns",
+                (path, self.run, time.time(), *signature),
+            )
+
+    def _supersede(self, db: sqlite3.Connection, path: str, content_hash: str) -> None:
+        """Move the path's older result (another content) to `superseded`: one current result per path.
+
+        If another path still holds that content (an alias), the result stays current under that path.
+        """
+        for (old,) in db.execute("SELECT content_hash FROM results WHERE source_path = ? AND content_hash != ?",
+                                 (path, content_hash)).fetchall():
+            alias = db.execute("SELECT path FROM inputs WHERE content_hash = ? AND state = 'alias' AND path != ?",
+                               (old, path)).fetchone()
+            if alias is not None:
+                db.execute("UPDATE results SET source_path = ? WHERE content_hash = ?", (alias[0], old))
+                db.execute("UPDATE inputs SET state = 'done', reason = '' WHERE path = ?", (alias[0],))
+                continue
+            columns = ", ".join(RESULT_COLUMNS)
+            db.execute(f"INSERT INTO superseded({columns}, superseded_at, superseded_by) "
+                       f"SELECT {columns}, ?, ? FROM results WHERE content_hash = ?", (time.time(), content_hash, old))
+            db.execute("DELETE FROM results WHERE content_hash = ?", (old,))
+            self._event(db, old, path, "superseded", f"new content {content_hash[:12]} at the same path")
+
     def complete(self, path: str, row: dict[str, Any]) -> None:
-        """Record a finished result: results row, input done, event, in one transaction."""
+        """Record a finished result: results row (superseding the path's older one), input done, event."""
         columns = ", ".join(RESULT_COLUMNS)
         marks = ", ".join("?" for _ in RESULT_COLUMNS)
         with self._transaction() as db:
+            self._supersede(db, path, row["content_hash"])
             db.execute(f"INSERT OR REPLACE INTO results({columns}) VALUES ({marks})",
                        [row.get(c) for c in RESULT_COLUMNS])
             self._set(db, path, row["content_hash"], "done", "", row["stem"])
@@ -210,6 +269,30 @@ class Journal:
         with self._transaction() as db:
             self._set(db, path, content_hash, "failed", reason, None)
             self._event(db, content_hash, path, "failed", reason)
+
+    def wait(self, path: str, content_hash: str, reason: str) -> None:
+        """An incomplete (truncated) read: not a failure; the input is read again when it changes."""
+        with self._transaction() as db:
+            self._set(db, path, content_hash, "incomplete", reason, None)
+            self._event(db, content_hash, path, "incomplete", reason)
+
+    def ignore(self, files: list[tuple[str, Signature]]) -> None:
+        """Files in the folder before the first watch (without --existing): known, not analysed unless changed."""
+        now = time.time()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO inputs(path, state, reason, run, updated, size, mtime_ns) "
+                "VALUES (?, 'ignored', 'in the folder before the first watch', ?, ?, ?, ?)",
+                [(path, self.run, now, *signature) for path, signature in files],
+            )
+
+    def finished_signatures(self) -> dict[str, Signature | None]:
+        """path -> file signature of every input needing nothing more (None: recorded before signatures)."""
+        marks = ", ".join("?" for _ in FINISHED_STATES)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT path, size, mtime_ns FROM inputs WHERE state IN ({marks})", FINISHED_STATES)
+            return {path: None if size is None else (int(size), int(mtime)) for path, size, mtime in rows}
 
     def requeue_failed(self) -> list[str]:
         """--retry-failed: failed inputs go back to `queued`; returns their paths."""
@@ -222,13 +305,14 @@ class Journal:
         """(path, content hash, stem) of inputs queued or started by an earlier run but never finished."""
         with self._lock:
             return list(self._db.execute(
-                "SELECT path, content_hash, stem FROM inputs WHERE state IN ('queued', 'seen') AND run < ?",
+                "SELECT path, content_hash, stem FROM inputs WHERE state IN ('queued', 'seen', 'incomplete') "
+                "AND run < ?",
                 (self.run,)))
 
-    def previous_run_started(self) -> float | None:
+    def has_history(self) -> bool:
+        """Whether an earlier run used these RESULTS (this start is a restart)."""
         with self._lock:
-            row = self._db.execute("SELECT MAX(started) FROM runs WHERE id < ?", (self.run,)).fetchone()
-        return float(row[0]) if row and row[0] is not None else None
+            return self._db.execute("SELECT 1 FROM runs WHERE id < ? LIMIT 1", (self.run,)).fetchone() is not None
 
     def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

@@ -2,7 +2,8 @@
 
     source thread -> [intake] -> reader pool (read, hash, claim, decode, numpy tiles) -> [ready]
       -> one GPU thread (batches filled across frames, up to the backend's max batch) -> [done]
-      -> writer threads (stitch, sinks, journal commit, specimen verdicts, results.csv)
+      -> writer threads (stitch, sinks, journal commit, specimen verdicts)
+    and a tables thread: results.csv / specimens.csv at most every `table_interval_s`, always after the last commit
 
 Several writers keep a fast GPU fed: mask stitching, PNG encoding and fsync release the GIL, and the journal
 serialises its own commits. Results may land out of arrival order; each one is still complete or absent.
@@ -48,7 +49,7 @@ class PipelineConfig:
     queue_size: int = 8
     max_batch: int = 32
     batch_wait_ms: float = 2.0  # how long the GPU thread waits for another frame to fill a batch
-    table_interval_s: float = 2.0
+    table_interval_s: float = 1.0  # results.csv trails the journal by at most this (plus one regeneration)
 
     def __post_init__(self) -> None:
         for name in ("readers", "writers", "queue_size", "max_batch"):
@@ -77,7 +78,8 @@ class Pipeline:
         self._lock = threading.Lock()
         self._tables_lock = threading.Lock()
         self._tables_at = 0.0
-        self._tables_stale = False  # a writer committed while another was regenerating the tables
+        self._tables_dirty = threading.Event()  # a result was committed since the tables were last regenerated
+        self._writers_done = threading.Event()
 
     # --- plumbing -------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -90,6 +92,7 @@ class Pipeline:
                 self.error = exc
         self.abort.set()
         self.stop.set()
+        self.reader.cancelled.set()
 
     def _put(self, target: queue.Queue[Any], value: object) -> bool:
         while not self.abort.is_set():
@@ -239,36 +242,41 @@ class Pipeline:
     def _writer_loop(self) -> None:
         try:
             while (frame := self._get(self.done)) is not END:
-                self._isolated(frame.item.key, partial(self.writer.write, frame), frame.content_hash)
-                self._refresh_tables(force=False)
+                try:
+                    self._isolated(frame.item.key, partial(self.writer.write, frame), frame.content_hash)
+                finally:
+                    self.reader.budget.release(frame.reserved)
+                self._tables_dirty.set()
             with self._lock:
                 self._writers_left -= 1
                 last = self._writers_left == 0
-            if last and not self.abort.is_set():
-                self._refresh_tables(force=True)
+            if last:
+                self._writers_done.set()
+                if not self.abort.is_set():
+                    self._refresh_tables()
         except BaseException as exc:  # noqa: BLE001
             self._fatal(exc)
 
-    def _refresh_tables(self, force: bool) -> None:
-        """Regenerate results.csv every `table_interval_s` (one writer does it; the others go on writing).
-
-        A writer that finds another one regenerating marks the tables stale; that one then runs again, so a
-        result committed meanwhile is not left out until the next image.
-        """
-        if not self._tables_lock.acquire(blocking=force):
-            self._tables_stale = True
-            return
+    def _tables_loop(self) -> None:
+        """Regenerate the tables after commits: at most every `table_interval_s`, and after the last one of a
+        burst too (trailing edge), so results.csv matches the journal while the watcher is idle."""
         try:
-            now = time.monotonic()
-            due = force or now - self._tables_at >= self.config.table_interval_s
-            while due:
-                self._tables_stale = False
-                for table in self.tables:
-                    table.refresh(self.journal)
-                self._tables_at = now
-                due = self._tables_stale
-        finally:
-            self._tables_lock.release()
+            while not self._writers_done.is_set() and not self.abort.is_set():
+                if not self._tables_dirty.wait(POLL_S):
+                    continue
+                wait = self._tables_at + self.config.table_interval_s - time.monotonic()
+                if wait > 0 and self._writers_done.wait(wait):
+                    return  # the last writer regenerates them
+                self._refresh_tables()
+        except BaseException as exc:  # noqa: BLE001
+            self._fatal(exc)
+
+    def _refresh_tables(self) -> None:
+        with self._tables_lock:
+            self._tables_dirty.clear()
+            for table in self.tables:
+                table.refresh(self.journal)
+            self._tables_at = time.monotonic()
 
     # --- running --------------------------------------------------------------------------------------------
     @property
@@ -280,6 +288,7 @@ class Pipeline:
         threads += [threading.Thread(target=self._reader_loop, name=f"reader-{i}", daemon=True)
                     for i in range(self.config.readers)]
         threads.append(threading.Thread(target=self._gpu_loop, name="gpu", daemon=True))
+        threads.append(threading.Thread(target=self._tables_loop, name="tables", daemon=True))
         threads += [threading.Thread(target=self._writer_loop, name=f"writer-{i}", daemon=True)
                     for i in range(self.config.writers)]
         for thread in threads:

@@ -41,6 +41,20 @@ def check_contract_channels(contract: ModelContract) -> None:
         )
 
 
+def smallest_side(contract: ModelContract) -> int:
+    """Fields narrower than a quarter tile on either side carry no analysable cell: refused, not guessed at."""
+    return max(1, contract.tile // 4)
+
+
+def check_frame_size(frame: np.ndarray, contract: ModelContract, source: str) -> None:
+    """ImageReadError for a frame smaller than `smallest_side` in height or width (e.g. 1 x 1, 20000 x 1)."""
+    height, width = int(frame.shape[0]), int(frame.shape[1])
+    least = smallest_side(contract)
+    if min(height, width) < least:
+        raise ImageReadError(f"{source}: image is {width} x {height} pixels; both sides must be at least "
+                             f"{least} (a quarter of the model's {contract.tile} px tile)")
+
+
 def frame_grid(frame: np.ndarray, contract: ModelContract) -> TileGrid:
     return tile_grid(int(frame.shape[0]), int(frame.shape[1]), contract.tile)
 

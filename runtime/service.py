@@ -8,6 +8,7 @@ status line and clean SIGINT/SIGTERM handling, and returns a summary.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -142,13 +143,21 @@ class PlainStatus:
 
 @contextmanager
 def stop_on_signals(stop: Callable[[], None], console: Console) -> Iterator[None]:
-    """SIGINT/SIGTERM -> finish in-flight work, then return normally (main thread only)."""
+    """SIGINT/SIGTERM -> finish in-flight work, then return normally; a second signal exits at once, which the
+    journal survives like a kill (unfinished inputs are taken up by the next start). Main thread only."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    received: list[int] = []
 
     def handler(signum: int, _frame: object) -> None:
-        console.print(f"[yellow]{signal.Signals(signum).name}: stopping intake, finishing in-flight work[/yellow]")
+        name = signal.Signals(signum).name
+        if received:
+            console.print(f"[yellow]{name} again: exiting now; the next start takes up unfinished inputs[/yellow]")
+            os._exit(128 + signum)
+        received.append(signum)
+        console.print(f"[yellow]{name}: stopping intake, finishing in-flight work "
+                      f"(send it again to exit at once)[/yellow]")
         stop()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -186,6 +195,7 @@ def _prepare(config: RunConfig, console: Console, journal: Journal) -> int:
         console.print(f"recovered {recovered} complete result(s) an interrupted run had not journaled")
     for specimen in all_specimens(journal):  # groups completed just before a crash get their verdict
         update_specimen(journal, config.specimens, specimen)
+    TABLE_SINKS.get("csv")(config.out).refresh(journal)  # results.csv matches the journal from the start
     if config.retry_failed:
         console.print(f"--retry-failed: {len(journal.requeue_failed())} failed input(s) queued again")
     return recovered

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from hep2edge.contract import ModelContract
-from hep2edge.errors import ConfigError, ImageReadError
-from hep2edge.imageio import MAX_PIXELS, read_image
+from hep2edge.errors import ConfigError, ImageReadError, IncompleteImageError
+from hep2edge.imageio import MAX_FILE_BYTES, MAX_PIXELS, decode_image
+from hep2edge.regular_file import FileBytes, OversizeFileError, read_regular_file
+from hep2edge.runtime.inflight import InflightBudget, decode_estimate
 from hep2edge.runtime.journal import Journal
 from hep2edge.runtime.preprocess import (
     MASK_STITCHERS,
+    check_frame_size,
     frame_grid,
     frame_to_batch,
     stitch_mask,
@@ -33,8 +36,8 @@ from hep2edge.runtime.status import StatusBoard
 from hep2edge.tiling import TileGrid
 
 log = logging.getLogger(__name__)
-MAX_FILE_BYTES = 1 << 30
-HASH_CHUNK = 1 << 20
+MAX_INFLIGHT_BYTES = 1 << 30
+INCOMPLETE_GRACE_S = 60.0  # a truncated file modified this recently may still be arriving: read it again later
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class StageConfig:
     retry_failed: bool = False
     max_file_bytes: int = MAX_FILE_BYTES
     max_pixels: int = MAX_PIXELS
+    max_inflight_bytes: int = MAX_INFLIGHT_BYTES
     stitch: str = "majority"
 
     def __post_init__(self) -> None:
@@ -69,6 +73,7 @@ class Frame:
     queued_at: float = 0.0
     parts: list[TileOutputs] = field(default_factory=list)
     received: int = 0
+    reserved: int = 0  # bytes held in the reader's in-flight budget until the writer is done
 
     @property
     def complete(self) -> bool:
@@ -81,67 +86,99 @@ class Frame:
 
 
 class Reader:
-    """Reader-thread work: bytes -> content hash -> journal claim -> gray frame (-> normalised tiles)."""
+    """Reader-thread work: bytes (read once) -> content hash -> journal claim -> gray frame (-> normalised tiles)."""
 
     def __init__(self, config: StageConfig, contract: ModelContract, journal: Journal, stats: StageStats,
                  board: StatusBoard, tiles_on_host: bool) -> None:
         self.config, self.contract, self.journal = config, contract, journal
         self.stats, self.board, self.tiles_on_host = stats, board, tiles_on_host
+        self.budget = InflightBudget(config.max_inflight_bytes)
+        self.cancelled = threading.Event()  # the pipeline aborted: stop waiting for budget
 
     def _fail(self, item: Item, content_hash: str | None, reason: str) -> None:
         self.journal.fail(item.key, content_hash, reason)
         self.board.fail(item.key, reason)
         log.warning("%s", reason)
 
-    def _file_hash(self, path: Path) -> tuple[str, int]:
-        """(sha256 of the file's bytes, size); streamed, so an absurdly large file costs no memory."""
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with open(path, "rb") as handle:
-                while block := handle.read(HASH_CHUNK):
-                    digest.update(block)
-                    size += len(block)
-        except OSError as exc:
-            raise ImageReadError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-        return digest.hexdigest(), size
+    def _incomplete(self, item: Item, blob: FileBytes, content_hash: str, reason: str) -> bool:
+        """A truncated file written to moments ago is read again later (not a failure); True if so."""
+        assert item.path is not None
+        if item.retry is None or time.time() - blob.mtime_ns / 1e9 > INCOMPLETE_GRACE_S:
+            return False
+        self.journal.wait(item.key, content_hash, reason)
+        self.board.count("waiting")
+        log.info("%s; waiting for the rest of the file", reason)
+        item.retry()
+        return True
+
+    def _refuse(self, item: Item, exc: OversizeFileError) -> None:
+        """An oversize file is remembered by its (streamed) hash, so it is skipped as failed until it changes."""
+        claim = self.journal.claim(item.key, exc.content_hash, item.name, self.config.retry_failed)
+        if claim.action == "analyse":
+            self._fail(item, exc.content_hash, str(exc))
+        else:
+            self.board.count("duplicates" if claim.action == "duplicate" else "skipped_failed")
+
+    def _load(self, item: Item) -> tuple[bytes, FileBytes | None]:
+        """The bytes to hash and decode: the file's (read once, regular files only) or the captured frame's."""
+        if item.path is not None:
+            blob = read_regular_file(item.path, self.config.max_file_bytes, item.within)
+            return blob.data, blob
+        assert item.frame is not None
+        return np.ascontiguousarray(item.frame).tobytes(), None
+
+    def _decode(self, item: Item, data: bytes) -> np.ndarray:
+        if item.path is not None:
+            gray = decode_image(data, item.path, self.config.channel_policy, self.config.max_pixels)
+        else:
+            assert item.frame is not None
+            gray = to_gray(item.frame, self.config.channel_policy, item.key)
+        check_frame_size(gray, self.contract, item.key)
+        return gray
 
     def read(self, item: Item, serial: int, started: float) -> Frame | None:
-        """The frame to analyse, or None (already analysed, failed before, or unreadable: journaled)."""
+        """The frame to analyse, or None (already analysed, failed before, unreadable or incomplete: journaled)."""
         timings: dict[str, float] = {}
-        content_hash = None
+        content_hash, reserved, blob = None, 0, None
         try:
-            size = 0
             with self.stats.time("read", timings):
-                if item.path is not None:
-                    content_hash, size = self._file_hash(item.path)
-                else:
-                    assert item.frame is not None
-                    content_hash = hashlib.sha256(np.ascontiguousarray(item.frame).tobytes()).hexdigest()
-            claim = self.journal.claim(item.key, content_hash, item.name, self.config.retry_failed)
+                data, blob = self._load(item)
+                content_hash = hashlib.sha256(data).hexdigest()
+            if not self.budget.reserve(estimate := decode_estimate(data), self.cancelled):
+                return None  # aborting; not claimed, so it stays queued for the next run
+            reserved = estimate
+            signature = (blob.size, blob.mtime_ns) if blob is not None else None
+            claim = self.journal.claim(item.key, content_hash, item.name, self.config.retry_failed, signature)
             if claim.action != "analyse":
                 self.board.count("duplicates" if claim.action == "duplicate" else "skipped_failed")
+                self.budget.release(reserved)
                 return None
-            if size > self.config.max_file_bytes:
-                raise ImageReadError(
-                    f"{item.path}: file is {size:,} bytes, over the limit of {self.config.max_file_bytes:,}"
-                )
             with self.stats.time("decode", timings):
-                if item.path is not None:
-                    gray = read_image(item.path, self.config.channel_policy, self.config.max_pixels)
-                else:
-                    assert item.frame is not None
-                    gray = to_gray(item.frame, self.config.channel_policy, item.key)
+                gray = self._decode(item, data)
+        except OversizeFileError as exc:
+            self._refuse(item, exc)
+            return None
+        except IncompleteImageError as exc:
+            self.budget.release(reserved)
+            if blob is None or content_hash is None or not self._incomplete(item, blob, content_hash, str(exc)):
+                self._fail(item, content_hash, str(exc))
+            return None
         except ImageReadError as exc:
+            self.budget.release(reserved)
             self._fail(item, content_hash, str(exc))
             return None
+        except BaseException:
+            self.budget.release(reserved)
+            raise
         tiles = None
         if self.tiles_on_host:
             with self.stats.time("preprocess", timings):
                 tiles, grid = frame_to_batch(gray, self.contract)
         else:
             grid = frame_grid(gray, self.contract)
-        return Frame(serial, item, content_hash, claim.stem, gray, grid, tiles, started, timings)
+        kept = gray.nbytes + (tiles.nbytes if tiles is not None else 0)
+        self.budget.resize(reserved, kept)
+        return Frame(serial, item, content_hash, claim.stem, gray, grid, tiles, started, timings, reserved=kept)
 
 
 class Writer:

@@ -18,6 +18,7 @@ class StatusBoard:
     duplicates: int = 0
     skipped_failed: int = 0
     failed: int = 0
+    waiting: int = 0  # truncated files read again when they change (still being written)
     queued: int = 0
     dropped: int = 0
     last_latency_ms: float = 0.0
@@ -51,6 +52,8 @@ class StatusBoard:
             ]
             if self.dropped:
                 parts.append(("  dropped ", f"{self.dropped}"))
+            if self.waiting:
+                parts.append(("  incomplete ", f"{self.waiting}"))
             parts.append(("  latency ", f"{self.last_latency_ms:.0f} ms"))
             text = Text()
             for label, value in parts:

@@ -113,7 +113,10 @@ def test_data_selection_from_checkpoint_or_flag(tmp_path: Path) -> None:
     data = {"root": str(tmp_path), "train_patients": ["00001", "00002"], "val_patients": ["3"]}
     ckpt = tmp_path / "c.pt"
     train = resolve_selection(None, "--calib-data", data, ("train_patients",), ckpt)
-    assert train.root == tmp_path and train.patients == frozenset({"1", "2"})
+    assert train.root == tmp_path and train.patients == frozenset({"1", "2"}) and not train.allow_outside
+    outside = {**data, "allow_outside": True}
+    trained_outside = resolve_selection(None, "--calib-data", outside, ("train_patients",), ckpt)
+    assert trained_outside.allow_outside  # trained with --allow-outside: export reads the same manifest
     flagged = resolve_selection(tmp_path / "other", "--val-data", data, ("val_patients",), ckpt)
     assert flagged.patients is None and flagged.root == tmp_path / "other"
     with pytest.raises(ConfigError, match=r"c.pt: checkpoint records no dataset and fold patients; pass --val-data"):

@@ -144,7 +144,7 @@ def test_watch_recursive_existing_and_restart_queue(tmp_path: Path) -> None:
     old, deep = _png(tmp_path / "old.png"), _png(tmp_path / "sub" / "deep.png")
     config = WatchConfig(tmp_path, recursive=True, settle_ms=100, existing=True)
     got = _watch(config, lambda: _png(tmp_path / "sub" / "new.png"), wait_s=1.0, first=[old])
-    assert got.names().count("old") == 2  # re-queued first, then found by --existing: the journal dedupes
+    assert got.names().count("old") == 1  # re-queued first; the start-up scan does not queue it again
     assert {"deep", "new"} <= set(got.names())
     assert deep.exists()
 

@@ -120,3 +120,65 @@ def test_without_the_train_extra_train_names_it_first(args: list[str], tmp_path:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'hep2edge[train]'" in lines[0], result.stderr
+
+
+def _outside_row(data: Path, outside: Path, present: bool) -> str:
+    """Move 00003_p2 (image and mask) out of the dataset (or delete it) and name it `../` in labels.csv."""
+    for name in ("00003_p2.tif", "00003_p2_Mask.tif"):
+        if present:
+            (data / name).rename(outside / name)
+        else:
+            (data / name).unlink()
+    text = (data / "labels.csv").read_text().replace("00003_p2", "../00003_p2")
+    (data / "labels.csv").write_text(text)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if row.startswith("../00003_p2.tif"))
+    return (f"{data / 'labels.csv'}:{line}: image ../00003_p2.tif lies outside the dataset folder {data}; "
+            "--allow-outside permits it")
+
+
+def test_train_refuses_manifest_paths_outside_the_dataset(synth_tiny: Path, tmp_path: Path) -> None:
+    data = _copy_dataset(synth_tiny, tmp_path / "data")
+    expected = _outside_row(data, tmp_path, present=True)
+    args = ["--data", str(data), "--encoder", "mobilenet_v2", "--tile", "64", "--epochs", "1", "--folds", "3",
+            "--fold", "0", "--no-progress"]
+    result = subprocess.run([sys.executable, "-m", "hep2edge", "train", *args], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert expected in result.stderr.splitlines()[-1] and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_outside_refusal_says_nothing_about_the_outside_file(synth_tiny: Path, tmp_path: Path) -> None:
+    from hep2edge.errors import DataError
+    from hep2edge.train.config import TrainConfig
+    from hep2edge.train.run import prepare
+
+    messages = []
+    for name, present in (("a", True), ("b", False)):
+        (tmp_path / name).mkdir()
+        data = _copy_dataset(synth_tiny, tmp_path / name / "data")
+        expected = _outside_row(data, tmp_path / name, present)
+        config = TrainConfig(data=data, encoder="mobilenet_v2", decoder_channels=(32, 16, 16, 8, 8), tile=64,
+                             folds=3, progress=False)
+        with pytest.raises(DataError) as info:
+            prepare(config)
+        assert expected in [line.strip() for line in str(info.value).splitlines()]
+        messages.append(str(info.value).replace(str(tmp_path / name), "X"))
+    assert messages[0] == messages[1]
+    allowed = prepare(config.replace(data=tmp_path / "a" / "data", allow_outside=True))
+    assert any(r.image == tmp_path / "a" / "data" / ".." / "00003_p2.tif" for r in allowed.records)
+
+
+def test_allow_outside_cli_default_is_the_config_default() -> None:
+    import dataclasses
+
+    import typer
+
+    from hep2edge.train.config import TrainConfig
+
+    command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    option = next(p for p in command.params if p.name == "allow_outside")
+    field = next(f for f in dataclasses.fields(TrainConfig) if f.name == "allow_outside")
+    assert option.default is field.default is False
+    assert option.opts == ["--allow-outside"]
+    assert "allow_outside" not in TrainConfig(data=Path("d")).resume_key()  # a permission, not a setting

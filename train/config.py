@@ -27,6 +27,7 @@ class TrainConfig:
     data: Path
     out: Path | None = None  # None: the next runs/train/<n>, made once the inputs are checked
     manifest: Path | None = None
+    allow_outside: bool = False  # manifest paths may resolve outside `data`
     folds_file: Path | None = None
     encoder: str = DEFAULT_ENCODER
     encoder_weights: str = "none"
@@ -120,7 +121,7 @@ class TrainConfig:
 
     def resume_key(self) -> dict[str, Any]:
         """The fields a resumed run must share with the run it continues."""
-        skip = {"resume", "progress", "out", "device"}
+        skip = {"resume", "progress", "out", "device", "allow_outside"}
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in skip}
 
 

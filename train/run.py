@@ -65,6 +65,7 @@ def data_info(
     return {
         "root": str(dataset.root.resolve()),
         "manifest": str(dataset.manifest.resolve()),
+        "allow_outside": config.allow_outside,
         "folds_file": str(folds_path),
         "train_patients": list(train),
         "val_patients": list(val),
@@ -90,7 +91,7 @@ def prepare(config: TrainConfig) -> Dataset:
     """Check the inputs that need no decoding: run folder, manifest, masks, fold count, encoder weights."""
     if config.out is not None:
         check_out_dir(config.out, config.resume)
-    dataset = load_dataset(config.data, config.manifest)
+    dataset = load_dataset(config.data, config.manifest, allow_outside=config.allow_outside)
     require_masks(dataset.records, str(dataset.manifest))
     if config.folds_file is None:
         make_folds(dataset.records, config.folds, config.seed)  # too few patients for --folds fails here

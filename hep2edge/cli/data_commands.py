@@ -41,12 +41,15 @@ def check(
     manifest: Path = typer.Option(None, "--manifest", help="Manifest CSV (default: labels.csv or the single *.csv)."),
     max_problems: int = typer.Option(50, "--max-problems", min=1, help="Stop after this many problems."),
     check_images: bool = typer.Option(True, "--decode/--no-decode", help="Decode every image and mask."),
+    allow_outside: bool = typer.Option(False, "--allow-outside",
+                                       help="Accept manifest paths that resolve outside the dataset folder."),
 ) -> None:
     """Validate a dataset: print its summary, or every problem as `file:line: message` (exit 1)."""
     from hep2edge.data.validate import validate_dataset
 
     root = _require(data, "DIR", "check.data")
-    report = validate_dataset(root, manifest, max_problems=max_problems, check_images=check_images)
+    report = validate_dataset(root, manifest, max_problems=max_problems, check_images=check_images,
+                              allow_outside=allow_outside)
     if report.ok:
         summary = report.summary()
         console.print(f"{summary['root']}: {summary['patients']} patients, {summary['images']} images, no problems",

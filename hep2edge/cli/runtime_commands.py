@@ -40,6 +40,8 @@ SPECIMEN_PATTERN = typer.Option(r"^(\d{5})_p\d+", "--specimen-pattern",
 SPECIMEN_IMAGES = typer.Option(4, "--specimen-images", min=1, help="Images that complete a specimen.")
 SPECIMEN_METHOD = typer.Option("vote", "--specimen-method", help="vote | mean.")
 MAX_FILE_MB = typer.Option(1024, "--max-file-mb", min=1, help="Larger files fail as absurdly large.")
+MAX_INFLIGHT_MB = typer.Option(1024, "--max-inflight-mb", min=1, help="Memory for images between reading and "
+                               "writing (decodes wait for room; one larger image still runs alone).")
 
 
 def _require(value: Any, what: str, key: str) -> Any:
@@ -68,7 +70,8 @@ def _config(command: str, out: Path | None, options: dict[str, Any], source: dic
     from hep2edge.runtime.stages import StageConfig
 
     service.check_run_options(options["device"], options["channel"], options["preprocess"])
-    stage = StageConfig(max_file_bytes=options["max_file_mb"] << 20, stitch=options["stitch"])
+    stage = StageConfig(max_file_bytes=options["max_file_mb"] << 20, stitch=options["stitch"],
+                        max_inflight_bytes=options["max_inflight_mb"] << 20)
     specimens = SpecimenConfig(options["specimen_pattern"], options["specimen_images"], options["specimen_method"])
     chosen = select.select_model(options["model"], options["backend"])
     console.print(f"model: {chosen.model} -> backend {chosen.backend} ({chosen.reason})", highlight=False, markup=False)
@@ -130,7 +133,7 @@ def analyze(
     queue: int = QUEUE, max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
     torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, writers: int = WRITERS,
     stitch: str = STITCH, specimen_pattern: str = SPECIMEN_PATTERN, specimen_images: int = SPECIMEN_IMAGES,
-    specimen_method: str = SPECIMEN_METHOD, max_file_mb: int = MAX_FILE_MB,
+    specimen_method: str = SPECIMEN_METHOD, max_file_mb: int = MAX_FILE_MB, max_inflight_mb: int = MAX_INFLIGHT_MB,
 ) -> None:
     """Analyse files once and exit with a summary (exit 1 if any input failed, now or in an earlier run)."""
     options = dict(locals())
@@ -155,14 +158,16 @@ def watch(
     poll: bool = typer.Option(False, "--poll", help="Poll instead of inotify (network shares)."),
     poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.05, help="Seconds between polls."),
     settle: int = typer.Option(1000, "--settle", min=0, help="ms a file's size and mtime must stay the same."),
-    existing: bool = typer.Option(False, "--existing", help="Also analyse files already in the folder."),
+    existing: bool = typer.Option(False, "--existing", help="First watch of a folder: also analyse the files "
+                                  "already in it (a restart always analyses whatever the journal has no result "
+                                  "for, whatever its age)."),
     max_files: int = typer.Option(0, "--max-files", min=0, help="Exit after this many files were taken in "
                                   "and written (0: run until SIGINT/SIGTERM)."),
     overlay: bool = OVERLAY, stats: bool = STATS, retry_failed: bool = RETRY, readers: int = READERS,
     queue: int = QUEUE, max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
     torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, writers: int = WRITERS,
     stitch: str = STITCH, specimen_pattern: str = SPECIMEN_PATTERN, specimen_images: int = SPECIMEN_IMAGES,
-    specimen_method: str = SPECIMEN_METHOD, max_file_mb: int = MAX_FILE_MB,
+    specimen_method: str = SPECIMEN_METHOD, max_file_mb: int = MAX_FILE_MB, max_inflight_mb: int = MAX_INFLIGHT_MB,
 ) -> None:
     """Analyse every image that appears in FOLDER until SIGINT/SIGTERM (then finish in-flight work, exit 0)."""
     options = dict(locals())
@@ -199,7 +204,7 @@ def camera(
 ) -> None:
     """Analyse camera or video frames at --fps until the stream ends or SIGINT/SIGTERM."""
     options = {**dict(locals()), "retry_failed": False, "specimen_pattern": r"^(\d{5})_p\d+",
-               "specimen_images": 4, "specimen_method": "vote", "max_file_mb": 1024}
+               "specimen_images": 4, "specimen_method": "vote", "max_file_mb": 1024, "max_inflight_mb": 1024}
     spec = str(_require(source, "SOURCE", "camera.source"))
     from hep2edge.runtime.sources.camera import CameraConfig, CameraSource
 

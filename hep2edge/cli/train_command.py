@@ -69,6 +69,8 @@ def train(
     data: Path = typer.Option(None, "--data", help="Dataset folder (images, masks, labels.csv).", show_default=False),
     out: Path = typer.Option(None, "--out", help="Run folder (default: the next runs/train/<n>).", show_default=False),
     manifest: Path = typer.Option(None, "--manifest", help="Manifest CSV (default: the dataset's labels.csv)."),
+    allow_outside: bool = typer.Option(False, "--allow-outside",
+                                       help="Accept manifest paths that resolve outside the dataset folder."),
     folds_file: Path = typer.Option(None, "--folds-file", help="Reuse patient folds from this JSON."),
     encoder: str = typer.Option("efficientnet-b4", "--encoder", help="Any segmentation_models_pytorch encoder."),
     encoder_weights: str = typer.Option("none", "--encoder-weights", help="none | imagenet | PATH to a state dict."),
@@ -114,9 +116,10 @@ def train(
     if not Path(data).is_dir():
         raise ConfigError(f"--data {data}: no such dataset folder")
     config = config_module.TrainConfig(
-        data=Path(data), out=_out_dir(out, resume), manifest=manifest, folds_file=folds_file,
-        encoder=encoder, encoder_weights=encoder_weights, in_channels=in_channels, channel_policy=channel_policy,
-        decoder_channels=_ints(decoder_channels, "--decoder-channels"), pool_levels=pool_levels, dropout=dropout,
+        data=Path(data), out=_out_dir(out, resume), manifest=manifest, allow_outside=allow_outside,
+        folds_file=folds_file, encoder=encoder, encoder_weights=encoder_weights, in_channels=in_channels,
+        channel_policy=channel_policy, decoder_channels=_ints(decoder_channels, "--decoder-channels"),
+        pool_levels=pool_levels, dropout=dropout,
         tile=tile, normalization=normalization, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, scheduler=scheduler, folds=folds, fold=config_module.parse_fold(fold), seed=seed,
         seg_loss=seg_loss, class_weights=class_weights, label_smoothing=label_smoothing, weighting=weighting,

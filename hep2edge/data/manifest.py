@@ -7,6 +7,7 @@ spacing) and the headerless 4-column `Image, Mask, Label, Intensity` form of the
 from __future__ import annotations
 
 import csv
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -129,16 +130,43 @@ def find_manifest(root: Path, manifest: Path | str | None = None) -> Path:
     raise DataError(f"{root}: several CSV files ({names}); pass the manifest explicitly")
 
 
-def resolve_path(root: Path, cell: str) -> Path:
-    """A manifest path cell -> a path: absolute as is, else relative to root (falling back to the bare name)."""
-    text = cell.strip().replace("\\", "/")
-    path = Path(text)
-    if path.is_absolute():
-        return path
-    candidate = root / path
-    if not candidate.exists() and (root / path.name).exists():
-        return root / path.name
-    return candidate
+class OutsideError(DataError):
+    """A manifest path resolves (symlinks followed) outside the dataset folder and that is not allowed."""
+
+
+def is_inside(root: Path, path: Path) -> bool:
+    """Whether `path` resolves inside `root`, symlinks followed; resolution only, no file is opened."""
+    real_root = os.path.realpath(root)
+    try:
+        return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+    except ValueError:  # another drive (Windows)
+        return False
+
+
+def _contain(root: Path, path: Path, shown: str, allow_outside: bool) -> None:
+    """Raise OutsideError for a path outside root unless allowed; the message never says whether it exists."""
+    if not allow_outside and not is_inside(root, path):
+        raise OutsideError(f"{shown} lies outside the dataset folder {root}; --allow-outside permits it")
+
+
+def _as_written(cell: str) -> str:
+    text = cell.strip()
+    return text if text.isprintable() else repr(text)
+
+
+def resolve_path(root: Path, cell: str, allow_outside: bool = False) -> Path:
+    """A manifest path cell -> a path: absolute as is, else relative to root (falling back to the bare name).
+
+    Unless `allow_outside`, a path resolving outside root raises OutsideError before anything outside is stat'ed.
+    """
+    path = Path(cell.strip().replace("\\", "/"))
+    candidate = path if path.is_absolute() else root / path
+    _contain(root, candidate, _as_written(cell), allow_outside)
+    if path.is_absolute() or candidate.exists():
+        return candidate
+    fallback = root / path.name
+    _contain(root, fallback, _as_written(cell), allow_outside)
+    return fallback if fallback.exists() else candidate
 
 
 def _header_columns(cells: list[str]) -> dict[str, int] | None:
@@ -171,7 +199,26 @@ def _read_rows(manifest: Path) -> list[tuple[int, list[str]]]:
     return rows
 
 
-def _record(root: Path, line: int, cells: list[str], columns: dict[str, int], where: str) -> ImageRecord | Problem:
+def _paths(root: Path, image_cell: str, mask_cell: str, allow_outside: bool) -> tuple[Path, Path | None]:
+    """The image and mask paths of a row (the mask inferred beside the image when its cell is empty)."""
+    image = _resolve(root, image_cell, "image", allow_outside)
+    if mask_cell:
+        return image, _resolve(root, mask_cell, "mask", allow_outside)
+    inferred = mask_path_for(image)
+    _contain(root, inferred, f"mask {_as_written(_rel(inferred, root))}", allow_outside)
+    return image, inferred if inferred.exists() else None
+
+
+def _resolve(root: Path, cell: str, what: str, allow_outside: bool) -> Path:
+    """resolve_path, with an OutsideError that says which column the path came from."""
+    try:
+        return resolve_path(root, cell, allow_outside)
+    except OutsideError as exc:
+        raise OutsideError(f"{what} {exc}") from None
+
+
+def _record(root: Path, line: int, cells: list[str], columns: dict[str, int], where: str,
+            allow_outside: bool = False) -> ImageRecord | Problem:
     """Parse one row into a record, or the problem that stops it."""
     needed = max(columns.values()) + 1
     if len(cells) < needed:
@@ -182,23 +229,23 @@ def _record(root: Path, line: int, cells: list[str], columns: dict[str, int], wh
 
     if not cell("image"):
         return Problem(where, line, "malformed row: empty image cell")
-    image = resolve_path(root, cell("image"))
+    try:
+        image, mask = _paths(root, cell("image"), cell("mask"), allow_outside)
+    except OutsideError as exc:
+        return Problem(where, line, str(exc))
     try:
         pattern = parse_pattern(cell("pattern"))
         intensity = parse_intensity(cell("intensity"))
     except LabelError as exc:
         return Problem(where, line, str(exc))
-    if cell("mask"):
-        mask: Path | None = resolve_path(root, cell("mask"))
-    else:
-        inferred = mask_path_for(image)
-        mask = inferred if inferred.exists() else None
     patient = cell("patient") or patient_from_name(image)
     return ImageRecord(image=image, mask=mask, patient=patient, pattern=pattern, intensity=intensity, line=line)
 
 
-def parse_manifest(root: Path, manifest: Path) -> tuple[list[ImageRecord], list[Problem]]:
-    """Every row of a manifest as a record, and the problems of the rows that could not be parsed."""
+def parse_manifest(
+    root: Path, manifest: Path, allow_outside: bool = False
+) -> tuple[list[ImageRecord], list[Problem]]:
+    """Every row as a record, and the problems of the rows that could not be parsed or lie outside root."""
     where = str(manifest)
     rows = _read_rows(manifest)
     if not rows:
@@ -214,7 +261,7 @@ def parse_manifest(root: Path, manifest: Path) -> tuple[list[ImageRecord], list[
         rows = rows[1:]
     records: list[ImageRecord] = []
     for line, cells in rows:
-        parsed = _record(root, line, cells, columns, where)
+        parsed = _record(root, line, cells, columns, where, allow_outside)
         (problems if isinstance(parsed, Problem) else records).append(parsed)  # type: ignore[arg-type]
     return records, problems
 
@@ -250,11 +297,14 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def load_dataset(root: Path | str, manifest: Path | str | None = None) -> Dataset:
-    """Parse a dataset folder; raise DataError listing every problem found (images are not decoded)."""
+def load_dataset(root: Path | str, manifest: Path | str | None = None, allow_outside: bool = False) -> Dataset:
+    """Parse a dataset folder; raise DataError listing every problem found (images are not decoded).
+
+    Manifest paths must resolve inside `root` (symlinks followed) unless `allow_outside`.
+    """
     root = Path(root)
     manifest_path = find_manifest(root, manifest)
-    records, problems = parse_manifest(root, manifest_path)
+    records, problems = parse_manifest(root, manifest_path, allow_outside)
     problems += structural_problems(records, str(manifest_path), root)
     if not problems and not records:
         problems.append(Problem(str(manifest_path), None, "manifest has no rows"))
@@ -262,5 +312,6 @@ def load_dataset(root: Path | str, manifest: Path | str | None = None) -> Datase
         problems.sort(key=lambda p: p.line or 0)
         shown = "\n  ".join(str(p) for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise DataError(f"{manifest_path}: {len(problems)} problem(s) (run `hep2edge check {root}`):\n  {shown}{more}")
+        check = f"hep2edge check {root}" + (" --allow-outside" if allow_outside else "")
+        raise DataError(f"{manifest_path}: {len(problems)} problem(s) (run `{check}`):\n  {shown}{more}")
     return Dataset(root=root, manifest=manifest_path, records=tuple(records))

@@ -128,14 +128,18 @@ def _check_images(report: ValidationReport, records: list[ImageRecord], where: s
 
 
 def validate_dataset(
-    root: Path | str, manifest: Path | str | None = None, max_problems: int = 50, check_images: bool = True
+    root: Path | str, manifest: Path | str | None = None, max_problems: int = 50, check_images: bool = True,
+    allow_outside: bool = False,
 ) -> ValidationReport:
-    """Check a dataset folder and return every problem found (up to `max_problems`) with a summary."""
+    """Check a dataset folder and return every problem found (up to `max_problems`) with a summary.
+
+    A manifest path resolving outside `root` (symlinks followed) is a problem unless `allow_outside`.
+    """
     root = Path(root)
     report = ValidationReport(root=root, manifest=None, max_problems=max(1, max_problems))
     try:
         report.manifest = find_manifest(root, manifest)
-        records, row_problems = parse_manifest(root, report.manifest)
+        records, row_problems = parse_manifest(root, report.manifest, allow_outside)
     except DataError as exc:
         located = re.match(r"^(.*?)(?::(\d+))?: (.*)$", str(exc), re.DOTALL)
         if located:

@@ -23,6 +23,8 @@ class Item:
     name: str
     path: Path | None = None
     frame: np.ndarray | None = None
+    within: Path | None = None  # a watched folder the file must really lie in (None: a file the user named)
+    retry: Callable[[], None] | None = None  # read it again later (a watcher, for a file still being written)
 
 
 Emit = Callable[[Item], bool]  # returns False once the pipeline stops accepting input

@@ -1,17 +1,20 @@
 """Folder watching: inotify through watchdog (or polling for network shares), emitting only complete files.
 
 A file is complete when its size and mtime have not changed for `settle_ms`, or when it was renamed into
-place from a temporary/hidden name. Hidden, temporary and non-image files are ignored, and a path whose real
-location lies outside the watched folder (a symlink pointing out) is never read.
+place from a temporary/hidden name. Hidden, temporary and non-image files are ignored; only regular files are
+emitted, and a path whose real location lies outside the watched folder (a symlink pointing out) is never read.
+At start, files already in the folder are compared with what the journal finished (`StartupScan`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -20,6 +23,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from hep2edge.errors import ConfigError
+from hep2edge.regular_file import file_kind
 from hep2edge.runtime.sources.base import Emit, Item, Source, is_candidate
 
 log = logging.getLogger(__name__)
@@ -52,11 +56,32 @@ def inside(path: Path, root: Path) -> bool:
         return False
 
 
-def _mtime(path: Path) -> float:
+Signature = tuple[int, int]  # (size, mtime in ns)
+
+
+@dataclass(frozen=True)
+class StartupScan:
+    """What the watcher does with the files already in the folder when it starts.
+
+    `analyse`: queue every file not finished unchanged (a restart, or --existing); else the files modified
+    before `started` are the baseline, handed to `record_baseline` (a first watch without --existing), and
+    newer ones arrived after this run began. `finished`: path -> the signature the journal finished it with
+    (None: unknown, treated as unchanged).
+    """
+
+    analyse: bool = False
+    started: float = float("inf")
+    finished: dict[str, Signature | None] = field(default_factory=dict)
+    record_baseline: Callable[[list[tuple[str, Signature]]], None] | None = None
+
+
+def signature(path: Path) -> Signature | None:
+    """(size, mtime ns) of a regular file (symlinks followed), None for anything else or a vanished file."""
     try:
-        return path.stat().st_mtime
+        info = path.stat()
     except OSError:
-        return float("-inf")
+        return None
+    return (info.st_size, info.st_mtime_ns) if stat.S_ISREG(info.st_mode) else None
 
 
 class _Pending:
@@ -112,14 +137,12 @@ class FolderWatchSource(Source):
     finite = False
     MAX_TICK_S = 0.25  # how often settling files are checked (and a stop is noticed) at the latest
 
-    def __init__(self, config: WatchConfig, first: list[Path] | None = None, since: float | None = None,
-                 finished: set[str] | None = None) -> None:
+    def __init__(self, config: WatchConfig, first: list[Path] | None = None, scan: StartupScan | None = None) -> None:
         super().__init__()
         self.config = config
         self.root = Path(os.path.realpath(config.folder))
         self.first = first or []  # re-queued from the journal after a restart
-        self.since = since  # files modified since then are picked up at start (arrived while nobody watched)
-        self.finished = finished or set()  # paths the journal already finished: not re-read at start
+        self.scan = scan or StartupScan(analyse=config.existing)
         self._pending = _Pending()
         self.emitted = 0
         self.finite = config.max_files > 0
@@ -143,7 +166,16 @@ class FolderWatchSource(Source):
         if not inside(path, self.root):
             log.warning("%s: skipped, it links outside the watched folder %s", path, self.root)
             return True
-        if not emit(Item(key=str(path), name=path.stem, path=path)):
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            return True  # gone before it was read
+        if not stat.S_ISREG(mode):
+            log.warning("%s: skipped, it is %s, not an image file", path, file_kind(mode))
+            return True
+        item = Item(key=str(path), name=path.stem, path=path, within=self.root,
+                    retry=lambda: self._pending.touch(path))
+        if not emit(item):
             return False
         self.emitted += 1
         return not (self.config.max_files and self.emitted >= self.config.max_files)
@@ -170,6 +202,23 @@ class FolderWatchSource(Source):
                     self._pending.files[path] = (stat.st_size, stat.st_mtime, now)
         return sorted(ready)
 
+    def _scan_existing(self) -> None:
+        """Queue the files already here that the journal has not finished unchanged, or record the baseline."""
+        first, baseline = {str(p) for p in self.first}, []
+        for path in self.existing_files():
+            current = signature(path)
+            key = str(path)
+            if current is None or key in first:
+                continue
+            if key in self.scan.finished and self.scan.finished[key] in (None, current):
+                continue
+            if self.scan.analyse or current[1] >= self.scan.started * 1e9:
+                self._pending.touch(path)
+            else:
+                baseline.append((key, current))
+        if baseline and self.scan.record_baseline is not None:
+            self.scan.record_baseline(baseline)
+
     def run(self, emit: Emit, stop: threading.Event) -> None:
         observer = self._observer()
         observer.schedule(_Handler(self.root, self._pending), str(self.root), recursive=self.config.recursive)
@@ -178,11 +227,7 @@ class FolderWatchSource(Source):
             for path in self.first:
                 if path.exists() and not self._emit_path(path, emit):
                     return
-            for path in self.existing_files():
-                if str(path) in self.finished:
-                    continue
-                if self.config.existing or (self.since is not None and _mtime(path) >= self.since):
-                    self._pending.touch(path)
+            self._scan_existing()
             tick = max(0.02, min(self.MAX_TICK_S, self.config.settle_ms / 4000))
             while not stop.is_set():
                 self._pending.wake.wait(tick)

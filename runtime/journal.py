@@ -32,6 +32,7 @@ from hep2edge.errors import ConfigError
 from hep2edge.labels import PATTERNS
 
 DB_NAME = "results.db"
+SCHEMA_VERSION = 2  # PRAGMA user_version: 2 = file signatures + superseded results; a newer one is refused
 RESULT_COLUMNS: tuple[str, ...] = (
     "content_hash", "stem", "source_path", "specimen", "pattern", "pattern_probability", "intensity",
     "intensity_probability", "foreground_fraction", *(f"p_{name}" for name in PATTERNS), "tiles",
@@ -86,16 +87,28 @@ class Journal:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._check_version()
             self._db.executescript(SCHEMA)
             self._migrate()
             cursor = self._db.execute(
                 "INSERT INTO runs(started, arguments) VALUES (?, ?)", (started, json.dumps(arguments or {}))
             )
+        except ConfigError:
+            self._db.close()
+            self._owner.close()
+            raise
         except sqlite3.Error as exc:
             self._owner.close()
             raise OutputWriteError(f"{self.path}: cannot open the results database ({exc})") from exc
         self.run = int(cursor.lastrowid or 0)
         self.run_started = started
+
+    def _check_version(self) -> None:
+        """ConfigError for a journal a newer hep2edge wrote (its tables may mean something else)."""
+        found = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if found > SCHEMA_VERSION:
+            raise ConfigError(f"{self.path}: written by a newer hep2edge (journal schema {found}, this one knows "
+                              f"{SCHEMA_VERSION}); upgrade hep2edge or pass another --out")
 
     def _migrate(self) -> None:
         """Journals written before file signatures existed gain the columns (NULL: treated as unchanged)."""
@@ -103,6 +116,7 @@ class Journal:
         for column in ("size", "mtime_ns"):
             if column not in columns:
                 self._db.execute(f"ALTER TABLE inputs ADD COLUMN {column} INTEGER")
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _take_ownership(self) -> IO[bytes]:
         """An exclusive flock on results.db (independent of SQLite's own fcntl locks): one run per RESULTS.

@@ -14,7 +14,7 @@ import pytest
 from test_runtime_journal import _result
 
 from hep2edge.contract import ModelContract
-from hep2edge.errors import ImageReadError
+from hep2edge.errors import ConfigError, ImageReadError
 from hep2edge.imageio import read_image
 from hep2edge.regular_file import read_regular_file
 from hep2edge.runtime.inflight import InflightBudget, decode_estimate
@@ -94,6 +94,14 @@ def test_an_old_journal_gains_file_signatures(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "results")
     assert journal.finished_signatures() == {"/in/a.png": None}  # unknown: treated as unchanged, not re-read
     journal.close()
+
+
+def test_a_journal_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "results")
+    journal._db.execute("PRAGMA user_version = 99")
+    journal.close()
+    with pytest.raises(ConfigError, match="newer hep2edge"):
+        Journal(tmp_path / "results")
 
 
 # --- regular files only, read once, confined ---------------------------------------------------------------------

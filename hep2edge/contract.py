@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+import math
+import re
+import reprlib
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from hep2edge import __version__
 from hep2edge.errors import ContractError
 from hep2edge.labels import INTENSITIES, PATTERNS
-from hep2edge.normalization import NormalizationSpec
+from hep2edge.normalization import MODES, NormalizationSpec
 
 SCHEMA = "hep2edge-model"
 SCHEMA_VERSION = 1
@@ -27,6 +31,11 @@ OUTPUTS: dict[str, str] = {
     "intensity": "(N, 1) float32 probability of 'positive' intensity (sigmoid applied)",
 }
 PRECISIONS = ("fp32", "fp16", "int8")
+TILE_MULTIPLE, MAX_TILE = 32, 4096  # smp U-Nets halve the tile 5 times; train/config.py asks the same
+CHANNELS = (1, 3)
+INPUT_DTYPES = ("float32",)  # every backend feeds float32 (fp16/int8 graphs keep float32 I/O)
+INPUT_LAYOUTS = ("NCHW",)
+FIX = "re-export the model"
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,11 @@ class ModelContract:
     schema: str = SCHEMA
     schema_version: int = SCHEMA_VERSION
 
+    def __post_init__(self) -> None:
+        problem = contract_problem({f.name: getattr(self, f.name) for f in fields(self)})
+        if problem:
+            raise _FieldError(problem)
+
     @property
     def model_id(self) -> str:
         """Short identifier of the trained weights, shown in results."""
@@ -72,38 +86,35 @@ class ModelContract:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "model") -> ModelContract:
+    def from_dict(cls, data: Mapping[str, Any], source: str = "model") -> ModelContract:
         """Parse and check a contract; raise ContractError naming `source` on any mismatch."""
+        if not isinstance(data, Mapping):
+            raise ContractError(f"{source}: contract is not a JSON object; {FIX}")
         if data.get("schema") != SCHEMA:
             raise ContractError(f"{source}: not a hep2edge model (no '{SCHEMA}' contract); re-export it")
-        if data.get("schema_version") != SCHEMA_VERSION:
+        version = data.get("schema_version")
+        if not _is_int(version) or version != SCHEMA_VERSION:
             raise ContractError(
-                f"{source}: contract version {data.get('schema_version')} but this hep2edge "
+                f"{source}: contract version {_show(version)} but this hep2edge "
                 f"({__version__}) reads version {SCHEMA_VERSION}; re-export the model with this version"
             )
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown or "tile" not in data:
+            why = f"unknown fields {unknown}" if unknown else "no 'tile'"
+            raise ContractError(f"{source}: malformed hep2edge contract ({why}); {FIX}")
         try:
-            fields = dict(data)
-            fields["normalization"] = NormalizationSpec.from_dict(fields["normalization"])
-            fields["patterns"] = tuple(fields["patterns"])
-            fields["intensities"] = tuple(fields["intensities"])
-            contract = cls(**fields)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ContractError(f"{source}: malformed hep2edge contract ({exc}); re-export the model") from exc
-        if contract.patterns != PATTERNS or contract.intensities != INTENSITIES:
-            raise ContractError(
-                f"{source}: class names {list(contract.patterns)} / {list(contract.intensities)} "
-                f"differ from this hep2edge's {list(PATTERNS)} / {list(INTENSITIES)}"
-            )
-        return contract
+            return cls(**_decode(data))
+        except _FieldError as exc:
+            raise ContractError(f"{source}: {exc.problem}; {FIX}") from None
 
     @classmethod
     def from_json(cls, text: str, source: str = "model") -> ModelContract:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ContractError(f"{source}: contract is not valid JSON ({exc})") from exc
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
+            raise ContractError(f"{source}: contract is not valid JSON ({exc}); {FIX}") from None
         if not isinstance(data, dict):
-            raise ContractError(f"{source}: contract is not a JSON object")
+            raise ContractError(f"{source}: contract is not a JSON object; {FIX}")
         return cls.from_dict(data, source)
 
     def to_metadata(self) -> dict[str, str]:
@@ -118,6 +129,155 @@ class ModelContract:
                 "export it with `hep2edge export`"
             )
         return cls.from_json(metadata[METADATA_KEY], source)
+
+
+# --- field checks: a contract is checked whole when made, so every backend refuses a bad one at load ---------
+class _FieldError(ContractError):
+    """A contract field of the wrong type or out of range; `problem` reads '<field> <what is wrong>'."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"model contract: {problem}")
+        self.problem = problem
+
+
+def _show(value: object) -> str:
+    return reprlib.repr(value)
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    """An integer, and not a bool (JSON `true` is not a tile size)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    """A finite int or float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _text(value: object) -> str | None:
+    return None if isinstance(value, str) else f"is {_show(value)}, expected a string"
+
+
+def _name(value: object) -> str | None:
+    return None if isinstance(value, str) and value.strip() else f"is {_show(value)}, expected a non-empty name"
+
+
+def _one_of(valid: tuple[object, ...]) -> Callable[[object], str | None]:
+    def check(value: object) -> str | None:
+        ok = isinstance(value, type(valid[0])) and not isinstance(value, bool) and value in valid
+        return None if ok else f"is {_show(value)}; valid: {', '.join(map(str, valid))}"
+
+    return check
+
+
+def _tile(value: object) -> str | None:
+    if _is_int(value) and TILE_MULTIPLE <= value <= MAX_TILE and value % TILE_MULTIPLE == 0:
+        return None
+    return f"is {_show(value)}, expected a multiple of {TILE_MULTIPLE} from {TILE_MULTIPLE} to {MAX_TILE} (pixels)"
+
+
+def _threshold(value: object) -> str | None:
+    ok = _is_number(value) and 0 < value < 1
+    return None if ok else f"is {_show(value)}, expected a number between 0 and 1 (exclusive)"
+
+
+def _channel_policy(value: object) -> str | None:
+    from hep2edge.imageio import channel_policy_names  # cv2: imported only when a contract is made
+
+    names = channel_policy_names()
+    return None if isinstance(value, str) and value in names else f"is {_show(value)}; valid: {', '.join(names)}"
+
+
+def _normalization(value: object) -> str | None:
+    spec = value.to_dict() if isinstance(value, NormalizationSpec) else value
+    if not isinstance(spec, Mapping) or set(spec) != {"mode", "mean", "std"}:
+        return f"is {_show(value)}, expected an object with mode, mean and std"
+    mode, mean, std = spec["mode"], spec["mean"], spec["std"]
+    if not isinstance(mode, str) or mode not in MODES:
+        return f"mode is {_show(mode)}; valid: {', '.join(MODES)}"
+    if not _is_number(mean):
+        return f"mean is {_show(mean)}, expected a finite number"
+    if not _is_number(std) or std <= 0:
+        return f"std is {_show(std)}, expected a positive finite number"
+    return None
+
+
+def _outputs(value: object) -> str | None:
+    if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+        return f"is {_show(value)}, expected an object of output descriptions"
+    if set(value) != set(OUTPUTS):
+        return f"describes {sorted(value)}, expected {sorted(OUTPUTS)}"
+    return None
+
+
+def _pattern_width(outputs: Mapping[str, str]) -> int:
+    """The class count the pattern output's description gives ('(N, 7) ...'), else this hep2edge's."""
+    found = re.search(r"\(N,\s*(\d+)\)", outputs["pattern"])
+    return int(found.group(1)) if found else len(PATTERNS)
+
+
+def _names(value: object, known: tuple[str, ...], width: int) -> str | None:
+    """Class names: known, once each, as many as the output has, in this hep2edge's order."""
+    if not isinstance(value, tuple) or not all(isinstance(name, str) for name in value):
+        return f"is {_show(value)}, expected a list of class names"
+    unknown = [name for name in value if name not in known]
+    if unknown:
+        return f"has unknown names {unknown}; this hep2edge knows {', '.join(known)}"
+    repeated = sorted({name for name in value if value.count(name) > 1})
+    if repeated:
+        return f"repeats {repeated}"
+    if len(value) != width:
+        return f"lists {len(value)} class(es) but the outputs give {width}"
+    if value != known:
+        return f"class names {list(value)} differ from this hep2edge's {list(known)}"
+    return None
+
+
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "schema": _one_of((SCHEMA,)),
+    "schema_version": _one_of((SCHEMA_VERSION,)),
+    "tile": _tile,
+    "channels": _one_of(CHANNELS),
+    "channel_policy": _channel_policy,
+    "normalization": _normalization,
+    "encoder": _text,
+    "precision": _one_of(PRECISIONS),
+    "weights_sha256": _text,
+    "input_name": _name,
+    "input_dtype": _one_of(INPUT_DTYPES),
+    "input_layout": _one_of(INPUT_LAYOUTS),
+    "outputs": _outputs,
+    "mask_threshold": _threshold,
+    "hep2edge_version": _text,
+}
+
+
+def contract_problem(values: Mapping[str, Any]) -> str | None:
+    """'<field> <what is wrong>' for the first bad field of a contract's values, or None."""
+    for name, check in _CHECKS.items():
+        problem = check(values[name])
+        if problem:
+            return f"{name} {problem}"
+    if not isinstance(values["normalization"], NormalizationSpec):
+        return f"normalization is {_show(values['normalization'])}, expected a NormalizationSpec"
+    named = (("patterns", PATTERNS, _pattern_width(values["outputs"])), ("intensities", INTENSITIES, 2))
+    for name, known, width in named:
+        problem = _names(values[name], known, width)
+        if problem:
+            return f"{name} {problem}"
+    return None
+
+
+def _decode(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Contract JSON values -> constructor arguments; a bad value is left as is for the checks to name."""
+    values = dict(data)
+    spec = values.get("normalization")
+    if isinstance(spec, Mapping) and _normalization(spec) is None:
+        values["normalization"] = NormalizationSpec(spec["mode"], float(spec["mean"]), float(spec["std"]))
+    for name in ("patterns", "intensities"):
+        if isinstance(values.get(name), list):
+            values[name] = tuple(values[name])
+    return values
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

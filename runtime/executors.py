@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from hep2edge.runtime.backends.base import Backend
+from hep2edge.runtime.backends.base import Backend, check_output_shapes
 from hep2edge.runtime.preprocess import threshold_masks
 from hep2edge.runtime.results import TileOutputs
 from hep2edge.tiling import TileGrid
@@ -111,6 +111,7 @@ class CudaExecutor:
             self.pre.cut(chunk.grid, destination, binding.host.dtype, chunk.start, chunk.size)
             offset += chunk.size
         outputs = self.backend.infer_on_device(offset, copy=("pattern", "intensity"))
+        check_output_shapes(outputs, offset, contract, str(self.backend.config.model), names=tuple(outputs))
         mask_dtype = self.backend.output_dtype("mask")
         t = contract.tile
         mask = self.pre.threshold(int(self.backend.output_device("mask")), (offset, t, t), mask_dtype,

@@ -22,6 +22,7 @@ DEFAULT_MAX_BATCH = 32
 DEVICES = ("auto", "cpu", "cuda")
 TORCH_PRECISIONS = ("fp32", "fp16")
 OUTPUT_NAMES: tuple[str, ...] = tuple(OUTPUTS)
+FIX = "re-export it with `hep2edge export`"
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class Backend(ABC):
             raise RuntimeError(f"{self.name} backend: activate() before infer()")
         check_batch(batch, self.contract, self.max_batch)
         outputs = self._infer(np.ascontiguousarray(batch, dtype=np.float32))
-        return check_outputs(outputs, len(batch), self.contract)
+        return check_outputs(outputs, len(batch), self.contract, str(self.config.model))
 
     @abstractmethod
     def _load(self) -> ModelContract: ...
@@ -138,18 +139,32 @@ def check_batch(batch: np.ndarray, contract: ModelContract, max_batch: int) -> N
         raise ValueError(f"batch of {len(batch)} tiles; this backend takes 1 to {max_batch}")
 
 
-def check_output_shapes(outputs: Mapping[str, Any], n: int, contract: ModelContract) -> None:
-    """ContractError unless the mask, pattern and intensity outputs (arrays or tensors) have the contract's shapes."""
+def output_shapes(contract: ModelContract, n: int | None = None) -> dict[str, tuple[int | None, ...]]:
+    """The shape of each output the contract promises for a batch of `n` tiles (None: any batch)."""
     t = contract.tile
-    shapes = {"mask": (n, 1, t, t), "pattern": (n, len(contract.patterns)), "intensity": (n, 1)}
-    for name, shape in shapes.items():
-        if tuple(outputs[name].shape) != shape:
-            raise ContractError(f"model output '{name}' is {tuple(outputs[name].shape)}, the contract says {shape}")
+    return {"mask": (n, 1, t, t), "pattern": (n, len(contract.patterns)), "intensity": (n, 1)}
 
 
-def check_outputs(outputs: dict[str, np.ndarray], n: int, contract: ModelContract) -> dict[str, np.ndarray]:
-    checked = {name: np.asarray(outputs[name], dtype=np.float32) for name in OUTPUT_NAMES}
-    check_output_shapes(checked, n, contract)
+def check_output_shapes(
+    outputs: Mapping[str, Any], n: int, contract: ModelContract, source: str = "", names: Sequence[str] = OUTPUT_NAMES
+) -> None:
+    """ContractError unless the outputs `names` (arrays or tensors) have the contract's shapes."""
+    prefix = f"{source}: " if source else ""
+    expected = output_shapes(contract, n)
+    for name, shape in ((name, expected[name]) for name in names):
+        if name not in outputs:
+            raise ContractError(f"{prefix}model gave no '{name}' output; {FIX}")
+        got = tuple(getattr(outputs[name], "shape", ()))
+        if got != shape:
+            raise ContractError(f"{prefix}model output '{name}' is {got}, the contract says {shape}; {FIX}")
+
+
+def check_outputs(
+    outputs: Mapping[str, Any], n: int, contract: ModelContract, source: str = ""
+) -> dict[str, np.ndarray]:
+    """The three outputs as float32 arrays; ContractError (a model fault, never the input's) when off the contract."""
+    checked = {name: np.asarray(outputs[name], dtype=np.float32) for name in OUTPUT_NAMES if name in outputs}
+    check_output_shapes(checked, n, contract, source)
     return checked
 
 
@@ -159,21 +174,44 @@ def check_io(
     input_names: Sequence[str],
     input_shape: Sequence[object],
     output_names: Sequence[str],
+    declared: Mapping[str, Sequence[object] | None] | None = None,
 ) -> None:
-    """Refuse a model whose inputs/outputs disagree with its contract (a static dim must match)."""
-    fix = "re-export it with `hep2edge export`"
+    """Refuse a model whose inputs/outputs disagree with its contract (a static dim must match).
+
+    `declared`: the output shapes the file states, where it states them (symbolic or unknown dims pass).
+    """
     if list(input_names) != [contract.input_name]:
-        raise ContractError(f"{source}: inputs {list(input_names)}, contract says ['{contract.input_name}']; {fix}")
+        raise ContractError(f"{source}: inputs {list(input_names)}, contract says ['{contract.input_name}']; {FIX}")
     missing = [name for name in OUTPUT_NAMES if name not in output_names]
     if missing:
-        raise ContractError(f"{source}: outputs {list(output_names)} lack {missing}; {fix}")
-    expected = (None, contract.channels, contract.tile, contract.tile)
+        raise ContractError(f"{source}: outputs {list(output_names)} lack {missing}; {FIX}")
     if len(input_shape) != 4:
-        raise ContractError(f"{source}: input has shape {list(input_shape)}, expected 4 dims (NCHW); {fix}")
-    for axis, (dim, want) in enumerate(zip(input_shape, expected)):
-        if want is not None and isinstance(dim, int) and dim > 0 and dim != want:
-            raise ContractError(
-                f"{source}: input dim {axis} is {dim} but the contract says {want} "
-                f"(channels {contract.channels}, tile {contract.tile}); {fix}"
-            )
+        raise ContractError(f"{source}: input has shape {list(input_shape)}, expected 4 dims (NCHW); {FIX}")
+    expected = (None, contract.channels, contract.tile, contract.tile)
+    axis = _static_mismatch(input_shape, expected)
+    if axis is not None:
+        raise ContractError(
+            f"{source}: input dim {axis} is {input_shape[axis]} but the contract says {expected[axis]} "
+            f"(channels {contract.channels}, tile {contract.tile}); {FIX}"
+        )
+    for name, want in output_shapes(contract).items():
+        _check_declared(source, name, (declared or {}).get(name), want)
 
+
+def _static_mismatch(shape: Sequence[object], expected: Sequence[int | None]) -> int | None:
+    """The first axis whose static (positive int) size differs from a fixed expected size, or None."""
+    for axis, (dim, want) in enumerate(zip(shape, expected)):
+        if want is not None and isinstance(dim, int) and dim > 0 and dim != want:
+            return axis
+    return None
+
+
+def _check_declared(source: str, name: str, shape: Sequence[object] | None, want: tuple[int | None, ...]) -> None:
+    """ContractError when an output's stated shape has another rank or a static dim off the contract."""
+    if not shape:  # not stated (ONNX Runtime reports an unknown shape as [])
+        return
+    shown = tuple(dim if isinstance(dim, int) and dim > 0 else "N" if axis == 0 else "?"
+                  for axis, dim in enumerate(shape))
+    wanted = ("N", *want[1:])
+    if len(shape) != len(want) or _static_mismatch(shape, want) is not None:
+        raise ContractError(f"{source}: output '{name}' is {shown}, the contract says {wanted}; {FIX}")

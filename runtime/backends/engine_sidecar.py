@@ -7,6 +7,7 @@ Polygraphy, Triton load it as is). Importable without TensorRT.
 from __future__ import annotations
 
 import json
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,33 +61,50 @@ def normalise_cc(value: object) -> str:
     return text
 
 
+REBUILD = "rebuild the engine with `hep2edge build-engine`"
+
+
 def _first(data: dict[str, Any], keys: tuple[str, ...], source: str) -> str:
     for key in keys:
         if key in data:
             value = data[key]
-            return normalise_cc(value) if key in ("compute_capability", "sm") else str(value)
-    raise ContractError(f"{source}: sidecar lacks '{keys[0]}'; rebuild the engine with `hep2edge build-engine`")
+            cc = key in ("compute_capability", "sm")
+            if not _scalar(value) and not (cc and isinstance(value, list) and all(map(_scalar, value))):
+                raise ContractError(f"{source}: sidecar '{key}' is {reprlib.repr(value)}; {REBUILD}")
+            return normalise_cc(value) if cc else str(value)
+    raise ContractError(f"{source}: sidecar lacks '{keys[0]}'; {REBUILD}")
+
+
+def _scalar(value: object) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def _object(value: object, what: str, source: Path) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ContractError(f"{source}: sidecar {what} is not a JSON object; {REBUILD}")
+    return value
+
+
+def _load(engine: Path, path: Path) -> dict[str, Any]:
+    """The sidecar's JSON object; one ContractError for missing, unreadable, not UTF-8, not JSON, too deep."""
+    try:
+        if not path.is_file():
+            raise ContractError(f"{engine}: no sidecar {path.name} (the model contract); {REBUILD}")
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: UnicodeDecodeError, JSONDecodeError
+        detail = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise ContractError(f"{path}: unreadable sidecar ({exc.__class__.__name__}: {detail}); {REBUILD}") from None
+    return _object(data, "file", path)
 
 
 def read_sidecar(engine: Path) -> EngineSidecar:
-    """Parse `<engine>.json`; ContractError saying what to do when it is missing or malformed."""
+    """Parse `<engine>.json`; any problem with it is one ContractError naming the file and what to do."""
     path = sidecar_path(engine)
-    if not path.is_file():
-        raise ContractError(
-            f"{engine}: no sidecar {path.name} (the model contract); rebuild it with `hep2edge build-engine`"
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ContractError(f"{path}: unreadable sidecar ({exc.__class__.__name__}); rebuild the engine") from exc
-    if not isinstance(data, dict):
-        raise ContractError(f"{path}: sidecar is not a JSON object; rebuild the engine")
-    contract_data = data.get("contract", data)
-    if not isinstance(contract_data, dict):
-        raise ContractError(f"{path}: sidecar 'contract' is not an object; rebuild the engine")
+    data = _load(engine, path)
+    contract_data = _object(data.get("contract", data), "'contract'", path)
     known = set(ModelContract.__dataclass_fields__)
     contract = ModelContract.from_dict({k: v for k, v in contract_data.items() if k in known}, str(path))
-    build = data.get("build", data)
+    build = _object(data.get("build", data), "'build'", path)
     return EngineSidecar(
         contract=contract,
         tensorrt_version=_first(build, BUILD_KEYS["tensorrt_version"], str(path)),

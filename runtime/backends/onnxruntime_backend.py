@@ -62,13 +62,14 @@ class OnnxRuntimeBackend(Backend):
         if self.config.device == "cuda" and CUDA_PROVIDER not in session.get_providers():
             raise ConfigError(f"{path}: --device cuda but onnxruntime found no usable GPU; use --device cpu")
         contract = ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
-        inputs = session.get_inputs()
+        inputs, outputs = session.get_inputs(), session.get_outputs()
         check_io(
             contract,
             str(path),
             [i.name for i in inputs],
             list(inputs[0].shape) if inputs else [],
-            [o.name for o in session.get_outputs()],
+            [o.name for o in outputs],
+            {o.name: o.shape for o in outputs},  # a pattern width of 5 for 7 classes is refused here, not per batch
         )
         if inputs[0].type != "tensor(float)":
             raise ContractError(

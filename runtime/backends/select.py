@@ -7,6 +7,7 @@ than fp32 on a CPU). Every choice comes with the reason, which the CLI prints.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ ENGINE_SUFFIXES = (".engine", ".plan")
 ONNX_SUFFIXES = (".onnx",)
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 PRECISION_ORDER = ("fp16", "fp32", "int8")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,9 @@ def _engine_for_this_gpu(folder: Path) -> tuple[Path | None, str]:
     for engine in engines:
         try:
             why = read_sidecar(engine).mismatch(version, *gpu)
-        except Hep2EdgeError as exc:
-            why = str(exc)
+        except (Hep2EdgeError, OSError) as exc:  # the reader turns every sidecar fault into a ContractError
+            why = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+            log.warning("%s skipped: %s", engine, why)
         if why is None:
             return engine, f"engine built for this GPU ({gpu[0]})"
         notes.append(f"{engine.name}: {why}")

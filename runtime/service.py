@@ -69,6 +69,7 @@ class RunConfig:
     cuda_graph: bool = False
     torch_precision: str = "fp32"  # torch backend only (a checkpoint); engines and ONNX carry their precision
     channels_last: bool = False  # torch backend only
+    inference_precision: str = "auto"  # openvino backend only
     overlay: bool = False
     retry_failed: bool = False
     stage: StageConfig = field(default_factory=StageConfig)
@@ -82,6 +83,9 @@ class RunConfig:
         if self.backend != "torch" and (self.torch_precision != "fp32" or self.channels_last):
             raise ConfigError(f"--torch-precision and --channels-last apply to a checkpoint (torch backend); "
                               f"{self.model.name} runs on {self.backend} at the precision it was exported with")
+        if self.backend != "openvino" and (self.inference_precision != "auto" or self.device in ("gpu", "npu")):
+            raise ConfigError(f"--precision-hint and --device gpu|npu are OpenVINO's; {self.backend} takes "
+                              "--device auto|cpu|cuda")
 
     def channel_policy(self, contract: ModelContract) -> str:
         """--channel if given, else the model contract's policy."""
@@ -89,7 +93,7 @@ class RunConfig:
 
     def backend_config(self) -> BackendConfig:
         return BackendConfig(self.model, self.pipeline.max_batch, self.device, self.cuda_graph,
-                             self.torch_precision, self.channels_last)
+                             self.torch_precision, self.channels_last, self.inference_precision)
 
 
 @dataclass

@@ -18,8 +18,8 @@ from hep2edge.workspace import RUNS_DIR, resolve_out_dir
 MODEL = typer.Option(None, "--model", "-m", help="Engine, ONNX, checkpoint or export folder "
                      "(default: the newest runs/export/<n>).")
 OUT = typer.Option(None, "--out", "-o", help="RESULTS folder.")
-BACKEND = typer.Option("auto", "--backend", help="auto | tensorrt | onnxruntime | torch.")
-DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda.")
+BACKEND = typer.Option("auto", "--backend", help="auto | tensorrt | onnxruntime | openvino | torch.")
+DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda (| gpu | npu: Intel, OpenVINO).")
 CHANNEL = typer.Option(None, "--channel", help="Colour -> gray policy (luminance, green, red, blue, max); "
                        "default: the model contract's.")
 OVERLAY = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png (mask contours + verdict).")
@@ -34,6 +34,8 @@ PREPROCESS = typer.Option("auto", "--preprocess", help="auto | host | cuda (Tens
 CUDA_GRAPH = typer.Option(False, "--cuda-graph", help="TensorRT, torch on CUDA: replay CUDA graphs.")
 TORCH_PRECISION = typer.Option("fp32", "--torch-precision", help="Checkpoint (torch backend): fp32 | fp16.")
 CHANNELS_LAST = typer.Option(False, "--channels-last", help="Checkpoint (torch backend): NHWC memory format.")
+PRECISION_HINT = typer.Option("auto", "--precision-hint", help="OpenVINO: auto | f32 | bf16, the precision of "
+                              "layers the file does not quantize (auto: bf16 where the CPU computes it natively).")
 STITCH = typer.Option("majority", "--stitch", help="Tile masks -> image mask: majority | or.")
 SPECIMEN_PATTERN = typer.Option(r"^(\d{5})_p\d+", "--specimen-pattern",
                                 help="Regex on the file stem; group 1 is the specimen id.")
@@ -80,7 +82,8 @@ def _config(command: str, out: Path | None, options: dict[str, Any], source: dic
         model_reason=chosen.reason,
         device=options["device"], channel=options["channel"], preprocess=options["preprocess"],
         cuda_graph=options["cuda_graph"], torch_precision=options["torch_precision"],
-        channels_last=options["channels_last"], overlay=options["overlay"], retry_failed=options["retry_failed"],
+        channels_last=options["channels_last"], inference_precision=options["precision_hint"],
+        overlay=options["overlay"], retry_failed=options["retry_failed"],
         stage=stage,
         pipeline=PipelineConfig(readers=options["readers"], writers=options["writers"], queue_size=options["queue"],
                                 max_batch=options["max_batch"]),
@@ -131,7 +134,8 @@ def analyze(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of folder inputs."),
     overlay: bool = OVERLAY, stats: bool = STATS, retry_failed: bool = RETRY, readers: int = READERS,
     queue: int = QUEUE, max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
-    torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, writers: int = WRITERS,
+    torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, precision_hint: str = PRECISION_HINT,
+    writers: int = WRITERS,
     stitch: str = STITCH, specimen_pattern: str = SPECIMEN_PATTERN, specimen_images: int = SPECIMEN_IMAGES,
     specimen_method: str = SPECIMEN_METHOD, max_file_mb: int = MAX_FILE_MB, max_inflight_mb: int = MAX_INFLIGHT_MB,
 ) -> None:
@@ -165,7 +169,8 @@ def watch(
                                   "and written (0: run until SIGINT/SIGTERM)."),
     overlay: bool = OVERLAY, stats: bool = STATS, retry_failed: bool = RETRY, readers: int = READERS,
     queue: int = QUEUE, max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
-    torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, writers: int = WRITERS,
+    torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, precision_hint: str = PRECISION_HINT,
+    writers: int = WRITERS,
     stitch: str = STITCH, specimen_pattern: str = SPECIMEN_PATTERN, specimen_images: int = SPECIMEN_IMAGES,
     specimen_method: str = SPECIMEN_METHOD, max_file_mb: int = MAX_FILE_MB, max_inflight_mb: int = MAX_INFLIGHT_MB,
 ) -> None:
@@ -199,7 +204,8 @@ def camera(
     max_frames: int = typer.Option(0, "--max-frames", min=0, help="Stop after this many sampled frames (0: never)."),
     overlay: bool = OVERLAY, stats: bool = STATS, readers: int = READERS, queue: int = QUEUE,
     max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
-    torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, writers: int = WRITERS,
+    torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, precision_hint: str = PRECISION_HINT,
+    writers: int = WRITERS,
     stitch: str = STITCH,
 ) -> None:
     """Analyse camera or video frames at --fps until the stream ends or SIGINT/SIGTERM."""

@@ -1,4 +1,4 @@
-"""Backends: one interface, chosen by name (`auto`, `tensorrt`, `onnxruntime`, `torch`).
+"""Backends: one interface, chosen by name (`auto`, `tensorrt`, `onnxruntime`, `openvino`, `torch`).
 
 The registry holds loaders, so a backend module (and its heavy import) is imported only when chosen.
 """
@@ -17,7 +17,9 @@ BackendLoader = Callable[[], type[Backend]]
 BACKENDS: Registry[BackendLoader] = Registry("backend")
 
 
-EXTRA_OF = {"onnxruntime": "onnx", "torch": "train", "segmentation_models_pytorch": "train", "tensorrt": "tensorrt"}
+EXTRA_OF = {"onnxruntime": "onnx", "torch": "train", "segmentation_models_pytorch": "train", "tensorrt": "tensorrt",
+            "openvino": "openvino"}
+MODULE_OF = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "torch"}  # what each backend imports
 
 
 def _lazy(module: str, cls: str) -> BackendLoader:
@@ -37,6 +39,7 @@ def _lazy(module: str, cls: str) -> BackendLoader:
 
 BACKENDS.add("tensorrt", _lazy("tensorrt_backend", "TensorRTBackend"))
 BACKENDS.add("onnxruntime", _lazy("onnxruntime_backend", "OnnxRuntimeBackend"))
+BACKENDS.add("openvino", _lazy("openvino_backend", "OpenVinoBackend"))
 BACKENDS.add("torch", _lazy("torch_backend", "TorchBackend"))
 
 
@@ -51,7 +54,7 @@ def is_available(name: str) -> bool:
         from hep2edge.runtime.backends.tensorrt_backend import tensorrt_available
 
         return tensorrt_available()
-    return importlib.util.find_spec({"onnxruntime": "onnxruntime", "torch": "torch"}[name]) is not None
+    return importlib.util.find_spec(MODULE_OF[name]) is not None
 
 
 __all__ = ["BACKENDS", "Backend", "BackendConfig", "create_backend", "is_available"]

@@ -19,8 +19,9 @@ from hep2edge.contract import OUTPUTS, ModelContract
 from hep2edge.errors import ConfigError, ContractError
 
 DEFAULT_MAX_BATCH = 32
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "gpu", "npu")  # gpu / npu: an Intel GPU or NPU, through OpenVINO
 TORCH_PRECISIONS = ("fp32", "fp16")
+PRECISION_HINTS = ("auto", "f32", "bf16")  # OpenVINO: what it computes unquantized layers in (auto: bf16 if native)
 OUTPUT_NAMES: tuple[str, ...] = tuple(OUTPUTS)
 FIX = "re-export it with `hep2edge export`"
 
@@ -39,6 +40,7 @@ class BackendConfig:
     cuda_graph: bool = False  # TensorRT and torch on CUDA: replay captured graphs instead of launching kernels
     torch_precision: str = "fp32"  # torch only: fp32 | fp16
     channels_last: bool = False  # torch only: NHWC memory format
+    inference_precision: str = "auto"  # openvino only: auto | f32 | bf16
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
@@ -46,6 +48,8 @@ class BackendConfig:
         if self.device not in DEVICES:
             raise ConfigError(f"unknown device '{self.device}'; valid: {', '.join(DEVICES)}")
         check_torch_precision(self.torch_precision)
+        if self.inference_precision not in PRECISION_HINTS:
+            raise ConfigError(f"--precision-hint {self.inference_precision}: valid: {', '.join(PRECISION_HINTS)}")
 
 
 def check_torch_precision(precision: str) -> None:

@@ -173,8 +173,8 @@ def test_not_an_onnx_file_is_one_line(tmp_path: Path) -> None:
 
 
 def test_unknown_backend_lists_valid_names() -> None:
-    with pytest.raises(RegistryError, match="onnxruntime, tensorrt, torch"):
-        create_backend("openvino", BackendConfig(Path("m.onnx")))
+    with pytest.raises(RegistryError, match="onnxruntime, openvino, tensorrt, torch"):
+        create_backend("coreml", BackendConfig(Path("m.onnx")))
 
 
 def test_config_is_checked() -> None:

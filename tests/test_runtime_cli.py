@@ -152,9 +152,9 @@ def test_missing_inputs_and_models_exit_2_with_one_line(tiny_onnx: Path, tmp_pat
     write_pngs(tmp_path / "in", 1)
     result = hep2edge("analyze", str(tmp_path / "in"), cwd=tmp_path)
     assert result.returncode == 2 and "--model" in result.stderr and "Traceback" not in result.stderr
-    result = hep2edge("analyze", str(tmp_path / "in"), "--model", str(tiny_onnx), "--backend", "openvino",
+    result = hep2edge("analyze", str(tmp_path / "in"), "--model", str(tiny_onnx), "--backend", "coreml",
                       cwd=tmp_path)
-    assert result.returncode == 2 and "valid names: onnxruntime, tensorrt, torch" in result.stderr
+    assert result.returncode == 2 and "valid names: onnxruntime, openvino, tensorrt, torch" in result.stderr
     result = hep2edge("watch", str(tmp_path / "nope"), "--model", str(tiny_onnx), cwd=tmp_path)
     assert result.returncode == 2 and "not a folder" in result.stderr
 

@@ -54,6 +54,18 @@ def check_run_options(device: str, channel: str | None, preprocess: str) -> None
         CHANNEL_POLICIES.get(channel)  # unknown names fail listing the valid ones
 
 
+def check_backend_options(backend: str, device: str, torch_precision: str, channels_last: bool,
+                          inference_precision: str) -> None:
+    """ConfigError for options the chosen backend does not take (checked before RESULTS is created)."""
+    check_torch_precision(torch_precision)
+    if backend != "torch" and (torch_precision != "fp32" or channels_last):
+        raise ConfigError(f"--torch-precision and --channels-last apply to a checkpoint (torch backend); "
+                          f"{backend} runs a model at the precision it was exported with")
+    if backend != "openvino" and (inference_precision != "auto" or device in ("gpu", "npu")):
+        raise ConfigError(f"--precision-hint and --device gpu|npu are OpenVINO's; {backend} takes "
+                          "--device auto|cpu|cuda")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything `analyze` / `watch` / `camera` resolved from their options."""
@@ -79,13 +91,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_run_options(self.device, self.channel, self.preprocess)
-        check_torch_precision(self.torch_precision)
-        if self.backend != "torch" and (self.torch_precision != "fp32" or self.channels_last):
-            raise ConfigError(f"--torch-precision and --channels-last apply to a checkpoint (torch backend); "
-                              f"{self.model.name} runs on {self.backend} at the precision it was exported with")
-        if self.backend != "openvino" and (self.inference_precision != "auto" or self.device in ("gpu", "npu")):
-            raise ConfigError(f"--precision-hint and --device gpu|npu are OpenVINO's; {self.backend} takes "
-                              "--device auto|cpu|cuda")
+        check_backend_options(self.backend, self.device, self.torch_precision, self.channels_last,
+                              self.inference_precision)
 
     def channel_policy(self, contract: ModelContract) -> str:
         """--channel if given, else the model contract's policy."""

@@ -162,7 +162,9 @@ def test_missing_inputs_and_models_exit_2_with_one_line(tiny_onnx: Path, tmp_pat
 @pytest.mark.parametrize(("option", "words"), [
     (("--stitch", "mean"), "--stitch mean: valid methods are majority, or"),
     (("--preprocess", "gpu"), "--preprocess gpu: valid modes are auto, host, cuda"),
-    (("--device", "gpu"), "--device gpu: valid devices are auto, cpu, cuda"),
+    (("--device", "tpu"), "--device tpu: valid devices are auto, cpu, cuda, gpu, npu"),
+    (("--device", "gpu", "--backend", "onnxruntime"), "--device gpu|npu are OpenVINO's"),
+    (("--precision-hint", "bf16", "--backend", "onnxruntime"), "--precision-hint and --device gpu|npu"),
     (("--channel", "purple"), "unknown channel policy 'purple'"),
     (("--specimen-method", "avg"), "unknown specimen method 'avg'"),
 ])

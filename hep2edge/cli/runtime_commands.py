@@ -77,6 +77,8 @@ def _config(command: str, out: Path | None, options: dict[str, Any], source: dic
     specimens = SpecimenConfig(options["specimen_pattern"], options["specimen_images"], options["specimen_method"])
     chosen = select.select_model(options["model"], options["backend"])
     console.print(f"model: {chosen.model} -> backend {chosen.backend} ({chosen.reason})", highlight=False, markup=False)
+    service.check_backend_options(chosen.backend, options["device"], options["torch_precision"],
+                                  options["channels_last"], options["precision_hint"])
     return service.RunConfig(
         command=command, out=resolve_out_dir(out, command), model=chosen.model, backend=chosen.backend,
         model_reason=chosen.reason,

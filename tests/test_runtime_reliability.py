@@ -3,6 +3,7 @@ files read again, the minimum field size, the in-flight byte budget and readable
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
@@ -124,19 +125,24 @@ def _error(action: object) -> str:
     return ""
 
 
-def test_the_watcher_skips_non_regular_files(tmp_path: Path) -> None:
-    os.mkfifo(tmp_path / "a.tif")
+def test_the_watcher_skips_non_regular_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    os.mkfifo(tmp_path / "before.tif")  # found by the start-up scan
     (tmp_path / "b.png").write_bytes(_png_bytes())
     source = FolderWatchSource(WatchConfig(tmp_path, settle_ms=30), scan=StartupScan(analyse=True))
     items: list[Item] = []
     stop = threading.Event()
     thread = threading.Thread(target=source.run, args=(lambda item: items.append(item) or True, stop))
     thread.start()
+    time.sleep(0.5)
+    os.mkfifo(tmp_path / "during.tif")  # seen by an event
+    (tmp_path / "c.png").write_bytes(_png_bytes(seed=2))
     time.sleep(1.0)
     stop.set()
     thread.join(10)
-    assert [item.name for item in items] == ["b"]
+    assert sorted(item.name for item in items) == ["b", "c"]
     assert items[0].within == source.root
+    skipped = [r.getMessage() for r in caplog.records if "FIFO" in r.getMessage()]
+    assert any("before.tif" in m for m in skipped) and any("during.tif" in m for m in skipped)
 
 
 def test_a_file_swapped_for_a_link_outside_is_not_read(tmp_path: Path) -> None:
@@ -164,7 +170,13 @@ def test_the_reader_opens_an_input_once(tmp_path: Path, monkeypatch: pytest.Monk
     path.write_bytes(_png_bytes())
     opened: list[str] = []
     real_open, real_os_open = open, os.open
-    monkeypatch.setattr("builtins.open", lambda file, *a, **k: (opened.append(str(file)), real_open(file, *a, **k))[1])
+
+    def counting_open(file: object, *a: object, **k: object) -> object:
+        opened.append(str(file))
+        return real_open(file, *a, **k)  # type: ignore[call-overload]
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    monkeypatch.setattr(io, "open", counting_open)  # Path.read_bytes opens through io.open
     monkeypatch.setattr(os, "open", lambda file, *a, **k: (opened.append(str(file)), real_os_open(file, *a, **k))[1])
     reader, journal, _ = _reader(tmp_path)
     frame = reader.read(Item(key=str(path), name="a", path=path), 0, time.perf_counter())

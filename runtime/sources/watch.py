@@ -75,6 +75,13 @@ class StartupScan:
     record_baseline: Callable[[list[tuple[str, Signature]]], None] | None = None
 
 
+def _mode(path: Path) -> int | None:
+    try:
+        return path.stat().st_mode
+    except OSError:
+        return None
+
+
 def signature(path: Path) -> Signature | None:
     """(size, mtime ns) of a regular file (symlinks followed), None for anything else or a vanished file."""
     try:
@@ -158,17 +165,23 @@ class FolderWatchSource(Source):
         return Observer()
 
     def existing_files(self) -> list[Path]:
+        """Image-named regular files in the folder now; anything else so named (a FIFO) is logged and skipped."""
         pattern = "**/*" if self.config.recursive else "*"
-        return sorted(p for p in self.root.glob(pattern) if p.is_file() and is_candidate(p, self.root))
+        found = []
+        for path in sorted(p for p in self.root.glob(pattern) if is_candidate(p, self.root)):
+            if path.is_file():
+                found.append(path)
+            elif not path.is_dir() and (mode := _mode(path)) is not None:
+                log.warning("%s: skipped, it is %s, not an image file", path, file_kind(mode))
+        return found
 
     def _emit_path(self, path: Path, emit: Emit) -> bool:
         """Emit one settled file; False once the pipeline stops accepting input or --max-files is reached."""
         if not inside(path, self.root):
             log.warning("%s: skipped, it links outside the watched folder %s", path, self.root)
             return True
-        try:
-            mode = path.stat().st_mode
-        except OSError:
+        mode = _mode(path)
+        if mode is None:
             return True  # gone before it was read
         if not stat.S_ISREG(mode):
             log.warning("%s: skipped, it is %s, not an image file", path, file_kind(mode))

@@ -1,7 +1,8 @@
 """Latency, throughput and peak memory of every available backend x precision x batch.
 
     python benchmarks/bench_backends.py [--quick] [--out DIR] [--models DIR] [--batches 1,15,32]
-        [--devices auto|cpu|cuda|cpu,cuda] [--backends onnxruntime,torch,tensorrt] [--precisions fp32,fp16,int8]
+        [--devices auto|cpu|cuda|cpu,cuda] [--backends onnxruntime,openvino,torch,tensorrt]
+        [--precisions fp32,fp16,int8]
 
 Each cell opens the backend with max batch = the batch, runs warm-up calls, then times `Backend.infer` on
 real normalised tiles of synthetic 1040 x 1388 fields (host batch in, host arrays out: H2D, compute and D2H,
@@ -47,13 +48,15 @@ class Cell:
     channels_last: bool = False
     cuda_graph: bool = False
     skip: str = ""
+    hint: str = "auto"  # openvino precision hint
 
     def label(self) -> str:
         return " ".join(p for p in (self.backend, self.device, self.precision, self.variant) if p)
 
     def choice(self) -> Choice:
         assert self.model is not None
-        return Choice(self.backend, self.model, self.precision, self.device, self.cuda_graph, self.channels_last)
+        return Choice(self.backend, self.model, self.precision, self.device, self.cuda_graph, self.channels_last,
+                      hint=self.hint)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -62,7 +65,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batches", default="1,15,32", help="tiles per call, comma-separated")
     parser.add_argument("--devices", default="auto",
                         help="auto (cuda where a GPU is, else cpu) | cpu | cuda | cpu,cuda")
-    parser.add_argument("--backends", default="onnxruntime,torch,tensorrt")
+    parser.add_argument("--backends", default="onnxruntime,openvino,torch,tensorrt")
     parser.add_argument("--precisions", default="fp32,fp16,int8")
     parser.add_argument("--budget", default="auto", help="auto (by device) | cpu | cuda | quick")
     parser.add_argument("--warmup", type=int, default=None, help="override the budget's warm-up calls")
@@ -89,6 +92,21 @@ def onnxruntime_cells(models: ModelSet, device: str, precisions: list[str]) -> l
     return [Cell("onnxruntime", device, p, model=models.onnx.get(p),
                  skip="" if p in models.onnx else models.missing.get(p, "no ONNX file for this precision"))
             for p in precisions]
+
+
+def openvino_cells(models: ModelSet, device: str, precisions: list[str]) -> list[Cell]:
+    """Each ONNX file under OpenVINO on the CPU, at the f32 hint and (where the CPU computes it) bf16."""
+    if device != "cpu":
+        return []
+    if not devices.openvino().ok:
+        return [Cell("openvino", device, "all", skip=devices.openvino().reason)]
+    bf16 = "" if devices.native_bf16() else "this CPU has no native bf16 (AVX-512 BF16 / AMX)"
+    cells = []
+    for p in precisions:
+        missing = "" if p in models.onnx else models.missing.get(p, "no ONNX file for this precision")
+        cells += [Cell("openvino", device, p, "f32 hint", models.onnx.get(p), skip=missing, hint="f32"),
+                  Cell("openvino", device, p, "bf16 hint", models.onnx.get(p), skip=missing or bf16, hint="bf16")]
+    return cells
 
 
 def torch_cells(models: ModelSet, device: str, precisions: list[str]) -> list[Cell]:
@@ -123,7 +141,8 @@ def tensorrt_cells(models: ModelSet, device: str, precisions: list[str]) -> list
 
 
 def plan_cells(models: ModelSet, args: argparse.Namespace) -> list[Cell]:
-    planners = {"onnxruntime": onnxruntime_cells, "torch": torch_cells, "tensorrt": tensorrt_cells}
+    planners = {"onnxruntime": onnxruntime_cells, "openvino": openvino_cells, "torch": torch_cells,
+                "tensorrt": tensorrt_cells}
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     names = [b.strip() for b in args.backends.split(",") if b.strip()]
     chosen = resolve_devices(args.devices)
@@ -139,7 +158,7 @@ def unmeasured_devices(chosen: list[str], names: list[str]) -> list[Cell]:
     rows = []
     if "cuda" not in chosen:
         why = "no GPU on this machine" if not devices.any_gpu() else "--devices leaves cuda out"
-        for name in (n for n in names if n != "onnxruntime"):
+        for name in (n for n in names if n not in ("onnxruntime", "openvino")):
             extra = f"; {devices.tensorrt().reason}" if name == "tensorrt" and not devices.tensorrt().ok else ""
             rows.append(Cell(name, "cuda", "all", skip=why + extra))
     if "cpu" not in chosen:
@@ -175,6 +194,20 @@ def run_cell(cell: Cell, batch: int, inputs: dict[str, Any], args: argparse.Name
     return row
 
 
+def cpu_speedup(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """images/s of the fastest CPU row over ONNX Runtime fp32 at the same batch, measured in this run."""
+    ok = [r for r in rows if r.get("status") == "ok" and r["device"] == "cpu"]
+    base = {r["batch"]: r for r in ok if (r["backend"], r["precision"]) == ("onnxruntime", "fp32")}
+    pairs = [(r, base[r["batch"]]) for r in ok if r["batch"] in base]
+    if not pairs:
+        return None
+    best, baseline = max(pairs, key=lambda pair: pair[0]["images_s"] / pair[1]["images_s"])
+    label = " ".join(x for x in (best["backend"], best["precision"], best["variant"]) if x)
+    return {"best": label, "batch": best["batch"], "images_s": best["images_s"], "p50_ms": best["latency_ms"]["p50"],
+            "baseline": "onnxruntime fp32", "baseline_images_s": baseline["images_s"],
+            "speedup": best["images_s"] / baseline["images_s"]}
+
+
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     models = resolve_models(args, work, engine_batch=engine_profile(args, max(parse_batches(args.batches))))
     size = size_of(args)
@@ -188,7 +221,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {"command": command_line(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "models": models.to_dict(), "image_size": list(size), "tiles_per_image": per_image,
             "tile": contract.tile, "pool_images": len(pool),
-            "note_cpu": CPU_NOTE, "rows": rows}
+            "note_cpu": CPU_NOTE, "rows": rows, "cpu_speedup": cpu_speedup(rows)}
 
 
 def memory(row: dict[str, Any], where: str) -> str:
@@ -223,6 +256,11 @@ def markdown(section: dict[str, Any]) -> str:
                                    else ""), r["status"], r["reason"]] for r in others])]
     if any(r["device"] == "cpu" and r["backend"] == "onnxruntime" for r in rows):
         lines += ["", section["note_cpu"]]
+    if section.get("cpu_speedup"):
+        best = section["cpu_speedup"]
+        lines += ["", f"CPU speed-up (cpu_speedup): {best['best']} at batch {best['batch']} runs "
+                      f"{fmt(best['images_s'], 2)} images/s against {fmt(best['baseline_images_s'], 2)} for "
+                      f"{best['baseline']}: {best['speedup']:.2f}x (p50 {fmt(best['p50_ms'], 1)} ms per call)."]
     if section.get("plot"):
         lines += ["", f"![throughput and latency per backend]({section['plot']})"]
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ from hep2edge.contract import METADATA_KEY, ModelContract
 from hep2edge.errors import ConfigError, ContractError, MissingExtraError, RegistryError
 from hep2edge.runtime.backends import BACKENDS, BackendConfig, create_backend, is_available
 from hep2edge.runtime.backends.engine_sidecar import normalise_cc, read_sidecar, sidecar_path
-from hep2edge.runtime.backends.select import select_model
+from hep2edge.runtime.backends.select import cpu_has_int8_dot, select_model
 
 TILE = 64
 
@@ -217,7 +217,16 @@ def test_tensorrt_backend_without_tensorrt_names_the_extra(tiny_onnx: Path, tmp_
         create_backend("tensorrt", BackendConfig(engine)).activate()
 
 
+def _cpu_box(monkeypatch: pytest.MonkeyPatch, openvino: bool, vnni: bool = False) -> None:
+    """No NVIDIA GPU; OpenVINO installed or not; a CPU with or without int8 dot products."""
+    select = "hep2edge.runtime.backends.select"
+    monkeypatch.setattr(f"{select}.gpu_present", lambda: False)
+    monkeypatch.setattr(f"{select}.is_available", lambda name: name != "openvino" or openvino)
+    monkeypatch.setattr(f"{select}.cpu_has_int8_dot", lambda: vnni)
+
+
 def test_select_by_file_and_folder(tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _cpu_box(monkeypatch, openvino=False)
     assert select_model(tiny_onnx).backend == "onnxruntime"
     with pytest.raises(ConfigError, match="cannot tell the backend"):
         (tmp_path / "model.bin").write_bytes(b"x")
@@ -227,10 +236,15 @@ def test_select_by_file_and_folder(tiny_onnx: Path, tmp_path: Path, monkeypatch:
     for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx"):
         (export / name).write_bytes(b"x")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("hep2edge.runtime.backends.select.gpu_present", lambda: False)
     chosen = select_model(None)
     assert chosen.model == Path("runs/export/3/model.onnx") and chosen.backend == "onnxruntime"
     assert "newest export" in chosen.reason and "no GPU" in chosen.reason
+    _cpu_box(monkeypatch, openvino=True, vnni=False)
+    assert (select_model(export).backend, select_model(export).model.name) == ("openvino", "model.onnx")
+    assert select_model(tiny_onnx).backend == "openvino"
+    _cpu_box(monkeypatch, openvino=True, vnni=True)  # OpenVINO runs Q/DQ as int8 on VNNI / AMX
+    assert (select_model(export).backend, select_model(export).model.name) == ("openvino", "model.int8.onnx")
+    assert select_model(export, "onnxruntime").model.name == "model.onnx"
     monkeypatch.setattr("hep2edge.runtime.backends.select.gpu_present", lambda: True)
     assert select_model(export).model.name == "model.fp16.onnx"
     with pytest.raises(ConfigError, match="no usable engine"):
@@ -241,6 +255,14 @@ def test_select_without_any_export_says_what_to_pass(tmp_path: Path, monkeypatch
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="--model"):
         select_model(None)
+
+
+def test_int8_dot_products_are_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse4_2 avx2 fma\n")
+    assert not cpu_has_int8_dot(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert cpu_has_int8_dot(info) and not cpu_has_int8_dot(tmp_path / "missing")
 
 
 def test_runtime_and_onnxruntime_backend_do_not_import_torch(tmp_path: Path) -> None:

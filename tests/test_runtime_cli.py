@@ -37,8 +37,8 @@ def _imread(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
 def test_analyze_real_images(agh_ana: Path, tiny_onnx: Path, tmp_path: Path) -> None:
     images = sorted((agh_ana / "images").glob("*.png"))[:2]
     out = tmp_path / "results"
-    result = hep2edge("analyze", *map(str, images), "--model", str(tiny_onnx), "--out", str(out),
-                      "--channel", "green", "--overlay", "--stats", "--max-batch", "64", cwd=tmp_path)
+    result = hep2edge("analyze", *map(str, images), "--model", str(tiny_onnx), "--out", str(out), "--backend",
+                      "onnxruntime", "--channel", "green", "--overlay", "--stats", "--max-batch", "64", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "channel policy: green" in result.stdout and "p95" in result.stdout and "end_to_end" in result.stdout
     check_exactly_once(out, images)

@@ -22,6 +22,7 @@ class Choice:
     channels_last: bool = False
     preprocess: str = "auto"
     reason: str = ""
+    hint: str = "auto"  # openvino: the precision hint (auto | f32 | bf16)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -29,7 +30,8 @@ class Choice:
         return data
 
     def label(self) -> str:
-        extras = [x for x, on in (("channels_last", self.channels_last), ("CUDA graph", self.cuda_graph)) if on]
+        extras = [x for x, on in (("channels_last", self.channels_last), ("CUDA graph", self.cuda_graph),
+                                  (f"{self.hint} hint", self.backend == "openvino")) if on]
         return f"{self.backend} {self.device} {self.precision}" + (f" ({', '.join(extras)})" if extras else "")
 
 
@@ -54,6 +56,17 @@ def _torch(models: ModelSet, precision: str, device: str) -> Choice | None:
                   reason="torch on the CPU")
 
 
+def _openvino(models: ModelSet, precision: str, device: str) -> Choice | None:
+    """OpenVINO on the CPU with the runtime's own preference (`watch --backend auto` without an NVIDIA GPU)."""
+    from hep2edge.runtime.backends.select import onnx_rule
+
+    rule = onnx_rule("openvino")
+    wanted = precision if precision != "auto" else next((p for p in rule.order if p in models.onnx), "")
+    if device == "cuda" or wanted not in models.onnx or not devices.openvino().ok:
+        return None
+    return Choice("openvino", models.onnx[wanted], wanted, "cpu", reason=rule.why)
+
+
 def _onnxruntime(models: ModelSet, precision: str, device: str) -> Choice | None:
     gpu = device != "cpu" and devices.onnxruntime_cuda().ok
     wanted = precision if precision != "auto" else ("fp16" if gpu else "fp32")
@@ -64,10 +77,13 @@ def _onnxruntime(models: ModelSet, precision: str, device: str) -> Choice | None
 
 
 def choose(models: ModelSet, backend: str = "auto", precision: str = "auto", device: str = "auto") -> Choice:
-    """TensorRT, else torch on a GPU, else ONNX Runtime (CPU), else torch on the CPU; ValueError if none fits."""
+    """TensorRT, else torch on a GPU, else ONNX Runtime on a GPU, else OpenVINO, else ONNX Runtime (CPU), else
+    torch on the CPU; ValueError if none fits."""
     options = {
         "tensorrt": lambda: _tensorrt(models, precision),
         "torch-gpu": lambda: _torch(models, precision, "cuda") if device != "cpu" else None,
+        "onnxruntime-gpu": lambda: _onnxruntime(models, precision, "cuda") if device != "cpu" else None,
+        "openvino": lambda: _openvino(models, precision, device),
         "onnxruntime": lambda: _onnxruntime(models, precision, device),
         "torch": lambda: _torch(models, precision, device),
     }
@@ -86,7 +102,8 @@ def backend_config(choice: Choice, batch: int) -> Any:
 
     torch = choice.backend == "torch"
     return BackendConfig(choice.model, max_batch=batch, device=choice.device, cuda_graph=choice.cuda_graph,
-                         torch_precision=choice.precision if torch else "fp32", channels_last=choice.channels_last)
+                         torch_precision=choice.precision if torch else "fp32", channels_last=choice.channels_last,
+                         inference_precision=choice.hint)
 
 
 def open_backend(choice: Choice, batch: int) -> Any:

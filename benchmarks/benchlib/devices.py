@@ -52,6 +52,22 @@ def onnxruntime_cuda() -> Availability:
 
 
 @cache
+def openvino() -> Availability:
+    """OpenVINO and the CPU capabilities it reports (BF16 native or not: the bf16 hint rows)."""
+    missing = _missing("openvino", "openvino")
+    if missing:
+        return missing
+    import openvino as ov
+
+    capabilities = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return Availability(True, f"openvino {ov.__version__}, CPU {', '.join(capabilities)}")
+
+
+def native_bf16() -> bool:
+    return openvino().ok and "BF16" in openvino().reason.split(", CPU ")[-1].split(", ")
+
+
+@cache
 def tensorrt() -> Availability:
     """TensorRT + pycuda + a GPU (what the tensorrt backend needs)."""
     try:

@@ -1,8 +1,9 @@
 """Resolve `--backend auto` and `--model` (a file, an export folder, or nothing = newest `runs/export/<n>`).
 
 Preference in an export folder: a TensorRT engine whose sidecar matches this GPU and TensorRT, else the
-fp16 ONNX where a GPU runs ONNX Runtime's CUDA provider, else the fp32 ONNX (fp16/int8 graphs are slower
-than fp32 on a CPU). Every choice comes with the reason, which the CLI prints.
+fp16 ONNX where a GPU runs ONNX Runtime's CUDA provider, else (no NVIDIA GPU) OpenVINO on the INT8 file where
+OpenVINO is installed, else ONNX Runtime on the fp32 ONNX (its CPU provider runs fp16/int8 graphs slower than
+fp32). Every choice comes with the reason, which the CLI prints.
 """
 
 from __future__ import annotations
@@ -31,12 +32,47 @@ class Selection:
     reason: str
 
 
+@dataclass(frozen=True)
+class OnnxRule:
+    """Which backend runs ONNX files here, the precisions in order of preference, and why."""
+
+    backend: str
+    order: tuple[str, ...]
+    why: str
+
+
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # CPU features that make int8 convolutions fast
+
+
+def cpu_has_int8_dot(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU has VNNI or AMX int8 dot products (without them OpenVINO's int8 is no faster than fp32)."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return any(flag in flags for flag in INT8_DOT_FLAGS)
+
+
+def onnx_rule(backend: str = "auto") -> OnnxRule:
+    """For `auto`: ONNX Runtime where an NVIDIA GPU is (CUDA provider, fp16 first), else OpenVINO if installed
+    (INT8 first where the CPU has VNNI/AMX, which OpenVINO uses for Q/DQ; else fp32), else ONNX Runtime on the
+    CPU (fp32 first)."""
+    if backend in ("auto", "onnxruntime") and gpu_present():
+        return OnnxRule("onnxruntime", ("fp16", "fp32", "int8"), "a GPU is present")
+    if backend == "openvino" or (backend == "auto" and is_available("openvino")):
+        if cpu_has_int8_dot():
+            return OnnxRule("openvino", ("int8", "fp32", "fp16"), "no NVIDIA GPU: OpenVINO, int8 on VNNI/AMX")
+        return OnnxRule("openvino", ("fp32", "int8", "fp16"), "no NVIDIA GPU: OpenVINO fp32 (no VNNI/AMX for int8)")
+    return OnnxRule("onnxruntime", ("fp32", "fp16", "int8"), "no GPU: fp32 is fastest on a CPU")
+
+
 def backend_for_file(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in ENGINE_SUFFIXES:
         return "tensorrt"
     if suffix in ONNX_SUFFIXES:
-        return "onnxruntime"
+        return onnx_rule().backend
     if suffix in CHECKPOINT_SUFFIXES:
         return "torch"
     raise ConfigError(
@@ -87,13 +123,12 @@ def _pick_in_folder(folder: Path, backend: str) -> Selection:
             return Selection("tensorrt", engine, note)
         if backend == "tensorrt":
             raise ConfigError(f"{folder}: no usable engine ({note}); build one with `hep2edge build-engine`")
-    if backend in ("auto", "onnxruntime"):
-        order = ("fp16", "fp32", "int8") if gpu_present() else ("fp32", "fp16", "int8")
-        onnx = _by_precision([p for p in files if p.suffix in ONNX_SUFFIXES], order)
+    if backend in ("auto", "onnxruntime", "openvino"):
+        rule = onnx_rule(backend)
+        onnx = _by_precision([p for p in files if p.suffix in ONNX_SUFFIXES], rule.order)
         if onnx:
-            where = "a GPU is present" if gpu_present() else "no GPU: fp32 is fastest on a CPU"
             prefix = f"{note}; " if backend == "auto" else ""
-            return Selection("onnxruntime", onnx[0], f"{prefix}{onnx[0].name} ({where})")
+            return Selection(rule.backend, onnx[0], f"{prefix}{onnx[0].name} ({rule.why})")
     checkpoints = [p for p in files if p.suffix in CHECKPOINT_SUFFIXES]
     if backend in ("auto", "torch") and checkpoints:
         return Selection("torch", checkpoints[0], f"checkpoint {checkpoints[0].name}")
@@ -118,6 +153,6 @@ def select_model(model: Path | None, backend: str = "auto") -> Selection:
         return Selection(backend, model, "as requested")
     chosen = backend_for_file(model)
     if not is_available(chosen):
-        extra = {"tensorrt": "tensorrt", "onnxruntime": "onnx", "torch": "train"}[chosen]
+        extra = {"tensorrt": "tensorrt", "onnxruntime": "onnx", "openvino": "openvino", "torch": "train"}[chosen]
         raise ConfigError(f"{model}: needs the {chosen} backend, not installed here: pip install 'hep2edge[{extra}]'")
     return Selection(chosen, model, f"{model.suffix} file")

@@ -37,7 +37,8 @@ def tiny_engine(tiny_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def _model_for(name: str, request: pytest.FixtureRequest) -> Path:
     if not is_available(name):
         pytest.skip(f"backend {name} is not available here (TensorRT needs tensorrt + pycuda + a GPU)")
-    fixture = {"onnxruntime": "tiny_onnx", "openvino": "tiny_onnx", "torch": "tiny_checkpoint", "tensorrt": "tiny_engine"}[name]
+    fixture = {"onnxruntime": "tiny_onnx", "openvino": "tiny_onnx", "torch": "tiny_checkpoint",
+               "tensorrt": "tiny_engine"}[name]
     return Path(request.getfixturevalue(fixture))
 
 

@@ -32,7 +32,16 @@ from hep2edge.export.tiles import (
     resolve_selection,
     verification_tiles,
 )
-from hep2edge.export.verify import TASK_METRICS, Outputs, onnx_outputs, output_diffs, task_metrics, torch_outputs
+from hep2edge.export.verify import (
+    TASK_METRICS,
+    Outputs,
+    onnx_outputs,
+    openvino_available,
+    openvino_outputs,
+    output_diffs,
+    task_metrics,
+    torch_outputs,
+)
 from hep2edge.train.checkpoint import LoadedCheckpoint, load_checkpoint
 from hep2edge.workspace import resolve_out_dir, write_resolved_config
 
@@ -114,11 +123,21 @@ def _convert_and_verify(name: str, out_dir: Path, prepared: Prepared, inputs: Co
         return PrecisionResult(precision=name, error=f"conversion failed: {exc.__class__.__name__}: {first}")
     path = out_dir / str(result.file)
     result.sha256 = file_sha256(path)
-    outputs = onnx_outputs(path, prepared.tiles.images, config.verify_batch)
+    _verify(result, onnx_outputs(path, prepared.tiles.images, config.verify_batch), prepared, reference, config)
+    if openvino_available():  # the file is judged as each installed runtime will run it
+        under = PrecisionResult(precision=name, file=result.file, runtime="openvino")
+        _verify(under, openvino_outputs(path, prepared.tiles.images, config.verify_batch), prepared, reference,
+                config)
+        result.add_runtime(under)
+    return result
+
+
+def _verify(result: PrecisionResult, outputs: Outputs, prepared: Prepared, reference: Reference,
+            config: ExportConfig) -> None:
+    """Output differences and task metrics against PyTorch fp32, checked against the limits."""
     result.set_diffs(output_diffs(reference.outputs, outputs))
     result.set_metrics(task_metrics(outputs, prepared.tiles, reference.threshold), reference.metrics)
     result.check(config.limits)
-    return result
 
 
 @dataclass
@@ -190,7 +209,8 @@ def run_export(config: ExportConfig, say: Say = log.info) -> ExportReport:
     report.simplification = fp32.note
     inputs = ConversionInputs(fp32_path, prepared.calibration, config.int8, out_dir / LOG_FILE)
     for name in config.precisions:
-        say(f"{name}: converting and verifying under ONNX Runtime CPU")
+        also = " and OpenVINO" if openvino_available() else ""
+        say(f"{name}: converting and verifying under ONNX Runtime{also} (CPU)")
         report.precisions[name] = _convert_and_verify(name, out_dir, prepared, inputs, reference, config)
     report.tensorrt = engines_for(config, out_dir, loaded.contract, say)
     write_report(report, out_dir)

@@ -39,6 +39,13 @@ class PrecisionResult:
     notes: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     error: str | None = None
+    runtime: str = "onnxruntime"  # what ran the file for these figures
+    under: dict[str, dict[str, Any]] = field(default_factory=dict)  # the same figures under other runtimes
+
+    def add_runtime(self, other: PrecisionResult) -> None:
+        """Figures of the same file under another runtime; its limit breaks fail this precision too."""
+        self.under[other.runtime] = other.to_dict()
+        self.failures += [f"under {other.runtime}: {failure}" for failure in other.failures]
 
     @property
     def passed(self) -> bool:
@@ -133,6 +140,20 @@ def _sci(value: float) -> str:
     return f"{value:.2e}" if math.isfinite(value) else "-"
 
 
+def _others(report: ExportReport) -> set[str]:
+    return {runtime for r in report.precisions.values() for runtime in r.under}
+
+
+def _row(name: str, runtime: str, file: str | None, figures: dict[str, Any], ok: bool) -> str:
+    """One table row: a precision's figures under one runtime."""
+    cells = [name, runtime, f"`{file}`" if file else "-", _sci(figures.get("max_abs_diff", float("nan"))),
+             _sci(figures.get("mean_abs_diff", float("nan")))]
+    changes = figures.get("changes", {})
+    cells += [f"{_fmt(figures.get(m))} ({_fmt(changes.get(m), signed=True)})" for m in TASK_METRICS]
+    cells.append("yes" if ok else "**no**")
+    return "| " + " | ".join(cells) + " |"
+
+
 def to_markdown(report: ExportReport) -> str:
     """Human-readable tables of the report."""
     lines = [
@@ -140,19 +161,20 @@ def to_markdown(report: ExportReport) -> str:
         f"- checkpoint: `{report.checkpoint}` ({report.checkpoint_reason})",
         f"- verification: {report.verification.get('source', '-')}, {report.verification.get('tiles', 0)} tiles",
         f"- calibration: {report.calibration.get('source', 'not needed')}",
-        f"- machine: {report.machine['host']} ({report.machine['cpu']}), ONNX Runtime CPU",
+        f"- machine: {report.machine['host']} ({report.machine['cpu']}); runtimes: "
+        f"{', '.join(sorted({r.runtime for r in report.precisions.values()} | _others(report))) or '-'} (CPU)",
         f"- result: {'PASSED' if report.passed else 'FAILED'}", "",
         "Patch level; changes are against PyTorch fp32 "
         f"(Dice {_fmt(report.reference.get('dice'))}, pattern acc {_fmt(report.reference.get('pattern_accuracy'))}, "
         f"intensity acc {_fmt(report.reference.get('intensity_accuracy'))}).", "",
-        "| precision | file | max abs diff | mean abs diff | Dice (Δ) | pattern acc (Δ) | intensity acc (Δ) | ok |",
-        "|---|---|---|---|---|---|---|---|",
+        "| precision | runtime | file | max abs diff | mean abs diff | Dice (Δ) | pattern acc (Δ) | "
+        "intensity acc (Δ) | ok |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in report.precisions.items():
-        cells = [name, f"`{r.file}`" if r.file else "-", _sci(r.max_abs_diff), _sci(r.mean_abs_diff)]
-        cells += [f"{_fmt(getattr(r, m))} ({_fmt(r.changes.get(m), signed=True)})" for m in TASK_METRICS]
-        cells.append("yes" if r.passed else "**no**")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_row(name, r.runtime, r.file, r.to_dict(), r.passed))
+        for runtime, figures in r.under.items():
+            lines.append(_row(name, runtime, r.file, figures, not figures.get("failures")))
     lines += ["", "Per output (max / mean abs diff):", ""]
     for name, r in report.precisions.items():
         per = ", ".join(f"{o} {_sci(d['max_abs_diff'])} / {_sci(d['mean_abs_diff'])}" for o, d in r.outputs.items())

@@ -1,4 +1,5 @@
-"""Compare each precision's ONNX file under ONNX Runtime with PyTorch fp32 on held-out tiles.
+"""Compare each precision's ONNX file under ONNX Runtime (and OpenVINO, where installed) with PyTorch fp32 on
+held-out tiles.
 
 Output differences (max / mean abs, relative error) and task metrics (patch-level Dice, pattern and
 intensity accuracy, with image level kept for the report) computed with hep2edge.metrics.
@@ -40,6 +41,26 @@ def onnx_outputs(path: Path, images: np.ndarray, batch: int = 8) -> Outputs:
     from hep2edge.export.onnx_graph import run_onnx
 
     return run_onnx(Path(path), images, batch)
+
+
+def openvino_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def openvino_outputs(path: Path, images: np.ndarray, batch: int = 8) -> Outputs:
+    """Outputs of an ONNX file under OpenVINO on the CPU (f32 hint: Q/DQ runs as int8), as the runtime runs it."""
+    import openvino as ov
+
+    request = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
+    for start in range(0, len(images), batch):
+        results = request.infer({0: np.ascontiguousarray(images[start : start + batch], dtype=np.float32)})
+        by_name = {port.get_any_name(): value for port, value in results.items()}
+        for name in OUTPUT_NAMES:
+            chunks[name].append(np.array(by_name[name], dtype=np.float32))
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 
 @dataclass(frozen=True)

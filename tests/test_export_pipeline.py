@@ -14,6 +14,7 @@ pytest.importorskip("modelopt.onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from hep2edge.contract import ModelContract  # noqa: E402
+from hep2edge.export.verify import openvino_available  # noqa: E402
 
 
 def make_data_checkpoint(tiny_checkpoint: Path, data_root: Path, dest: Path) -> Path:
@@ -93,7 +94,14 @@ def test_report_has_diffs_and_task_metrics_per_precision(exported: tuple[Path, A
     # fp32 ONNX vs PyTorch: at most a few pixels sitting on the 0.5 threshold may flip
     assert abs(fp32["changes"]["dice"]) < 1e-3
     md = (out / "export_report.md").read_text()
-    assert "| fp16 | `model.fp16.onnx` |" in md and "PASSED" in md
+    assert "| fp16 | onnxruntime | `model.fp16.onnx` |" in md and "PASSED" in md
+    for entry in (fp32, fp16):  # every precision judged as OpenVINO runs it too, where installed
+        assert entry["runtime"] == "onnxruntime"
+        if openvino_available():
+            under = entry["under"]["openvino"]
+            assert under["runtime"] == "openvino" and 0.0 <= under["dice"] <= 1.0 and under["passed"]
+            assert f"| {entry['precision']} | openvino | `{entry['file']}` |" in md
+    assert fp32["under"].get("openvino", {}).get("rel_error", 0.0) < 1e-3
     assert "trtexec --onnx=model.fp16.onnx --stronglyTyped" in json.dumps(data["tensorrt"])
 
 

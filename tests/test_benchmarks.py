@@ -220,3 +220,44 @@ def test_cli_bench_passes_through_and_says_when_the_suite_is_absent(monkeypatch:
     monkeypatch.setattr(bench_command, "run_all_script", lambda: None)
     missing = CliRunner().invoke(app, ["bench", "--quick"])
     assert missing.exit_code == 2 and "source checkout" in missing.output
+
+
+def test_soak_figures_use_the_fed_samples_and_fit_the_second_half() -> None:
+    from benchlib.soak import Sample, figures
+
+    def run(kb_per_image: float) -> list[Sample]:
+        fed = [Sample(t=float(i), processed=10 * i, rss_mb=300 + kb_per_image * 10 * i / 1024, hwm_mb=310.0,
+                      cpu_s=0.5 * i, threads=14, fds=10) for i in range(101)]  # 10 images/s, 1000 images
+        drain = [Sample(t=101.0 + i, processed=1000, rss_mb=200.0, hwm_mb=310.0, cpu_s=50.0, threads=3, fds=3,
+                        feeding=False) for i in range(3)]  # shutdown: left out of the fit
+        return fed + drain
+
+    growing = figures(run(2.0), warmup_fraction=0.1, flat_kb=0.5)
+    assert growing["slope_kb_per_image"] == pytest.approx(2.0) and growing["verdict"] == "grows"
+    assert growing["warmup_images"] == 100 and growing["end_images"] == 1000
+    assert growing["rss_mb"]["end"] == pytest.approx(300 + 2.0 * 1000 / 1024) and growing["rss_mb"]["peak"] == 310
+    assert growing["images_s"]["second_half"] == pytest.approx(10.0) and growing["cpu_percent"] == pytest.approx(50)
+    flat = figures(run(0.0), warmup_fraction=0.1, flat_kb=0.5)
+    assert flat["slope_kb_per_image"] == pytest.approx(0.0, abs=1e-9) and flat["verdict"] == "plateau"
+    assert figures([], 0.1, 0.5)["verdict"] == "not measured"
+
+
+@pytest.mark.slow
+def test_bench_soak_runs_the_watcher_and_reports_memory(models_dir: Path, tmp_path: Path) -> None:
+    import bench_soak
+
+    out = tmp_path / "results"
+    code = bench_soak.main(["--models", str(models_dir), "--out", str(out), "--work", str(tmp_path / "work"),
+                            "--files", "48", "--pool-images", "2", "--ahead", "4", "--interval", "0.2"])
+    assert code == 0
+    (path,) = out.glob("*-soak-*.json")
+    data = json.loads(path.read_text())
+    assert path.name == f"{data['machine']}-soak-{data['date']}.json"
+    assert data["exit"] == 0 and data["files_fed"] == data["processed"] == 48 and data["states"] == {"done": 48}
+    assert data["image_size"] == [128, 128] and data["tiles_per_image"] == 4 and data["dtype"] == "uint8"
+    rss = data["rss_mb"]
+    assert 20 < rss["warmup"] <= rss["peak"] and 20 < rss["end"] <= rss["peak"] < 4096
+    assert math.isfinite(data["slope_kb_per_image"]) and data["verdict"] in ("plateau", "grows")
+    assert data["images_s"]["after_warmup"] > 0 and data["threads"]["end"] > 1 and data["fds"]["end"] > 0
+    assert len(data["samples"]) >= 5 and all(s["rss_mb"] > 0 for s in data["samples"])
+    assert (out / data["plot"]).is_file() and "kB/image" in path.with_suffix(".md").read_text()

@@ -7,8 +7,9 @@ import errno
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from hep2edge.errors import Hep2EdgeError
 
@@ -44,8 +45,10 @@ def _target_mode(path: Path) -> int:
         return 0o666 & ~_UMASK
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that `path` is either the old file or the complete new one."""
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
+    """A binary handle whose content replaces `path` only when the block ends without error (then fsynced):
+    `path` is either the old file or the complete new one. Lets large outputs be streamed, not held."""
     path = Path(path)
     tmp_name = ""
     try:
@@ -54,7 +57,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if hasattr(os, "fchmod"):  # POSIX
             os.fchmod(fd, _target_mode(path))
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -65,6 +68,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if tmp_name:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that `path` is either the old file or the complete new one."""
+    with atomic_writer(path) as handle:
+        handle.write(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -47,6 +47,9 @@ CREATE INDEX IF NOT EXISTS inputs_hash ON inputs(content_hash);
 CREATE TABLE IF NOT EXISTS results ({", ".join(c + (" TEXT PRIMARY KEY" if c == "content_hash" else "")
                                                for c in RESULT_COLUMNS)});
 CREATE UNIQUE INDEX IF NOT EXISTS results_stem ON results(stem);
+CREATE INDEX IF NOT EXISTS results_specimen ON results(specimen);
+CREATE INDEX IF NOT EXISTS results_source ON results(source_path);
+CREATE INDEX IF NOT EXISTS inputs_stem ON inputs(stem);
 CREATE TABLE IF NOT EXISTS superseded ({", ".join(RESULT_COLUMNS)}, superseded_at REAL, superseded_by TEXT);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, run INTEGER, content_hash TEXT, path TEXT, event TEXT, detail TEXT, at REAL);

@@ -50,6 +50,7 @@ class PipelineConfig:
     max_batch: int = 32
     batch_wait_ms: float = 2.0  # how long the GPU thread waits for another frame to fill a batch
     table_interval_s: float = 1.0  # results.csv trails the journal by at most this (plus one regeneration)
+    table_cost_share: float = 0.25  # ... or longer, so that regenerating a large table takes at most this share
 
     def __post_init__(self) -> None:
         for name in ("readers", "writers", "queue_size", "max_batch"):
@@ -78,6 +79,7 @@ class Pipeline:
         self._lock = threading.Lock()
         self._tables_lock = threading.Lock()
         self._tables_at = 0.0
+        self._tables_cost = 0.0  # seconds the last regeneration took
         self._tables_dirty = threading.Event()  # a result was committed since the tables were last regenerated
         self._writers_done = threading.Event()
 
@@ -264,7 +266,8 @@ class Pipeline:
             while not self._writers_done.is_set() and not self.abort.is_set():
                 if not self._tables_dirty.wait(POLL_S):
                     continue
-                wait = self._tables_at + self.config.table_interval_s - time.monotonic()
+                gap = max(self.config.table_interval_s, self._tables_cost / self.config.table_cost_share)
+                wait = self._tables_at + gap - time.monotonic()
                 if wait > 0 and self._writers_done.wait(wait):
                     return  # the last writer regenerates them
                 self._refresh_tables()
@@ -274,9 +277,11 @@ class Pipeline:
     def _refresh_tables(self) -> None:
         with self._tables_lock:
             self._tables_dirty.clear()
+            started = time.monotonic()
             for table in self.tables:
                 table.refresh(self.journal)
             self._tables_at = time.monotonic()
+            self._tables_cost = self._tables_at - started
 
     # --- running --------------------------------------------------------------------------------------------
     @property

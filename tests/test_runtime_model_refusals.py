@@ -19,7 +19,7 @@ from hep2edge.labels import PATTERNS
 from hep2edge.runtime.backends import BackendConfig, create_backend
 from hep2edge.runtime.backends.base import Backend
 from hep2edge.runtime.backends.engine_sidecar import read_sidecar, sidecar_path
-from hep2edge.runtime.backends.select import select_model
+from hep2edge.runtime.backends.select import onnx_rule, select_model
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -254,7 +254,7 @@ def test_folder_with_a_bad_sidecar_falls_back_to_onnx(tmp_path: Path, kind: str,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="hep2edge.runtime.backends.select"):
         chosen = select_model(_export_folder(tmp_path / "export", BAD_SIDECARS[kind]))
-    assert chosen.backend == "onnxruntime" and chosen.model.name == "model.onnx"
+    assert chosen.backend == onnx_rule().backend and chosen.model.name == "model.onnx"
     assert "model.fp16.engine" in chosen.reason
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "model.fp16.engine" in warnings[0] and "\n" not in warnings[0], warnings

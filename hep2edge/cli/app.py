@@ -62,6 +62,7 @@ def _register_commands() -> None:
         data_commands,
         demo_command,
         export_commands,
+        review_commands,
         runtime_commands,
         train_command,
     )

@@ -25,6 +25,12 @@ EXTRA_OF = {
     "onnxruntime": "onnx",
     "pycuda": "gpu",
     "tensorrt": "tensorrt",
+    "fastapi": "review",
+    "starlette": "review",
+    "uvicorn": "review",
+    "jinja2": "review",
+    "python_multipart": "review",
+    "hl7apy": "review",
 }
 
 

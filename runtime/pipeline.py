@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from hep2edge.atomic import OutputWriteError
 from hep2edge.errors import ConfigError, ContractError
 from hep2edge.runtime.executors import Chunk, Executor
+from hep2edge.runtime.heap import release_free_memory
 from hep2edge.runtime.journal import Journal
 from hep2edge.runtime.sinks import TableSink
 from hep2edge.runtime.sources import Item, Source
@@ -280,6 +281,7 @@ class Pipeline:
             started = time.monotonic()
             for table in self.tables:
                 table.refresh(self.journal)
+            release_free_memory()  # the regeneration's temporaries would otherwise stay in the thread's arena
             self._tables_at = time.monotonic()
             self._tables_cost = self._tables_at - started
 

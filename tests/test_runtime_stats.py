@@ -46,3 +46,11 @@ def test_threads_adding_at_once_lose_no_sample() -> None:
         thread.join()
     row = stats.percentiles()["infer"]
     assert row["n"] == 8000 and row["window"] == 50 and row["p50"] == 1.0
+
+
+def test_freed_heap_memory_is_handed_back_where_glibc_allows() -> None:
+    import platform
+
+    from hep2edge.runtime.heap import release_free_memory
+
+    assert release_free_memory() == (platform.libc_ver()[0] == "glibc")

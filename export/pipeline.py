@@ -70,7 +70,7 @@ class CalibrationTiles:
     def __init__(self, config: ExportConfig, loaded: LoadedCheckpoint, ckpt: Path) -> None:
         data = loaded.data.get("data") or {}
         self.selection = resolve_selection(config.calib_data, "--calib-data", data, TRAIN_KEYS, ckpt)
-        self.source = f"{self.selection.root} ({self.selection.origin})"
+        self.source = f"{self.selection.shown} ({self.selection.origin})"
         self._args = (loaded.contract, config.int8.calib_images, config.int8.seed)
         self._tiles: np.ndarray | None = None
 
@@ -166,7 +166,7 @@ def prepare(config: ExportConfig, say: Say) -> Prepared:
     loaded = load_checkpoint(chosen.path)
     val = resolve_selection(config.val_data, "--val-data", loaded.data.get("data") or {}, VAL_KEYS, chosen.path)
     calibration = _resolve_calibration(config, loaded, chosen.path, say)
-    say(f"reading held-out tiles from {val.root} ({val.origin})")
+    say(f"reading held-out tiles from {val.shown} ({val.origin})")
     tiles = verification_tiles(val, loaded.contract, config.val_images, config.int8.seed)
     if calibration is not None:
         say(f"reading {config.int8.calib_images} calibration tiles from {calibration.source}")

@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 
 from hep2edge.contract import ModelContract
+from hep2edge.data.combined import patient_key
 from hep2edge.errors import ConfigError, DataError
 from hep2edge.imageio import read_image, read_mask
 from hep2edge.normalization import normalize_tiles
 from hep2edge.tiling import TileGrid, extract_tiles, tile_grid
 
 ROOT_KEYS = ("root", "dataset_root", "data_root", "dataset", "data_dir")
+ROOTS_KEY = "roots"  # several folders trained together (hep2edge train --data A --data B)
 TRAIN_KEYS = ("train_patients",)
 VAL_KEYS = ("val_patients", "valid_patients", "validation_patients")
 
@@ -48,19 +50,23 @@ class TileSet:
 
 @dataclass(frozen=True)
 class DataSelection:
-    """A dataset folder and the patients to use from it (None = all); `allow_outside`: its manifest may name
-    files outside the folder (the checkpoint was trained with --allow-outside)."""
+    """A dataset folder (and `also` the folders trained together with it) and the patients to use (None = all);
+    `allow_outside`: its manifests may name files outside their folder (trained with --allow-outside)."""
 
     root: Path
     patients: frozenset[str] | None
     origin: str
     allow_outside: bool = False
+    also: tuple[Path, ...] = ()
 
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        return (self.root, *self.also)
 
-def patient_key(value: object) -> str:
-    """'00012', 12, ' 12 ' -> '12': patient ids compared without padding."""
-    text = str(value).strip()
-    return (text.lstrip("0") or "0") if text.isdigit() else text
+    @property
+    def shown(self) -> str:
+        """The folder, or the folders joined by ' + '."""
+        return " + ".join(str(root) for root in self.roots)
 
 
 def _first(data: dict[str, Any], keys: Sequence[str]) -> Any:
@@ -74,25 +80,36 @@ def resolve_selection(
     if flag is not None:
         return DataSelection(Path(flag), None, flag_name)
     data = checkpoint_data if isinstance(checkpoint_data, dict) else {}
-    root, patients = _first(data, ROOT_KEYS), _first(data, patient_keys)
-    if root is None or patients is None or not Path(str(root)).is_dir():
-        where = f"records dataset {root} which is not here" if root and not Path(str(root)).is_dir() else (
+    roots, patients = _recorded_roots(data), _first(data, patient_keys)
+    gone = next((root for root in roots if not root.is_dir()), None)
+    if not roots or patients is None or gone is not None:
+        where = f"records dataset {gone} which is not here" if gone is not None else (
             "records no dataset and fold patients"
         )
         raise ConfigError(f"{ckpt}: checkpoint {where}; pass {flag_name} DATA_DIR")
     keys = frozenset(patient_key(p) for p in patients)
-    return DataSelection(Path(str(root)), keys, f"{patient_keys[0]} of {ckpt.name}",
-                         bool(data.get("allow_outside", False)))
+    return DataSelection(roots[0], keys, f"{patient_keys[0]} of {ckpt.name}",
+                         bool(data.get("allow_outside", False)), roots[1:])
+
+
+def _recorded_roots(data: dict[str, Any]) -> tuple[Path, ...]:
+    """The checkpoint's dataset folders: `roots` (several), else the one of ROOT_KEYS (older checkpoints)."""
+    several = data.get(ROOTS_KEY)
+    if isinstance(several, list) and several:
+        return tuple(Path(str(root)) for root in several)
+    root = _first(data, ROOT_KEYS)
+    return () if root is None else (Path(str(root)),)
 
 
 def load_records(selection: DataSelection) -> list[Any]:
-    """The dataset's image records, restricted to the selected patients; DataError if none."""
-    from hep2edge.data.manifest import load_dataset
+    """The dataset's image records (the folders combined as training did), restricted to the selected patients."""
+    from hep2edge.data.combined import load_datasets
 
-    if not selection.root.is_dir():
-        raise DataError(f"{selection.root}: no such dataset folder ({selection.origin})")
+    gone = next((root for root in selection.roots if not root.is_dir()), None)
+    if gone is not None:
+        raise DataError(f"{gone}: no such dataset folder ({selection.origin})")
     try:
-        dataset = load_dataset(selection.root, allow_outside=selection.allow_outside)
+        dataset = load_datasets(selection.roots, allow_outside=selection.allow_outside)
     except DataError as exc:  # its message lists every problem on its own line: keep the first
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise DataError(f"{selection.origin}: " + " ".join(lines[:2])) from exc
@@ -100,7 +117,7 @@ def load_records(selection: DataSelection) -> list[Any]:
     if selection.patients is not None:
         records = [r for r in records if patient_key(r.patient) in selection.patients]
     if not records:
-        raise DataError(f"{selection.root}: no images for {selection.origin}")
+        raise DataError(f"{selection.shown}: no images for {selection.origin}")
     return records
 
 
@@ -180,5 +197,5 @@ def verification_tiles(selection: DataSelection, contract: ModelContract, images
         ))
     inputs, masks, valid, pattern, intensity, image_ids, patient_ids = (np.concatenate(c) for c in zip(*parts))
     return TileSet(inputs, masks, valid, pattern, intensity, image_ids, patient_ids,
-                   source=f"{len(records)} images of {selection.root} ({selection.origin})")
+                   source=f"{len(records)} images of {selection.shown} ({selection.origin})")
 

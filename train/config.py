@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hep2edge.data.combined import check_roots
 from hep2edge.errors import ConfigError
 from hep2edge.imageio import channel_policy_names
 from hep2edge.normalization import MODES as NORMALIZATION_MODES
@@ -24,7 +25,7 @@ DEFAULT_TILE = 384
 class TrainConfig:
     """Everything one `hep2edge train` run needs; `fold=None` means every fold."""
 
-    data: Path
+    data: Path | tuple[Path, ...]  # one folder, or several trained together (a 1-tuple becomes the Path)
     out: Path | None = None  # None: the next runs/train/<n>, made once the inputs are checked
     manifest: Path | None = None
     allow_outside: bool = False  # manifest paths may resolve outside `data`
@@ -62,6 +63,8 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "data", _data_field(self.data))
+        check_roots(self.data_dirs, self.manifest)
         checks = [
             (self.seg_loss in SEG_LOSSES, f"--seg-loss {self.seg_loss}: valid: {', '.join(SEG_LOSSES)}"),
             (self.weighting in WEIGHTINGS, f"--weighting {self.weighting}: valid: {', '.join(WEIGHTINGS)}"),
@@ -97,6 +100,11 @@ class TrainConfig:
                 raise ConfigError(message)
 
     @property
+    def data_dirs(self) -> tuple[Path, ...]:
+        """The dataset folders, in the order given."""
+        return self.data if isinstance(self.data, tuple) else (self.data,)
+
+    @property
     def model_config(self) -> ModelConfig:
         return ModelConfig(
             encoder=self.encoder,
@@ -129,8 +137,16 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value.resolve())
     if isinstance(value, tuple):
-        return list(value)
+        return [_plain(v) for v in value]
     return value
+
+
+def _data_field(value: Any) -> Path | tuple[Path, ...]:
+    """One folder as a Path (as before several were allowed), several as a tuple of Paths."""
+    if isinstance(value, (list, tuple)):
+        paths = tuple(Path(v) for v in value)
+        return paths[0] if len(paths) == 1 else paths
+    return Path(value)
 
 
 def parse_fold(value: str | int | None) -> int | None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hep2edge.data.manifest import Dataset, load_dataset
-from hep2edge.errors import ConfigError
+from hep2edge.data.combined import Datasets, load_datasets
+from hep2edge.errors import ConfigError, DataError
 from hep2edge.folds import check_folds_cover, fold_patients, load_folds, make_folds, save_folds
 from hep2edge.train.config import TrainConfig
 from hep2edge.train.display import Display
@@ -29,7 +29,7 @@ def check_out_dir(out: Path, resume: bool) -> None:
                           "pass --resume to continue it or choose another --out")
 
 
-def resolve_folds(config: TrainConfig, dataset: Dataset, ctx: DistContext) -> tuple[dict[str, int], Path]:
+def resolve_folds(config: TrainConfig, dataset: Datasets, ctx: DistContext) -> tuple[dict[str, int], Path]:
     """Folds from --folds-file, else from this run's folds.json (resume), else made now and saved."""
     path = config.folds_file or config.run_dir / FOLDS_FILE
     barrier(ctx)  # every process looks for the file before rank 0 may write it
@@ -43,12 +43,12 @@ def resolve_folds(config: TrainConfig, dataset: Dataset, ctx: DistContext) -> tu
         folds = make_folds(dataset.records, config.folds, config.seed)
         if ctx.is_main:
             save_folds(path, folds, {"k": config.folds, "seed": config.seed,
-                                     "dataset": str(dataset.root.resolve())})
+                                     "dataset": dataset.describe()})
     barrier(ctx)
     return folds, path.resolve()
 
 
-def load_tiles(config: TrainConfig, dataset: Dataset, display: Display) -> TileSet:
+def load_tiles(config: TrainConfig, dataset: Datasets, display: Display) -> TileSet:
     """Read and cut every image once (uint8/uint16 tiles in memory)."""
     with display.bar(f"reading {len(dataset.records)} images", len(dataset.records)) as advance:
         tiles = build_tile_set(dataset.records, config.tile, config.channel_policy, config.in_channels,
@@ -59,12 +59,11 @@ def load_tiles(config: TrainConfig, dataset: Dataset, display: Display) -> TileS
 
 
 def data_info(
-    config: TrainConfig, dataset: Dataset, folds_path: Path, train: list[str], val: list[str]
+    config: TrainConfig, dataset: Datasets, folds_path: Path, train: list[str], val: list[str]
 ) -> dict[str, Any]:
     """What export needs to draw calibration (train) and verification (val) tiles again."""
     return {
-        "root": str(dataset.root.resolve()),
-        "manifest": str(dataset.manifest.resolve()),
+        **dataset.location(),
         "allow_outside": config.allow_outside,
         "folds_file": str(folds_path),
         "train_patients": list(train),
@@ -73,7 +72,7 @@ def data_info(
     }
 
 
-def train_folds(config: TrainConfig, ctx: DistContext, dataset: Dataset, tiles: TileSet,
+def train_folds(config: TrainConfig, ctx: DistContext, dataset: Datasets, tiles: TileSet,
                 display: Display) -> tuple[list[FoldResult], dict[str, int]]:
     folds, folds_path = resolve_folds(config, dataset, ctx)
     results = []
@@ -87,12 +86,24 @@ def train_folds(config: TrainConfig, ctx: DistContext, dataset: Dataset, tiles: 
     return results, folds
 
 
-def prepare(config: TrainConfig) -> Dataset:
-    """Check the inputs that need no decoding: run folder, manifest, masks, fold count, encoder weights."""
+def require_all_masks(dataset: Datasets) -> None:
+    """require_masks for every folder, their refusals reported together (one line per folder)."""
+    errors = []
+    for part in dataset.parts:
+        try:
+            require_masks(part.records, str(part.manifest))
+        except DataError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise DataError("\n".join(errors))
+
+
+def prepare(config: TrainConfig) -> Datasets:
+    """Check the inputs that need no decoding: run folder, manifests, masks, fold count, encoder weights."""
     if config.out is not None:
         check_out_dir(config.out, config.resume)
-    dataset = load_dataset(config.data, config.manifest, allow_outside=config.allow_outside)
-    require_masks(dataset.records, str(dataset.manifest))
+    dataset = load_datasets(config.data_dirs, config.manifest, allow_outside=config.allow_outside)
+    require_all_masks(dataset)
     if config.folds_file is None:
         make_folds(dataset.records, config.folds, config.seed)  # too few patients for --folds fails here
     build_model(config.model_config, config.encoder_weights)  # fails fast: weights file, offline imagenet

@@ -42,6 +42,16 @@ def _check_defaults(ctx: typer.Context, defaults: dict[str, dict[str, object]]) 
         raise ConfigError(f"{CONFIG_FILE}: " + "; ".join(problems))
 
 
+def _listify(ctx: typer.Context, defaults: dict[str, dict[str, object]]) -> None:
+    """A scalar in hep2edge.yaml for a repeatable option (`data: DIR`) means a list of one."""
+    commands = getattr(ctx.command, "commands", {})
+    for name, values in defaults.items():
+        repeatable = {p.name for p in commands[name].params if getattr(p, "multiple", False)}
+        for key, value in values.items():
+            if key in repeatable and value is not None and not isinstance(value, (list, tuple)):
+                values[key] = [value]
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
@@ -51,6 +61,7 @@ def root(
     defaults = load_defaults()
     if defaults:
         _check_defaults(ctx, defaults)
+        _listify(ctx, defaults)
         ctx.default_map = {**(ctx.default_map or {}), **defaults}
         err_console.print(f"[dim]defaults from {CONFIG_FILE}: {', '.join(sorted(defaults))}[/dim]")
 

@@ -32,6 +32,16 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
         raise ConfigError(f"{option} {text!r}: expected integers separated by commas, e.g. 256,128,64,32,16") from None
 
 
+def _data_dirs(data: list[Path] | None) -> tuple[Path, ...]:
+    """The --data folders (one or several); one line naming every folder that is not there."""
+    if not data:
+        raise ConfigError("no dataset: pass --data DIR or set `train: {data: DIR}` in hep2edge.yaml")
+    missing = [str(folder) for folder in data if not Path(folder).is_dir()]
+    if missing:
+        raise ConfigError(f"--data {', '.join(missing)}: no such dataset folder")
+    return tuple(Path(folder) for folder in data)
+
+
 def _out_dir(out: Path | None, resume: bool) -> Path | None:
     """--out; with --resume and no --out the newest runs/train/<n>; None = the next one (made later)."""
     if out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -66,7 +76,8 @@ def _print_summary(summary_path: Path) -> None:
 
 @app.command()
 def train(
-    data: Path = typer.Option(None, "--data", help="Dataset folder (images, masks, labels.csv).", show_default=False),
+    data: list[Path] = typer.Option(None, "--data", show_default=False,
+                                    help="Dataset folder (images, masks, labels.csv); repeat to train on several."),
     out: Path = typer.Option(None, "--out", help="Run folder (default: the next runs/train/<n>).", show_default=False),
     manifest: Path = typer.Option(None, "--manifest", help="Manifest CSV (default: the dataset's labels.csv)."),
     allow_outside: bool = typer.Option(False, "--allow-outside",
@@ -111,12 +122,8 @@ def train(
     """Train with patient-wise k-fold cross-validation; writes checkpoints, metrics, plots and a summary."""
     config_module: Any = import_stage("hep2edge.train.config")  # a missing `train` extra is said first
     run_module: Any = import_stage("hep2edge.train.run")
-    if data is None:
-        raise ConfigError("no dataset: pass --data DIR or set `train: {data: DIR}` in hep2edge.yaml")
-    if not Path(data).is_dir():
-        raise ConfigError(f"--data {data}: no such dataset folder")
     config = config_module.TrainConfig(
-        data=Path(data), out=_out_dir(out, resume), manifest=manifest, allow_outside=allow_outside,
+        data=_data_dirs(data), out=_out_dir(out, resume), manifest=manifest, allow_outside=allow_outside,
         folds_file=folds_file, encoder=encoder, encoder_weights=encoder_weights, in_channels=in_channels,
         channel_policy=channel_policy, decoder_channels=_ints(decoder_channels, "--decoder-channels"),
         pool_levels=pool_levels, dropout=dropout,

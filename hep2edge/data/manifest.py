@@ -297,21 +297,41 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
+def parse_folder(
+    root: Path, manifest: Path | str | None = None, allow_outside: bool = False
+) -> tuple[Path, list[ImageRecord], list[Problem]]:
+    """A folder's manifest, its records and every problem visible without decoding (sorted by line)."""
+    manifest_path = find_manifest(root, manifest)
+    records, problems = parse_manifest(root, manifest_path, allow_outside)
+    problems += structural_problems(records, str(manifest_path), root)
+    if not problems and not records:
+        problems.append(Problem(str(manifest_path), None, "manifest has no rows"))
+    problems.sort(key=lambda p: p.line or 0)
+    return manifest_path, records, problems
+
+
+def problems_message(head: str, lines: list[str]) -> str:
+    """`head:` then up to 20 problems, one per indented line."""
+    shown = "\n  ".join(lines[:20])
+    more = f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else ""
+    return f"{head}:\n  {shown}{more}"
+
+
+def check_command(roots: list[Path], allow_outside: bool) -> str:
+    """The `hep2edge check` line(s) that show every problem of these folders."""
+    flag = " --allow-outside" if allow_outside else ""
+    return ", ".join(f"`hep2edge check {root}{flag}`" for root in roots)
+
+
 def load_dataset(root: Path | str, manifest: Path | str | None = None, allow_outside: bool = False) -> Dataset:
     """Parse a dataset folder; raise DataError listing every problem found (images are not decoded).
 
     Manifest paths must resolve inside `root` (symlinks followed) unless `allow_outside`.
     """
     root = Path(root)
-    manifest_path = find_manifest(root, manifest)
-    records, problems = parse_manifest(root, manifest_path, allow_outside)
-    problems += structural_problems(records, str(manifest_path), root)
-    if not problems and not records:
-        problems.append(Problem(str(manifest_path), None, "manifest has no rows"))
+    manifest_path, records, problems = parse_folder(root, manifest, allow_outside)
     if problems:
-        problems.sort(key=lambda p: p.line or 0)
-        shown = "\n  ".join(str(p) for p in problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        check = f"hep2edge check {root}" + (" --allow-outside" if allow_outside else "")
-        raise DataError(f"{manifest_path}: {len(problems)} problem(s) (run `{check}`):\n  {shown}{more}")
+        check = check_command([root], allow_outside).strip("`")
+        head = f"{manifest_path}: {len(problems)} problem(s) (run `{check}`)"
+        raise DataError(problems_message(head, [str(p) for p in problems]))
     return Dataset(root=root, manifest=manifest_path, records=tuple(records))

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,6 +31,15 @@ def _watch(spawn: Spawn, folder: Path, out: Path, model: Path, *extra: str) -> o
     process = spawn("watch", str(folder), "--model", str(model), "--out", str(out), "--settle", "150", *extra,
                     cwd=folder.parent)
     return process
+
+
+def _watching(spawn: Spawn, tmp_path: Path, model: Path) -> tuple[Path, Path, Any]:
+    """(scan folder, RESULTS, process) of a watcher started on an empty folder, once its journal is open."""
+    folder, out = tmp_path / "scan", tmp_path / "results"
+    folder.mkdir()
+    process = _watch(spawn, folder, out, model)
+    wait_for(lambda: _runs(out) > 0, 60, process)
+    return folder, out, process
 
 
 def _runs(out: Path) -> int:
@@ -82,10 +92,7 @@ def test_files_that_arrive_while_down_are_analysed_whatever_their_mtime(tiny_onn
 @pytest.mark.slow
 def test_a_restart_killed_before_its_scan_settles_loses_nothing(tiny_onnx: Path, tmp_path: Path,
                                                                 spawn: Spawn) -> None:
-    folder, out = tmp_path / "scan", tmp_path / "results"
-    folder.mkdir()
-    process = _watch(spawn, folder, out, tiny_onnx)
-    wait_for(lambda: _runs(out) > 0, 60, process)
+    folder, out, process = _watching(spawn, tmp_path, tiny_onnx)
     stop(process)
     old = _arrive_old(Path(write_pngs(tmp_path / "staging", 2, seed=3, prefix="old")[0]).parent, folder)
     (fresh,) = write_pngs(folder, 1, seed=4, prefix="fresh")
@@ -104,10 +111,7 @@ def test_a_restart_killed_before_its_scan_settles_loses_nothing(tiny_onnx: Path,
 
 @pytest.mark.slow
 def test_a_file_rewritten_in_place_has_one_result(tiny_onnx: Path, tmp_path: Path, spawn: Spawn) -> None:
-    folder, out = tmp_path / "scan", tmp_path / "results"
-    folder.mkdir()
-    process = _watch(spawn, folder, out, tiny_onnx)
-    wait_for(lambda: _runs(out) > 0, 60, process)
+    folder, out, process = _watching(spawn, tmp_path, tiny_onnx)
     rng = np.random.default_rng(5)
     for k in range(4):  # one specimen of four fields; the scanner writes p0 as zeros first
         pixels = np.zeros((90, 120), np.uint8) if k == 0 else rng.integers(0, 256, (90, 120), dtype=np.uint8)
@@ -128,10 +132,7 @@ def test_a_file_rewritten_in_place_has_one_result(tiny_onnx: Path, tmp_path: Pat
 
 @pytest.mark.slow
 def test_fifos_stall_neither_the_watcher_nor_its_stop(tiny_onnx: Path, tmp_path: Path, spawn: Spawn) -> None:
-    folder, out = tmp_path / "scan", tmp_path / "results"
-    folder.mkdir()
-    process = _watch(spawn, folder, out, tiny_onnx)
-    wait_for(lambda: _runs(out) > 0, 60, process)
+    folder, out, process = _watching(spawn, tmp_path, tiny_onnx)
     os.mkfifo(folder / "pipe1.tif")
     os.mkfifo(folder / "pipe2.tif")
     (image,) = write_pngs(folder, 1, seed=6)
@@ -154,10 +155,7 @@ def test_analyze_refuses_a_fifo_in_one_line(tiny_onnx: Path, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_tables_are_current_soon_after_a_burst_while_idle(tiny_onnx: Path, tmp_path: Path, spawn: Spawn) -> None:
-    folder, out = tmp_path / "scan", tmp_path / "results"
-    folder.mkdir()
-    process = _watch(spawn, folder, out, tiny_onnx)
-    wait_for(lambda: _runs(out) > 0, 60, process)
+    folder, out, process = _watching(spawn, tmp_path, tiny_onnx)
     burst = write_pngs(tmp_path / "staging", 5, seed=8)
     for path in burst:
         path.rename(folder / path.name)

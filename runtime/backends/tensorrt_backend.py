@@ -129,7 +129,8 @@ class TensorRTBackend(Backend):
         self._engine = self._deserialize(path.read_bytes(), str(path))
         self._context = self._engine.create_execution_context()
         inputs, outputs = self._io_names()
-        check_io(sidecar.contract, str(path), inputs, self._input_shape(inputs[0]), outputs)
+        check_io(sidecar.contract, str(path), inputs, self._shape(inputs[0]), outputs,
+                 {name: self._shape(name) for name in outputs})  # -1 (dynamic batch) passes as unknown
         self._min_batch, self._max_batch = self._batch_range(inputs[0])
         self._stream = cuda.Stream()
         self._bindings = self._allocate(inputs + outputs)
@@ -153,7 +154,7 @@ class TensorRTBackend(Backend):
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         return inputs, [n for n in names if n not in inputs]
 
-    def _input_shape(self, name: str) -> list[int]:
+    def _shape(self, name: str) -> list[int]:
         assert self._engine is not None
         return dims(self._engine.get_tensor_shape(name))
 
@@ -163,7 +164,7 @@ class TensorRTBackend(Backend):
         A static engine runs its own N; a batch below the minimum is padded up to it (see `_enqueue`).
         """
         assert self._engine is not None
-        static = self._input_shape(input_name)[0]
+        static = self._shape(input_name)[0]
         if static > 0:
             return static, static
         profile_min, _, profile_max = self._engine.get_tensor_profile_shape(input_name, 0)
@@ -175,7 +176,7 @@ class TensorRTBackend(Backend):
 
         assert self._engine is not None and self._context is not None and self._cuda is not None
         input_name = names[0]
-        contract_shape = (self._max_batch, *self._input_shape(input_name)[1:])
+        contract_shape = (self._max_batch, *self._shape(input_name)[1:])
         self._set_input_shape(input_name, contract_shape)
         bindings: dict[str, Binding] = {}
         for name in names:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,22 +13,23 @@ from test_runtime_model_refusals import GOOD, NESTED, write_onnx
 from test_runtime_support import hep2edge, write_pngs
 
 from hep2edge.errors import ConfigError, ContractError
-from hep2edge.runtime.backends import BackendConfig, create_backend
+from hep2edge.runtime.backends import Backend, BackendConfig, create_backend
 from hep2edge.runtime.service import RunConfig
 
 pytest.importorskip("openvino")
 from hep2edge.runtime.backends.openvino_backend import CACHE_DIR, openvino_device, precision_hint  # noqa: E402
 
 
-def _open(path: Path, **config: object) -> object:
-    return create_backend("openvino", BackendConfig(path, max_batch=4, **config))  # type: ignore[arg-type]
+def _open(path: Path, **config: Any) -> Backend:
+    return create_backend("openvino", BackendConfig(path, max_batch=4, **config))
 
 
 @pytest.mark.parametrize("contract", [{**GOOD, "tile": 0}, {**GOOD, "mask_threshold": 2}, "not json", NESTED],
                          ids=["tile-0", "threshold-2", "not-json", "nested"])
 def test_a_bad_contract_is_refused_at_load(tmp_path: Path, contract: object) -> None:
-    with pytest.raises(ContractError) as caught, _open(write_onnx(tmp_path / "bad.onnx", contract)):  # type: ignore[arg-type]
-        pass
+    backend = _open(write_onnx(tmp_path / "bad.onnx", contract))  # type: ignore[arg-type]
+    with pytest.raises(ContractError) as caught:
+        backend.activate()
     assert str(tmp_path / "bad.onnx") in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -38,10 +40,10 @@ def test_a_model_without_a_contract_and_one_off_its_outputs_are_refused(tmp_path
     model = onnx.load(str(path))
     del model.metadata_props[:]
     onnx.save(model, str(path))
-    with pytest.raises(ContractError, match="not a hep2edge model"), _open(path):  # type: ignore[attr-defined]
-        pass
-    with pytest.raises(ContractError, match="'pattern'"), _open(write_onnx(tmp_path / "w5.onnx", width=5)):  # type: ignore[attr-defined]
-        pass
+    with pytest.raises(ContractError, match="not a hep2edge model"):
+        _open(path).activate()
+    with pytest.raises(ContractError, match="'pattern'"):
+        _open(write_onnx(tmp_path / "w5.onnx", width=5)).activate()
 
 
 def test_devices_it_does_not_see_are_named_with_those_it_does() -> None:
@@ -66,14 +68,14 @@ def test_matches_onnxruntime_and_caches_the_compiled_model(tiny_onnx: Path, tmp_
     model.write_bytes(tiny_onnx.read_bytes())
     batch = np.random.default_rng(0).random((3, 1, 64, 64), dtype=np.float32)
     with _open(model, device="cpu", inference_precision="f32") as ov, \
-            create_backend("onnxruntime", BackendConfig(model, max_batch=4, device="cpu")) as ort:  # type: ignore[attr-defined]
+            create_backend("onnxruntime", BackendConfig(model, max_batch=4, device="cpu")) as ort:
         ours, theirs = ov.infer(batch), ort.infer(batch)
         assert ov.precision == "fp32" and "openvino CPU, f32" in ov.describe()
     for name in theirs:
         np.testing.assert_allclose(ours[name], theirs[name], atol=2e-4)
     cached = list((tmp_path / CACHE_DIR).iterdir())
     assert cached, "no compiled model was cached beside the model"
-    with _open(model, device="cpu", inference_precision="f32") as again:  # type: ignore[attr-defined]
+    with _open(model, device="cpu", inference_precision="f32") as again:
         np.testing.assert_allclose(again.infer(batch)["pattern"], ours["pattern"], atol=1e-6)
     assert sorted(p.name for p in (tmp_path / CACHE_DIR).iterdir()) == sorted(p.name for p in cached)
 

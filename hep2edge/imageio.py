@@ -123,24 +123,29 @@ def _tiff_size(page: tifffile.TiffPage) -> tuple[int, int]:
     return int(page.imagelength), int(page.imagewidth)
 
 
+def _header_size(path: Path, data: bytes) -> tuple[int, int] | None:
+    """(H, W) from a PNG, JPEG or TIFF header without decoding, None when the header does not say."""
+    kind = _sniff(data[:8])
+    if kind == "png":
+        return _png_size(data)
+    if kind == "jpeg":
+        return _jpeg_size(data)
+    if kind == "tiff":
+        try:
+            with tifffile.TiffFile(io.BytesIO(data)) as tif:
+                return _tiff_size(_tiff_page(tif))
+        except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds
+            raise _fail(path, f"corrupt TIFF ({_short(exc)})") from exc
+    return None
+
+
 def image_size(path: Path | str) -> tuple[int, int]:
     """(H, W) read from the header when possible (PNG, JPEG, TIFF), else by decoding."""
     path = Path(path)
     data = _open_checked(path)
-    kind = _sniff(data[:8])
-    size: tuple[int, int] | None = None
-    if kind == "png":
-        size = _png_size(data)
-    elif kind == "jpeg":
-        size = _jpeg_size(data)
-    elif kind == "tiff":
-        try:
-            with tifffile.TiffFile(io.BytesIO(data)) as tif:
-                size = _tiff_size(_tiff_page(tif))
-        except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds
-            raise _fail(path, f"corrupt TIFF ({_short(exc)})") from exc
+    size = _header_size(path, data)
     if size is None:
-        shape = read_image(path).shape
+        shape = decode_image(data, path).shape
         size = (int(shape[0]), int(shape[1]))
     return size
 
@@ -265,14 +270,10 @@ def decode_image(data: bytes, path: Path, channel_policy: str = "luminance",
 
 def header_pixels(data: bytes) -> int | None:
     """H x W from a PNG, JPEG or TIFF header without decoding (None when unknown): sizes memory before decoding."""
-    kind = _sniff(data[:8])
-    size = _png_size(data) if kind == "png" else _jpeg_size(data) if kind == "jpeg" else None
-    if kind == "tiff":
-        try:
-            with tifffile.TiffFile(io.BytesIO(data)) as tif:
-                size = _tiff_size(_tiff_page(tif))
-        except Exception:  # noqa: BLE001 - a corrupt header is reported by the decode that follows
-            size = None
+    try:
+        size = _header_size(Path("-"), data)
+    except ImageReadError:  # a corrupt header is reported by the decode that follows
+        return None
     return size[0] * size[1] if size is not None else None
 
 

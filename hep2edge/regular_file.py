@@ -27,13 +27,23 @@ class OversizeFileError(ImageReadError):
         self.content_hash = content_hash
 
 
+Signature = tuple[int, int]  # (size in bytes, mtime in ns): a file unchanged since it was last seen
+
+
+def signature_of(info: os.stat_result) -> Signature:
+    return info.st_size, info.st_mtime_ns
+
+
 @dataclass(frozen=True)
 class FileBytes:
     """A file's whole content and the signature (size, mtime in ns) of the descriptor it was read from."""
 
     data: bytes
-    size: int
-    mtime_ns: int
+    signature: Signature
+
+    @property
+    def mtime_ns(self) -> int:
+        return self.signature[1]
 
 
 def file_kind(mode: int) -> str:
@@ -98,4 +108,4 @@ def read_regular_file(path: Path, max_bytes: int, root: Path | None = None) -> F
         raise ImageReadError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     finally:
         os.close(fd)
-    return FileBytes(data, info.st_size, info.st_mtime_ns)
+    return FileBytes(data, signature_of(info))

@@ -30,6 +30,7 @@ from typing import IO, Any
 from hep2edge.atomic import OutputWriteError, describe_os_error
 from hep2edge.errors import ConfigError
 from hep2edge.labels import PATTERNS
+from hep2edge.regular_file import Signature
 
 DB_NAME = "results.db"
 SCHEMA_VERSION = 2  # PRAGMA user_version: 2 = file signatures + superseded results; a newer one is refused
@@ -60,7 +61,6 @@ CREATE TABLE IF NOT EXISTS specimens (
 UNSAFE_STEM = re.compile(r"[^\w.-]+")  # letters and digits of any script stay: `über ä` -> `über_ä`
 MAX_STEM_CHARS = 120
 FINISHED_STATES = ("done", "failed", "alias", "ignored")
-Signature = tuple[int, int]  # (size in bytes, mtime in ns): a file unchanged since the journal saw it
 
 
 @dataclass(frozen=True)

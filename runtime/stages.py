@@ -147,7 +147,7 @@ class Reader:
             if not self.budget.reserve(estimate := decode_estimate(data), self.cancelled):
                 return None  # aborting; not claimed, so it stays queued for the next run
             reserved = estimate
-            signature = (blob.size, blob.mtime_ns) if blob is not None else None
+            signature = blob.signature if blob is not None else None
             claim = self.journal.claim(item.key, content_hash, item.name, self.config.retry_failed, signature)
             if claim.action != "analyse":
                 self.board.count("duplicates" if claim.action == "duplicate" else "skipped_failed")

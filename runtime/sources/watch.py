@@ -23,7 +23,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from hep2edge.errors import ConfigError
-from hep2edge.regular_file import file_kind
+from hep2edge.regular_file import Signature, file_kind, signature_of
 from hep2edge.runtime.sources.base import Emit, Item, Source, is_candidate
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,6 @@ def inside(path: Path, root: Path) -> bool:
         return False
 
 
-Signature = tuple[int, int]  # (size, mtime in ns)
-
-
 @dataclass(frozen=True)
 class StartupScan:
     """What the watcher does with the files already in the folder when it starts.
@@ -75,20 +72,12 @@ class StartupScan:
     record_baseline: Callable[[list[tuple[str, Signature]]], None] | None = None
 
 
-def _mode(path: Path) -> int | None:
+def _stat(path: Path) -> os.stat_result | None:
+    """The path's stat (symlinks followed), None once it has gone."""
     try:
-        return path.stat().st_mode
+        return path.stat()
     except OSError:
         return None
-
-
-def signature(path: Path) -> Signature | None:
-    """(size, mtime ns) of a regular file (symlinks followed), None for anything else or a vanished file."""
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return (info.st_size, info.st_mtime_ns) if stat.S_ISREG(info.st_mode) else None
 
 
 class _Pending:
@@ -164,15 +153,17 @@ class FolderWatchSource(Source):
             return PollingObserver(timeout=self.config.poll_interval_s)
         return Observer()
 
-    def existing_files(self) -> list[Path]:
-        """Image-named regular files in the folder now; anything else so named (a FIFO) is logged and skipped."""
+    def existing_files(self) -> list[tuple[Path, Signature]]:
+        """Image-named regular files in the folder now, with their signatures (one stat each); anything else so
+        named (a FIFO) is logged and skipped."""
         pattern = "**/*" if self.config.recursive else "*"
         found = []
         for path in sorted(p for p in self.root.glob(pattern) if is_candidate(p, self.root)):
-            if path.is_file():
-                found.append(path)
-            elif not path.is_dir() and (mode := _mode(path)) is not None:
-                log.warning("%s: skipped, it is %s, not an image file", path, file_kind(mode))
+            info = _stat(path)
+            if info is not None and stat.S_ISREG(info.st_mode):
+                found.append((path, signature_of(info)))
+            elif info is not None and not stat.S_ISDIR(info.st_mode):
+                log.warning("%s: skipped, it is %s, not an image file", path, file_kind(info.st_mode))
         return found
 
     def _emit_path(self, path: Path, emit: Emit) -> bool:
@@ -180,11 +171,11 @@ class FolderWatchSource(Source):
         if not inside(path, self.root):
             log.warning("%s: skipped, it links outside the watched folder %s", path, self.root)
             return True
-        mode = _mode(path)
-        if mode is None:
+        info = _stat(path)
+        if info is None:
             return True  # gone before it was read
-        if not stat.S_ISREG(mode):
-            log.warning("%s: skipped, it is %s, not an image file", path, file_kind(mode))
+        if not stat.S_ISREG(info.st_mode):
+            log.warning("%s: skipped, it is %s, not an image file", path, file_kind(info.st_mode))
             return True
         item = Item(key=str(path), name=path.stem, path=path, within=self.root,
                     retry=lambda: self._pending.touch(path))
@@ -218,10 +209,9 @@ class FolderWatchSource(Source):
     def _scan_existing(self) -> None:
         """Queue the files already here that the journal has not finished unchanged, or record the baseline."""
         first, baseline = {str(p) for p in self.first}, []
-        for path in self.existing_files():
-            current = signature(path)
+        for path, current in self.existing_files():
             key = str(path)
-            if current is None or key in first:
+            if key in first:
                 continue
             if key in self.scan.finished and self.scan.finished[key] in (None, current):
                 continue

@@ -38,6 +38,7 @@ from typing import Any
 
 from benchlib.cli import add_common, parse, pool_folder, resolve_models, say, size_of, work_folder
 from benchlib.data import synth_pool, tiles_per_image
+from benchlib.plots import save_figure
 from benchlib.results import command_line, environment, machine_name, result_path, today, write_json_md
 from benchlib.soak import ResultCount, Sample, SoakFeeder, as_rows, figures, rates, sample
 from benchlib.tables import fmt, markdown_table
@@ -363,11 +364,7 @@ def plot(data: dict[str, Any], path: Path) -> bool:
     speed.grid(alpha=0.3)
     fig.suptitle(f"hep2edge watch soak on {data['machine']}: {data['processed']:,} images of "
                  f"{data['image_size'][0]}x{data['image_size'][1]}", fontsize="medium")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

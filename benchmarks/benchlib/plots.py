@@ -8,6 +8,17 @@ from typing import Any
 import numpy as np
 
 
+def save_figure(fig: Any, path: Path) -> bool:
+    """Lay out, write (PNG, 110 dpi, folder created) and close a figure; True, for the plot functions to return."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def _pyplot() -> Any:
     """matplotlib's pyplot on the Agg backend, or None where matplotlib is not installed (no plot then)."""
     try:
@@ -75,11 +86,7 @@ def backends_plot(section: dict[str, Any], path: Path) -> bool:
     size = section.get("image_size") or ["?", "?"]
     fig.suptitle(f"{section['models'].get('description', '')}; {size[0]}x{size[1]} image = "
                  f"{section.get('tiles_per_image')} tiles", fontsize="medium")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return save_figure(fig, path)
 
 
 def pipeline_plot(section: dict[str, Any], path: Path) -> bool:
@@ -104,8 +111,4 @@ def pipeline_plot(section: dict[str, Any], path: Path) -> bool:
     rates.set_xlabel(f"images / s (batch {section.get('batch')})")
     rates.invert_yaxis()
     fig.suptitle(section.get("title", "pipeline"), fontsize="medium")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return save_figure(fig, path)

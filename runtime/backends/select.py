@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hep2edge.errors import ConfigError, Hep2EdgeError
-from hep2edge.runtime.backends import BACKENDS, is_available
+from hep2edge.runtime.backends import BACKENDS, EXTRA_OF, MODULE_OF, is_available
 from hep2edge.runtime.backends.base import gpu_present
 from hep2edge.workspace import newest_run_dir
 
@@ -153,6 +153,6 @@ def select_model(model: Path | None, backend: str = "auto") -> Selection:
         return Selection(backend, model, "as requested")
     chosen = backend_for_file(model)
     if not is_available(chosen):
-        extra = {"tensorrt": "tensorrt", "onnxruntime": "onnx", "openvino": "openvino", "torch": "train"}[chosen]
+        extra = EXTRA_OF[MODULE_OF.get(chosen, chosen)]
         raise ConfigError(f"{model}: needs the {chosen} backend, not installed here: pip install 'hep2edge[{extra}]'")
     return Selection(chosen, model, f"{model.suffix} file")

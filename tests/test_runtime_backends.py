@@ -17,7 +17,7 @@ from hep2edge.contract import METADATA_KEY, ModelContract
 from hep2edge.errors import ConfigError, ContractError, MissingExtraError, RegistryError
 from hep2edge.runtime.backends import BACKENDS, BackendConfig, create_backend, is_available
 from hep2edge.runtime.backends.engine_sidecar import normalise_cc, read_sidecar, sidecar_path
-from hep2edge.runtime.backends.select import cpu_has_int8_dot, select_model
+from hep2edge.runtime.backends.select import OnnxRule, cpu_has_int8_dot, select_model
 
 TILE = 64
 
@@ -340,3 +340,17 @@ def test_refused_model_leaves_results_untouched(tiny_onnx: Path, tmp_path: Path)
     assert result.returncode != 0
     assert "re-export" in result.stderr and "Traceback" not in result.stderr
     assert list(out.iterdir()) == []  # made and checked writable up front, nothing written in it
+
+
+@pytest.mark.parametrize(("installed", "extra"), [(False, "onnx"), (True, "openvino")])
+def test_a_file_whose_backend_is_missing_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         installed: bool, extra: str) -> None:
+    """No GPU: an ONNX file goes to OpenVINO where its module is found, else ONNX Runtime; neither importable here."""
+    select = "hep2edge.runtime.backends.select"
+    monkeypatch.setattr(f"{select}.gpu_present", lambda: False)
+    monkeypatch.setattr(f"{select}.is_available", lambda name: False)
+    monkeypatch.setattr(f"{select}.onnx_rule", lambda backend="auto": OnnxRule(
+        "openvino" if installed else "onnxruntime", ("fp32",), "test"))
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=rf"pip install 'hep2edge\[{extra}\]'"):
+        select_model(tmp_path / "m.onnx")

@@ -1,4 +1,8 @@
-"""fp32 ONNX export: probabilities inside the graph, dynamic batch, contract in metadata_props."""
+"""fp32 ONNX export: probabilities inside the graph, dynamic batch, height and width, contract in metadata_props.
+
+Outputs: mask, pattern, intensity (what tile mode reads) and the heads' logit maps (what whole-field mode
+pools over each tile's region); a tile-size input gives the same three outputs as before.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,13 @@ import onnx
 import torch
 from torch import nn
 
-from hep2edge.contract import INPUT_NAME, ModelContract
+from hep2edge.contract import FIELD_OUTPUTS, INPUT_NAME, OUTPUTS, ModelContract
 from hep2edge.export.onnx_contract import attach_contract
 from hep2edge.train.model import MultiTaskUnet
 
-OUTPUT_NAMES = ("mask", "pattern", "intensity")
+OUTPUT_NAMES: tuple[str, ...] = tuple(OUTPUTS)  # what verification compares
+GRAPH_OUTPUTS: tuple[str, ...] = (*OUTPUT_NAMES, *FIELD_OUTPUTS)
+SPATIAL_AXES = {"mask": {2: "height", 3: "width"}, **{name: {2: "cells_h", 3: "cells_w"} for name in FIELD_OUTPUTS}}
 DEFAULT_OPSET = 17
 
 
@@ -24,23 +30,31 @@ class ProbabilityHeads(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.model(image)
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """In GRAPH_OUTPUTS order; the maps stay logits (a region's mean is activated on the host)."""
+        out = self.model(image, maps=True)
         return (
             torch.sigmoid(out["mask"]),
             torch.softmax(out["pattern"], dim=1),
             torch.sigmoid(out["intensity"]),
+            *(out[name] for name in FIELD_OUTPUTS),
         )
+
+
+def graph_contract(contract: ModelContract) -> ModelContract:
+    """The contract of the exported fp32 graph: it has the field outputs whatever the checkpoint said."""
+    return contract.with_precision("fp32").with_field_outputs()
 
 
 def export_fp32_onnx(
     model: MultiTaskUnet, contract: ModelContract, path: Path, opset: int = DEFAULT_OPSET, sample_batch: int = 2
 ) -> onnx.ModelProto:
-    """Export `model` to `path` (fp32, dynamic batch) and return the loaded, contract-carrying proto."""
+    """Export `model` to `path` (fp32, dynamic batch and size) and return the loaded, contract-carrying proto."""
     model = model.eval()
     wrapper = ProbabilityHeads(model).eval()
     sample = torch.zeros(sample_batch, contract.channels, contract.tile, contract.tile)
-    dynamic = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}}
+    dynamic = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+               **{name: {0: "batch", **SPATIAL_AXES.get(name, {})} for name in GRAPH_OUTPUTS}}
     path = Path(path)
     # The TorchScript exporter (dynamo=False) is deprecated in torch 2.9+ but gives the plain, well-tested
     # graph that ModelOpt and TensorRT parse; silence its deprecation notices only.
@@ -52,12 +66,12 @@ def export_fp32_onnx(
             (sample,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
+            output_names=list(GRAPH_OUTPUTS),
             dynamic_axes=dynamic,
             opset_version=opset,
             dynamo=False,
         )
     proto = onnx.load(str(path))
-    attach_contract(proto, contract.with_precision("fp32"))
+    attach_contract(proto, graph_contract(contract))
     onnx.save(proto, str(path))
     return proto

@@ -17,7 +17,7 @@ from hep2edge.atomic import atomic_write_bytes
 from hep2edge.contract import INPUT_NAME, ModelContract
 from hep2edge.errors import ContractError
 from hep2edge.export.onnx_contract import attach_contract
-from hep2edge.export.onnx_export import export_fp32_onnx
+from hep2edge.export.onnx_export import export_fp32_onnx, graph_contract
 from hep2edge.train.model import MultiTaskUnet
 
 SIMPLIFY_ATOL = 1e-5
@@ -98,7 +98,7 @@ def export_checked_fp32(
     if do_simplify:
         proto, simplified, note = simplify(proto, sample)
         check_graph(proto, "simplified fp32 graph")
-    attach_contract(proto, contract.with_precision("fp32"))
+    attach_contract(proto, graph_contract(contract))
     return Fp32Export(proto, simplified, note)
 
 

@@ -30,6 +30,14 @@ OUTPUTS: dict[str, str] = {
     "pattern": "(N, 7) float32 pattern probabilities (softmax applied), class order = patterns",
     "intensity": "(N, 1) float32 probability of 'positive' intensity (sigmoid applied)",
 }
+# Whole-field inference: the heads as maps over FIELD_STRIDE px cells of an input of any multiple of that size.
+# Pooling is linear, so the mean of a map over a region, activated, is the head pooled over that region.
+FIELD_STRIDE = 32
+FIELD_OUTPUTS: dict[str, str] = {
+    "pattern_logits": "(N, 7, H/32, W/32) float32 pattern logits of each 32 px cell (mean over a region, softmax)",
+    "intensity_logits": "(N, 1, H/32, W/32) float32 intensity logit of each 32 px cell (mean over a region, sigmoid)",
+}
+OPTIONAL_OUTPUTS: dict[str, str] = {**FIELD_OUTPUTS}
 PRECISIONS = ("fp32", "fp16", "int8")
 TILE_MULTIPLE, MAX_TILE = 32, 4096  # smp U-Nets halve the tile 5 times; train/config.py asks the same
 CHANNELS = (1, 3)
@@ -56,6 +64,7 @@ class ModelContract:
     input_layout: str = "NCHW"
     outputs: dict[str, str] = field(default_factory=lambda: dict(OUTPUTS))
     mask_threshold: float = 0.5
+    field_stride: int = 0  # FIELD_STRIDE: any H, W (multiples of it) and FIELD_OUTPUTS; 0: tiles only
     hep2edge_version: str = __version__
     schema: str = SCHEMA
     schema_version: int = SCHEMA_VERSION
@@ -69,6 +78,15 @@ class ModelContract:
     def model_id(self) -> str:
         """Short identifier of the trained weights, shown in results."""
         return f"{self.encoder}-{self.weights_sha256[:12]}"
+
+    @property
+    def whole_field(self) -> bool:
+        """Whether the model runs on a whole field (`--inference field`), not only on tiles."""
+        return self.field_stride > 0
+
+    def with_field_outputs(self) -> ModelContract:
+        """This contract for a graph that also has FIELD_OUTPUTS and takes any multiple of FIELD_STRIDE."""
+        return replace(self, field_stride=FIELD_STRIDE, outputs={**self.outputs, **FIELD_OUTPUTS})
 
     def with_precision(self, precision: str) -> ModelContract:
         if precision not in PRECISIONS:
@@ -205,8 +223,8 @@ def _normalization(value: object) -> str | None:
 def _outputs(value: object) -> str | None:
     if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
         return f"is {_show(value)}, expected an object of output descriptions"
-    if set(value) != set(OUTPUTS):
-        return f"describes {sorted(value)}, expected {sorted(OUTPUTS)}"
+    if not set(OUTPUTS) <= set(value) <= set(OUTPUTS) | set(OPTIONAL_OUTPUTS):
+        return f"describes {sorted(value)}, expected {sorted(OUTPUTS)} and any of {sorted(OPTIONAL_OUTPUTS)}"
     return None
 
 
@@ -248,6 +266,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "input_layout": _one_of(INPUT_LAYOUTS),
     "outputs": _outputs,
     "mask_threshold": _threshold,
+    "field_stride": _one_of((0, FIELD_STRIDE)),
     "hep2edge_version": _text,
 }
 
@@ -260,6 +279,10 @@ def contract_problem(values: Mapping[str, Any]) -> str | None:
             return f"{name} {problem}"
     if not isinstance(values["normalization"], NormalizationSpec):
         return f"normalization is {_show(values['normalization'])}, expected a NormalizationSpec"
+    has_maps = set(FIELD_OUTPUTS) <= set(values["outputs"])
+    if has_maps != bool(values["field_stride"]):
+        return (f"field_stride {values['field_stride']} does not fit the outputs "
+                f"(whole-field models have {sorted(FIELD_OUTPUTS)} and field_stride {FIELD_STRIDE})")
     named = (("patterns", PATTERNS, _pattern_width(values["outputs"])), ("intensities", INTENSITIES, 2))
     for name, known, width in named:
         problem = _names(values[name], known, width)

@@ -258,6 +258,11 @@ def decode_image(data: bytes, path: Path, channel_policy: str = "luminance",
                  max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """(H, W) uint8/uint16 gray from a file's bytes (already read); `path` only names it in errors."""
     policy = CHANNEL_POLICIES.get(channel_policy)
+    return _to_gray(path, _decode_raw(data, path, max_pixels), policy)
+
+
+def _decode_raw(data: bytes, path: Path, max_pixels: int) -> np.ndarray:
+    """(H, W[, C]) pixels of any dtype from a file's bytes; raises for empty, oversized or undecodable files."""
     if not data:
         raise _fail(path, "empty file (0 bytes)")
     kind = _sniff(data[:8])
@@ -265,7 +270,7 @@ def decode_image(data: bytes, path: Path, channel_policy: str = "luminance",
     _check_pixels(path, (int(array.shape[0]), int(array.shape[1])) if array.ndim >= 2 else None, max_pixels)
     if array.ndim < 2 or 0 in array.shape[:2]:
         raise _fail(path, f"image has no pixels (shape {array.shape})")
-    return _to_gray(path, array, policy)
+    return array
 
 
 def header_pixels(data: bytes) -> int | None:
@@ -280,6 +285,28 @@ def header_pixels(data: bytes) -> int | None:
 def read_mask(path: Path | str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read a mask as (H, W) bool: any nonzero channel is foreground."""
     return read_image(path, "max", max_pixels) != 0
+
+
+def read_labels(path: Path | str, shape: tuple[int, int] | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an instance label image as (H, W) int32 ids, 0 = background.
+
+    One integer channel (uint8, uint16, int16, int32; uint32 up to 2**31 - 1); float, RGB, negative ids or a
+    size other than `shape` (H, W) raise ImageReadError("<path>: <problem>").
+    """
+    path = Path(path)
+    array = _decode_raw(_open_checked(path), path, max_pixels)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise _fail(path, f"label image has {array.shape[2]} channels; instance ids need one (not RGB)")
+    if array.dtype.kind not in "ui" or array.dtype.itemsize > 4:
+        raise _fail(path, f"label image is {array.dtype.name}; instance ids must be integers (uint8, uint16 or int32)")
+    if shape is not None and array.shape != tuple(shape):
+        raise _fail(path, f"label image is {array.shape[1]} x {array.shape[0]} but its image is {shape[1]} x "
+                          f"{shape[0]} (W x H)")
+    if (array.dtype.kind == "i" and array.min() < 0) or (array.dtype == np.uint32 and array.max() > 2**31 - 1):
+        raise _fail(path, "label image has ids outside 0..2**31-1 (0 is background, cells are positive)")
+    return array.astype(np.int32, copy=False)
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -348,4 +375,16 @@ def write_image_tiff(path: Path | str, array: np.ndarray) -> Path:
     """Write an image as uncompressed TIFF, atomically."""
     path = Path(path)
     atomic_write_bytes(path, encode_tiff(array))
+    return path
+
+
+def write_labels_tiff(path: Path | str, ids: np.ndarray) -> Path:
+    """Write (H, W) instance ids as a deflate-compressed uint16 TIFF, atomically (ValueError outside 0..65535)."""
+    path = Path(path)
+    if ids.ndim != 2 or ids.dtype.kind not in "ui" or (ids.size and (ids.min() < 0 or ids.max() > 65535)):
+        raise ValueError(f"instance ids are (H, W) integers in 0..65535, got {ids.dtype} {ids.shape}")
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.ascontiguousarray(ids, np.uint16), photometric="minisblack", compression="zlib",
+                     compressionargs={"level": 1})  # 8 ms and ~100 KB for 1040 x 1388 (2.9 MB uncompressed)
+    atomic_write_bytes(path, buffer.getvalue())
     return path

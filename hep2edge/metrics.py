@@ -10,6 +10,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hep2edge.instance_metrics import aji as aji  # per-cell metrics (issue 12), re-exported here
+from hep2edge.instance_metrics import centroids as centroids
+from hep2edge.instance_metrics import count_error as count_error
+from hep2edge.instance_metrics import instance_scores as instance_scores
+from hep2edge.instance_metrics import match_centroids as match_centroids
+from hep2edge.instance_metrics import match_instances as match_instances
+from hep2edge.instance_metrics import mean_instance_scores as mean_instance_scores
+from hep2edge.instance_metrics import mean_iou as mean_iou
+from hep2edge.instance_metrics import panoptic_quality as panoptic_quality
+
 LEVELS = ("patch", "image", "patient")
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from hep2edge.runtime.backends.base import Backend, check_output_shapes
+from hep2edge.runtime.field import check_inference_mode, field_outputs
 from hep2edge.runtime.preprocess import threshold_masks
 from hep2edge.runtime.results import TileOutputs
 from hep2edge.tiling import TileGrid
@@ -39,6 +40,7 @@ class Chunk:
     start: int
     stop: int
     tiles: np.ndarray | None
+    field: bool = False  # `tiles` is the (1, C, Hp, Wp) whole-field input, not tiles [start, stop)
 
     @property
     def size(self) -> int:
@@ -47,6 +49,7 @@ class Chunk:
 
 class Executor(Protocol):
     preprocess_on_host: bool
+    whole_frames: bool  # each call gets whole frames (whole-field inference), not a batch of tiles
 
     def run(self, chunks: list[Chunk]) -> list[TileOutputs]: ...
 
@@ -67,6 +70,7 @@ class HostExecutor:
     """Any backend; numpy preprocessing (done earlier, on the reader threads) and host threshold."""
 
     preprocess_on_host = True
+    whole_frames = False
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -81,10 +85,38 @@ class HostExecutor:
         """Nothing to free: the backend is closed by its owner."""
 
 
+class FieldExecutor:
+    """Whole-field inference: one network pass per field (host preprocessing); per-tile evidence pooled from the
+    heads' maps (field.py). A frame the reader kept in tiles (too small or too large) runs in tile batches."""
+
+    preprocess_on_host = True
+    whole_frames = True
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def run(self, chunks: list[Chunk]) -> list[TileOutputs]:
+        return [self._one(chunk) for chunk in chunks]
+
+    def _one(self, chunk: Chunk) -> TileOutputs:
+        assert chunk.tiles is not None
+        if chunk.field:
+            return field_outputs(self.backend.infer_field(chunk.tiles), chunk.grid, self.backend.contract)
+        step = self.backend.max_batch
+        parts = [self.backend.infer(chunk.tiles[start : start + step]) for start in range(0, len(chunk.tiles), step)]
+        outputs = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        mask = threshold_masks(outputs["mask"], self.backend.contract.mask_threshold)
+        return TileOutputs(mask=mask, pattern=outputs["pattern"], intensity=outputs["intensity"][:, 0])
+
+    def close(self) -> None:
+        """Nothing to free: the backend is closed by its owner."""
+
+
 class CudaExecutor:
     """TensorRT with CUDA preprocessing and the on-GPU mask threshold (one stream, shared with the engine)."""
 
     preprocess_on_host = False
+    whole_frames = False
 
     def __init__(self, backend: TensorRTBackend) -> None:
         from hep2edge.runtime.cuda_preprocess import CudaPreprocessor
@@ -137,12 +169,18 @@ def _torch_executor(backend: Backend, preprocess: str) -> Executor:
     return TorchDeviceExecutor(backend)  # type: ignore[arg-type]
 
 
-def make_executor(backend: Backend, preprocess: str) -> Executor:
-    """`preprocess`: host | cuda | auto (on the GPU with TensorRT + pycuda, or with torch on a GPU)."""
+def make_executor(backend: Backend, preprocess: str, inference: str = "tiles") -> Executor:
+    """`preprocess`: host | cuda | auto (on the GPU with TensorRT + pycuda, or with torch on a GPU);
+    `inference`: tiles | field (whole-field passes, host preprocessing)."""
     from hep2edge.errors import ConfigError
 
     if preprocess not in PREPROCESS_MODES:
         raise ConfigError(f"--preprocess {preprocess}: valid modes are {', '.join(PREPROCESS_MODES)}")
+    check_inference_mode(inference, backend.contract, str(backend.config.model))
+    if inference == "field":
+        if preprocess == "cuda":
+            raise ConfigError("--inference field preprocesses on the host; use --preprocess host or auto")
+        return FieldExecutor(backend)
     if backend.name == "torch":
         return _torch_executor(backend, preprocess)
     if preprocess == "host" or (preprocess == "auto" and backend.name != "tensorrt"):

@@ -175,7 +175,11 @@ class Pipeline:
                 self._put(self.ready, END)
 
     def _next_chunks(self, pending: deque[tuple[Frame, int]]) -> list[tuple[Frame, Chunk]]:
-        """Tiles for one batch, taken in order from the waiting frames (a frame may span two batches)."""
+        """Tiles for one batch, taken in order from the waiting frames (a frame may span two batches);
+        for an executor of whole frames, the next frame."""
+        if self.executor.whole_frames:
+            frame, _ = pending.popleft()
+            return [(frame, Chunk(frame.serial, frame.gray, frame.grid, 0, len(frame.grid), frame.tiles, frame.field))]
         room, chunks = self.executor_batch, []
         while pending and room:
             frame, start = pending[0]
@@ -288,7 +292,8 @@ class Pipeline:
     # --- running --------------------------------------------------------------------------------------------
     @property
     def executor_batch(self) -> int:
-        return self.config.max_batch
+        """Tiles one executor call takes (one frame for whole-field inference: nothing to wait for)."""
+        return 1 if self.executor.whole_frames else self.config.max_batch
 
     def start(self) -> list[threading.Thread]:
         threads = [threading.Thread(target=self._source_loop, name="source", daemon=True)]

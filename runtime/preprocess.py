@@ -13,6 +13,7 @@ from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError, ImageReadError
 from hep2edge.imageio import CHANNEL_POLICIES
 from hep2edge.normalization import normalize_tiles
+from hep2edge.runtime.results import TileOutputs
 from hep2edge.tiling import STITCHERS, TileGrid, extract_tiles, tile_grid
 
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
@@ -85,3 +86,20 @@ def tile_foreground(tile_masks: np.ndarray, grid: TileGrid) -> np.ndarray:
         h, w = grid.valid_size(index)
         fractions[index] = np.count_nonzero(tile_masks[index, :h, :w]) / (h * w) if h and w else 0.0
     return fractions
+
+
+def field_foreground(mask: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """(N,) foreground fraction of each tile's in-image part, read off an (H, W) 0/1 whole-field mask."""
+    fractions = np.empty(len(grid), dtype=np.float64)
+    for index, (top, left) in enumerate(grid.positions):
+        h, w = grid.valid_size(index)
+        fractions[index] = np.count_nonzero(mask[top : top + h, left : left + w]) / (h * w) if h and w else 0.0
+    return fractions
+
+
+def full_mask(outputs: TileOutputs, grid: TileGrid, method: str = "majority") -> tuple[np.ndarray, np.ndarray]:
+    """The (H, W) uint8 0/255 mask (stitched from tiles, or the whole-field one) and each tile's foreground."""
+    if outputs.field_mask is not None:
+        return outputs.field_mask * np.uint8(255), field_foreground(outputs.field_mask, grid)
+    assert outputs.mask is not None
+    return stitch_mask(outputs.mask, grid, method), tile_foreground(outputs.mask, grid)

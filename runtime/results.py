@@ -28,15 +28,20 @@ class ModelInfo:
     backend: str
     file: str
     device: str
+    inference: str = "tiles"  # tiles | field
 
 
 @dataclass
 class TileOutputs:
-    """One image's model outputs: (N, t, t) uint8 0/1 masks, (N, 7) pattern and (N,) P(positive)."""
+    """One image's model outputs: (N, t, t) uint8 0/1 tile masks, (N, 7) pattern and (N,) P(positive) per tile.
 
-    mask: np.ndarray
+    A whole-field pass gives the (H, W) uint8 0/1 `field_mask` instead of tile masks.
+    """
+
+    mask: np.ndarray | None
     pattern: np.ndarray
     intensity: np.ndarray
+    field_mask: np.ndarray | None = None
 
 
 @dataclass
@@ -96,7 +101,7 @@ def image_result(
         "tile": grid.tile,
         "tiles": tile_records(outputs, grid, foreground),
         "model": {"id": model.model_id, "precision": model.precision, "backend": model.backend,
-                  "file": model.file, "device": model.device},
+                  "file": model.file, "device": model.device, "inference": model.inference},
         "timings_ms": {k: _round(v, 3) for k, v in facts.timings_ms.items()},
         "analysed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "hep2edge_version": __version__,

@@ -28,6 +28,7 @@ from hep2edge.imageio import CHANNEL_POLICIES
 from hep2edge.runtime.backends import Backend, BackendConfig, create_backend
 from hep2edge.runtime.backends.base import DEVICES, check_torch_precision
 from hep2edge.runtime.executors import PREPROCESS_MODES, Executor, make_executor
+from hep2edge.runtime.field import INFERENCE_MODES
 from hep2edge.runtime.journal import Journal
 from hep2edge.runtime.pipeline import Pipeline, PipelineConfig
 from hep2edge.runtime.preprocess import check_contract_channels
@@ -44,8 +45,10 @@ from hep2edge.workspace import write_resolved_config
 log = logging.getLogger(__name__)
 
 
-def check_run_options(device: str, channel: str | None, preprocess: str) -> None:
-    """ConfigError for an unknown --device, --channel or --preprocess, before RESULTS is touched."""
+def check_run_options(device: str, channel: str | None, preprocess: str, inference: str = "tiles") -> None:
+    """ConfigError for an unknown --device, --channel, --preprocess or --inference, before RESULTS is touched."""
+    if inference not in INFERENCE_MODES:
+        raise ConfigError(f"--inference {inference}: valid modes are {', '.join(INFERENCE_MODES)}")
     if device not in DEVICES:
         raise ConfigError(f"--device {device}: valid devices are {', '.join(DEVICES)}")
     if preprocess not in PREPROCESS_MODES:
@@ -78,6 +81,7 @@ class RunConfig:
     device: str = "auto"
     channel: str | None = None  # None: the contract's channel policy
     preprocess: str = "auto"  # host | cuda | auto
+    inference: str = "tiles"  # tiles | field (runtime/field.py)
     cuda_graph: bool = False
     torch_precision: str = "fp32"  # torch backend only (a checkpoint); engines and ONNX carry their precision
     channels_last: bool = False  # torch backend only
@@ -90,7 +94,7 @@ class RunConfig:
     source: dict[str, Any] = field(default_factory=dict)  # the source's own settings, for config.yaml
 
     def __post_init__(self) -> None:
-        check_run_options(self.device, self.channel, self.preprocess)
+        check_run_options(self.device, self.channel, self.preprocess, self.inference)
         check_backend_options(self.backend, self.device, self.torch_precision, self.channels_last,
                               self.inference_precision)
 
@@ -225,12 +229,13 @@ def _build_pipeline(config: RunConfig, backend: Backend, executor: Executor, sou
     out, contract = config.out, backend.contract
     stage = replace(config.stage, channel_policy=config.channel_policy(contract),
                     retry_failed=config.retry_failed)
-    model = ModelInfo(contract.model_id, backend.precision, backend.name, str(config.model), backend.device_name())
+    model = ModelInfo(contract.model_id, backend.precision, backend.name, str(config.model), backend.device_name(),
+                      config.inference)
     # the result JSON goes last: its presence means every file of the image is complete (crash recovery)
     sinks = ([IMAGE_SINKS.get("overlay")(out)] if config.overlay else []) + [IMAGE_SINKS.get("json")(out)]
     return Pipeline(
         replace(config.pipeline, max_batch=backend.max_batch), source,
-        Reader(stage, contract, journal, stats, board, executor.preprocess_on_host), executor,
+        Reader(stage, contract, journal, stats, board, executor.preprocess_on_host, config.inference), executor,
         Writer(stage, contract, model, journal, sinks, config.specimens, stats, board),
         journal, [TABLE_SINKS.get("csv")(out)], stats, board,
     )
@@ -241,7 +246,7 @@ def _run(config: RunConfig, backend: Backend, make_source: Callable[[Journal], S
     recovered = _prepare(config, console, journal)
     description = backend.describe()
     console.print(f"backend: {description}; channel policy: {config.channel_policy(backend.contract)}")
-    executor = make_executor(backend, config.preprocess)
+    executor = make_executor(backend, config.preprocess, config.inference)
     stats, board = StageStats(), StatusBoard()
     source = make_source(journal)
     console.print(f"source: {source.describe()}; results: {config.out}")

@@ -16,6 +16,7 @@ from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError, ImageReadError, IncompleteImageError
 from hep2edge.imageio import MAX_FILE_BYTES, MAX_PIXELS, decode_image
 from hep2edge.regular_file import FileBytes, OversizeFileError, read_regular_file
+from hep2edge.runtime.field import field_input, field_problem
 from hep2edge.runtime.inflight import InflightBudget, decode_estimate
 from hep2edge.runtime.journal import Journal
 from hep2edge.runtime.preprocess import (
@@ -23,8 +24,7 @@ from hep2edge.runtime.preprocess import (
     check_frame_size,
     frame_grid,
     frame_to_batch,
-    stitch_mask,
-    tile_foreground,
+    full_mask,
     to_gray,
 )
 from hep2edge.runtime.results import ImageFacts, ModelInfo, TileOutputs, image_result, result_row
@@ -74,13 +74,16 @@ class Frame:
     parts: list[TileOutputs] = field(default_factory=list)
     received: int = 0
     reserved: int = 0  # bytes held in the reader's in-flight budget until the writer is done
+    field: bool = False  # `tiles` holds the whole-field input (--inference field)
 
     @property
     def complete(self) -> bool:
         return self.received == len(self.grid)
 
     def outputs(self) -> TileOutputs:
-        return TileOutputs(mask=np.concatenate([p.mask for p in self.parts]),
+        if len(self.parts) == 1:
+            return self.parts[0]
+        return TileOutputs(mask=np.concatenate([p.mask for p in self.parts if p.mask is not None]),
                            pattern=np.concatenate([p.pattern for p in self.parts]),
                            intensity=np.concatenate([p.intensity for p in self.parts]))
 
@@ -89,9 +92,10 @@ class Reader:
     """Reader-thread work: bytes (read once) -> content hash -> journal claim -> gray frame (-> normalised tiles)."""
 
     def __init__(self, config: StageConfig, contract: ModelContract, journal: Journal, stats: StageStats,
-                 board: StatusBoard, tiles_on_host: bool) -> None:
+                 board: StatusBoard, tiles_on_host: bool, inference: str = "tiles") -> None:
         self.config, self.contract, self.journal = config, contract, journal
         self.stats, self.board, self.tiles_on_host = stats, board, tiles_on_host
+        self.inference = inference
         self.budget = InflightBudget(config.max_inflight_bytes)
         self.cancelled = threading.Event()  # the pipeline aborted: stop waiting for budget
 
@@ -170,15 +174,24 @@ class Reader:
         except BaseException:
             self.budget.release(reserved)
             raise
-        tiles = None
-        if self.tiles_on_host:
-            with self.stats.time("preprocess", timings):
-                tiles, grid = frame_to_batch(gray, self.contract)
-        else:
-            grid = frame_grid(gray, self.contract)
+        with self.stats.time("preprocess", timings):
+            tiles, grid, whole = self._network_input(item, gray)
         kept = gray.nbytes + (tiles.nbytes if tiles is not None else 0)
         self.budget.resize(reserved, kept)
-        return Frame(serial, item, content_hash, claim.stem, gray, grid, tiles, started, timings, reserved=kept)
+        return Frame(serial, item, content_hash, claim.stem, gray, grid, tiles, started, timings, reserved=kept,
+                     field=whole)
+
+    def _network_input(self, item: Item, gray: np.ndarray) -> tuple[np.ndarray | None, TileGrid, bool]:
+        """(normalised tiles, or the whole-field input, or None when the GPU cuts them; the grid; whole field?)."""
+        grid = frame_grid(gray, self.contract)
+        if self.inference == "field":
+            problem = field_problem(grid.height, grid.width, self.contract)
+            if problem is None:
+                return field_input(gray, self.contract), grid, True
+            log.info("%s: %s; analysed in tiles", item.key, problem)
+        if self.tiles_on_host:
+            return frame_to_batch(gray, self.contract)[0], grid, False
+        return None, grid, False
 
 
 class Writer:
@@ -192,8 +205,7 @@ class Writer:
     def write(self, frame: Frame) -> None:
         outputs = frame.outputs()
         with self.stats.time("stitch", frame.timings):
-            mask = stitch_mask(outputs.mask, frame.grid, self.config.stitch)
-            foreground = tile_foreground(outputs.mask, frame.grid)
+            mask, foreground = full_mask(outputs, frame.grid, self.config.stitch)
         specimen = self.specimens.specimen_of(frame.item.name)
         frame.timings["total"] = (time.perf_counter() - frame.started) * 1000
         facts = ImageFacts(frame.item.key, frame.content_hash, frame.stem, specimen, frame.grid.height,

@@ -15,7 +15,7 @@ ort = pytest.importorskip("onnxruntime")
 from hep2edge.contract import METADATA_KEY, ModelContract  # noqa: E402
 from hep2edge.errors import ContractError  # noqa: E402
 from hep2edge.export.onnx_contract import load_checked  # noqa: E402
-from hep2edge.export.onnx_export import OUTPUT_NAMES  # noqa: E402
+from hep2edge.export.onnx_export import GRAPH_OUTPUTS, OUTPUT_NAMES  # noqa: E402
 from hep2edge.export.onnx_graph import check_graph, export_checked_fp32, run_onnx, save_model_atomic  # noqa: E402
 from hep2edge.export.verify import output_diffs, torch_outputs  # noqa: E402
 
@@ -45,10 +45,11 @@ def test_graph_io_opset_and_dynamic_batch(fp32) -> None:  # type: ignore[no-unty
     graph = fp32.proto.graph
     assert max(o.version for o in fp32.proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert [i.name for i in graph.input] == ["image"]
-    assert [o.name for o in graph.output] == list(OUTPUT_NAMES)
+    assert [o.name for o in graph.output] == list(GRAPH_OUTPUTS)
     dims = graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param and not dims[0].dim_value  # symbolic batch
-    assert [d.dim_value for d in dims[1:]] == [1, 64, 64]
+    assert dims[1].dim_value == 1
+    assert all(d.dim_param and not d.dim_value for d in dims[2:])  # any height and width (whole-field mode)
     ops = {n.op_type for n in graph.node}
     assert {"Sigmoid", "Softmax"} <= ops  # probabilities in the graph
 
@@ -59,9 +60,22 @@ def test_outputs_are_probabilities_and_match_pytorch(fp32, loaded, sample) -> No
         assert out["mask"].shape == (batch, 1, 64, 64) and out["pattern"].shape == (batch, 7)
         assert out["intensity"].shape == (batch, 1)
         np.testing.assert_allclose(out["pattern"].sum(1), 1.0, atol=1e-5)
-        assert all(((v >= 0) & (v <= 1)).all() for v in out.values())
+        assert all(((out[name] >= 0) & (out[name] <= 1)).all() for name in OUTPUT_NAMES)
     diffs = output_diffs(torch_outputs(loaded.model, sample), run_onnx(fp32.proto, sample))
     assert max(d.rel_error for d in diffs.values()) < 1e-4
+
+
+def test_the_graph_runs_a_whole_field_and_its_maps_pool_to_the_heads(fp32) -> None:  # type: ignore[no-untyped-def]
+    field = np.random.default_rng(1).random((1, 1, 96, 160), dtype=np.float32)
+    out = run_onnx(fp32.proto, field)
+    assert out["mask"].shape == (1, 1, 96, 160)
+    assert out["pattern_logits"].shape == (1, 7, 3, 5) and out["intensity_logits"].shape == (1, 1, 3, 5)
+    logits = out["pattern_logits"].mean(axis=(2, 3))[0]
+    softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose(softmax, out["pattern"][0], atol=1e-5)  # the mean of the map = the pooled head
+    positive = 1 / (1 + np.exp(-out["intensity_logits"].mean()))
+    np.testing.assert_allclose(positive, out["intensity"][0, 0], atol=1e-5)
+    assert ModelContract.from_metadata({p.key: p.value for p in fp32.proto.metadata_props}).whole_field
 
 
 def test_simplification_kept_only_with_matching_outputs(fp32) -> None:  # type: ignore[no-untyped-def]

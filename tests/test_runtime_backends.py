@@ -111,6 +111,19 @@ class TestEveryBackend:
             np.testing.assert_allclose(there[name], here[name], atol=1e-5)
         assert backend.infer(batch[:1])["pattern"].shape == (1, 7)  # still usable here afterwards
 
+    def test_a_whole_field_pass_gives_the_mask_and_maps_that_pool_to_the_heads(self, backend) -> None:  # type: ignore[no-untyped-def]
+        field = np.random.default_rng(5).random((1, 1, 96, 160), dtype=np.float32)
+        out = backend.infer_field(field)
+        assert out["mask"].shape == (1, 1, 96, 160)
+        assert out["pattern_logits"].shape == (1, 7, 3, 5) and out["intensity_logits"].shape == (1, 1, 3, 5)
+        tile = field[:, :, :TILE, :TILE]
+        one, whole = backend.infer(tile), backend.infer_field(tile)  # a tile-size field is a tile
+        np.testing.assert_allclose(whole["mask"], one["mask"], atol=1e-4)
+        logits = whole["pattern_logits"].mean(axis=(2, 3))[0]
+        np.testing.assert_allclose(np.exp(logits) / np.exp(logits).sum(), one["pattern"][0], atol=1e-4)
+        with pytest.raises(ValueError, match="multiples of 32"):
+            backend.infer_field(np.zeros((1, 1, 100, 160), np.float32))
+
     def test_deactivate_releases(self, backend) -> None:  # type: ignore[no-untyped-def]
         backend.deactivate()
         with pytest.raises(RuntimeError, match="activate"):

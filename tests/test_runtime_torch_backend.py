@@ -256,7 +256,7 @@ def test_device_path_through_the_whole_pipeline(tiny_checkpoint: Path, tmp_path:
     (tmp_path / "host").mkdir()
     (tmp_path / "device").mkdir()
     on_host = analyse(tmp_path / "host")
-    monkeypatch.setattr(service, "make_executor", lambda backend, preprocess: TorchDeviceExecutor(backend))
+    monkeypatch.setattr(service, "make_executor", lambda backend, *_: TorchDeviceExecutor(backend))
     on_device = analyse(tmp_path / "device")
     assert on_device.keys() == on_host.keys()
     for stem, pattern in on_host.items():

@@ -112,7 +112,8 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedCheckpoint:
     data = read_checkpoint(path)
     try:
         config = ModelConfig.from_dict(data["model"])
-        contract = ModelContract.from_dict(data["contract"], source=str(path))
+        # every MultiTaskUnet has the heads' maps (head_maps): older checkpoints gain whole-field inference too
+        contract = ModelContract.from_dict(data["contract"], source=str(path)).with_field_outputs()
     except (KeyError, TypeError) as exc:
         raise ContractError(f"{path}: checkpoint lacks its architecture or contract ({exc})") from exc
     model = MultiTaskUnet(config)

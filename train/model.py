@@ -85,13 +85,33 @@ class MultiTaskUnet(nn.Module):
             self._shared_name = "unet.encoder." + last_used_weight(self.unet.encoder, self.config.in_channels)
         return self.get_parameter(self._shared_name)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, maps: bool = False) -> dict[str, torch.Tensor]:
+        """`maps`: also the heads as logit maps over 32 px cells (`head_maps`), for whole-field inference."""
         features = self.unet.encoder(x)
         mask = self.unet.segmentation_head(self.unet.decoder(features))
         pooled = torch.cat(
             [F.adaptive_avg_pool2d(f, 1).flatten(1) for f in features[-self.config.pool_levels :]], dim=1
         )
-        return {"mask": mask, "pattern": self.pattern_head(pooled), "intensity": self.intensity_head(pooled)}
+        out = {"mask": mask, "pattern": self.pattern_head(pooled), "intensity": self.intensity_head(pooled)}
+        return {**out, **self.head_maps(features)} if maps else out
+
+    def head_maps(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """(N, 7, H/32, W/32) pattern and (N, 1, H/32, W/32) intensity logits, one per 32 px cell.
+
+        The heads' linear layers as 1x1 convolutions over the pooled levels brought to stride 32; pooling and
+        the layers are linear, so the mean of a map over a region is the head applied to that region's pool.
+        """
+        levels = features[-self.config.pool_levels :]
+        cells = torch.cat([F.avg_pool2d(f, 2**k) if k else f for k, f in zip(range(len(levels) - 1, -1, -1), levels)],
+                          dim=1)
+        return {"pattern_logits": _as_conv(cells, self.pattern_head[-1]),
+                "intensity_logits": _as_conv(cells, self.intensity_head[-1])}
+
+
+def _as_conv(cells: torch.Tensor, linear: nn.Module) -> torch.Tensor:
+    """A Linear(C, K) applied at every position of (N, C, h, w): (N, K, h, w)."""
+    assert isinstance(linear, nn.Linear)
+    return F.conv2d(cells, linear.weight[:, :, None, None], linear.bias)
 
 
 def last_used_weight(encoder: nn.Module, in_channels: int, size: int = 64) -> str:

@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from hep2edge.cli.app import app, err_console
 from hep2edge.cli.common import console, import_stage, show_resolved
+from hep2edge.runtime.field import INFERENCE_MODES
 from hep2edge.workspace import RUNS_DIR, resolve_out_dir
 
 MODEL = typer.Option(None, "--model", "-m", help="Engine, ONNX, checkpoint or export folder "
@@ -36,6 +37,8 @@ TORCH_PRECISION = typer.Option("fp32", "--torch-precision", help="Checkpoint (to
 CHANNELS_LAST = typer.Option(False, "--channels-last", help="Checkpoint (torch backend): NHWC memory format.")
 PRECISION_HINT = typer.Option("auto", "--precision-hint", help="OpenVINO: auto | f32 | bf16, the precision of "
                               "layers the file does not quantize (auto: bf16 where the CPU computes it natively).")
+INFERENCE = typer.Option("tiles", "--inference", help=" | ".join(INFERENCE_MODES) + ": overlapping tiles, or the "
+                         "whole field in one pass (tiles pooled from it; fields smaller than a tile run in tiles).")
 STITCH = typer.Option("majority", "--stitch", help="Tile masks -> image mask: majority | or.")
 SPECIMEN_PATTERN = typer.Option(r"^(\d{5})_p\d+", "--specimen-pattern",
                                 help="Regex on the file stem; group 1 is the specimen id.")
@@ -71,7 +74,7 @@ def _config(command: str, out: Path | None, options: dict[str, Any], source: dic
     from hep2edge.runtime.specimens import SpecimenConfig
     from hep2edge.runtime.stages import StageConfig
 
-    service.check_run_options(options["device"], options["channel"], options["preprocess"])
+    service.check_run_options(options["device"], options["channel"], options["preprocess"], options["inference"])
     stage = StageConfig(max_file_bytes=options["max_file_mb"] << 20, stitch=options["stitch"],
                         max_inflight_bytes=options["max_inflight_mb"] << 20)
     specimens = SpecimenConfig(options["specimen_pattern"], options["specimen_images"], options["specimen_method"])
@@ -83,6 +86,7 @@ def _config(command: str, out: Path | None, options: dict[str, Any], source: dic
         command=command, out=resolve_out_dir(out, command), model=chosen.model, backend=chosen.backend,
         model_reason=chosen.reason,
         device=options["device"], channel=options["channel"], preprocess=options["preprocess"],
+        inference=options["inference"],
         cuda_graph=options["cuda_graph"], torch_precision=options["torch_precision"],
         channels_last=options["channels_last"], inference_precision=options["precision_hint"],
         overlay=options["overlay"], retry_failed=options["retry_failed"],
@@ -137,6 +141,7 @@ def analyze(
     overlay: bool = OVERLAY, stats: bool = STATS, retry_failed: bool = RETRY, readers: int = READERS,
     queue: int = QUEUE, max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
     torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, precision_hint: str = PRECISION_HINT,
+    inference: str = INFERENCE,
     writers: int = WRITERS,
     stitch: str = STITCH, specimen_pattern: str = SPECIMEN_PATTERN, specimen_images: int = SPECIMEN_IMAGES,
     specimen_method: str = SPECIMEN_METHOD, max_file_mb: int = MAX_FILE_MB, max_inflight_mb: int = MAX_INFLIGHT_MB,
@@ -172,6 +177,7 @@ def watch(
     overlay: bool = OVERLAY, stats: bool = STATS, retry_failed: bool = RETRY, readers: int = READERS,
     queue: int = QUEUE, max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
     torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, precision_hint: str = PRECISION_HINT,
+    inference: str = INFERENCE,
     writers: int = WRITERS,
     stitch: str = STITCH, specimen_pattern: str = SPECIMEN_PATTERN, specimen_images: int = SPECIMEN_IMAGES,
     specimen_method: str = SPECIMEN_METHOD, max_file_mb: int = MAX_FILE_MB, max_inflight_mb: int = MAX_INFLIGHT_MB,
@@ -207,6 +213,7 @@ def camera(
     overlay: bool = OVERLAY, stats: bool = STATS, readers: int = READERS, queue: int = QUEUE,
     max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
     torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, precision_hint: str = PRECISION_HINT,
+    inference: str = INFERENCE,
     writers: int = WRITERS,
     stitch: str = STITCH,
 ) -> None:

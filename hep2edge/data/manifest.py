@@ -1,7 +1,8 @@
 """Reading an I3A Task 2 style dataset: `{patient:05d}_p{k}.tif` images, `{stem}_Mask.tif` masks, a CSV manifest.
 
-Two manifest forms are accepted: a header CSV (image, mask, pattern, intensity[, patient], any case and
-spacing) and the headerless 4-column `Image, Mask, Label, Intensity` form of the public code.
+Two manifest forms are accepted: a header CSV (image, mask, pattern, intensity[, patient][, labels], any case
+and spacing) and the headerless 4-column `Image, Mask, Label, Intensity` form of the public code. Optional
+instance label images (uint16 cell ids) are the `labels` column or `{stem}_Labels.tif` beside the image.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import csv
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from hep2edge.labels import INTENSITIES, PATTERNS, LabelError, parse_intensity, 
 
 DEFAULT_MANIFEST = "labels.csv"
 MASK_SUFFIX = "_Mask"
+LABELS_SUFFIX = "_Labels"
+CELLS_CSV = "cells.csv"  # optional per-cell classes (hep2edge.data.cells); never taken for the manifest
 _PATIENT_RE = re.compile(r"^(\d+)_p\d+", re.IGNORECASE)
 _COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "image": ("image", "img", "file", "filename", "image_path", "path"),
@@ -25,6 +29,7 @@ _COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "pattern": ("pattern", "label", "class", "pattern_label"),
     "intensity": ("intensity", "intensity_label"),
     "patient": ("patient", "patient_id", "patientid", "specimen"),
+    "labels": ("labels", "labels_path", "instances", "instance_labels"),
 }
 _HEADERLESS = ("image", "mask", "pattern", "intensity")
 _REQUIRED = ("image", "pattern", "intensity")
@@ -32,7 +37,10 @@ _REQUIRED = ("image", "pattern", "intensity")
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One manifest row: an image, its mask (None when there is none), its patient and labels."""
+    """One manifest row: an image, its mask (None when there is none), its patient and labels.
+
+    `labels`: its instance label image (uint16 cell ids, 0 = background), None when it has none.
+    """
 
     image: Path
     mask: Path | None
@@ -40,6 +48,7 @@ class ImageRecord:
     pattern: int
     intensity: int
     line: int
+    labels: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,14 @@ class Dataset:
         return len(self.records)
 
 
+def located_problem(message: str, fallback: str) -> Problem:
+    """A `file[:line]: problem` error message as a Problem (the whole message under `fallback` otherwise)."""
+    located = re.match(r"^(.*?)(?::(\d+))?: (.*)$", message, re.DOTALL)
+    if not located:
+        return Problem(fallback, None, message)
+    return Problem(located.group(1), int(located.group(2)) if located.group(2) else None, located.group(3))
+
+
 def _counts(records: tuple[ImageRecord, ...], attr: str, names: tuple[str, ...], per: str) -> dict[str, int]:
     if per not in ("image", "patient"):
         raise ValueError(f"per must be 'image' or 'patient', got {per!r}")
@@ -106,6 +123,11 @@ def mask_path_for(image: Path) -> Path:
     return image.with_name(f"{image.stem}{MASK_SUFFIX}{image.suffix}")
 
 
+def labels_path_for(image: Path) -> Path:
+    """The instance label image of an image: `{stem}_Labels.tif` beside it (whatever the image's format)."""
+    return image.with_name(f"{image.stem}{LABELS_SUFFIX}.tif")
+
+
 def find_manifest(root: Path, manifest: Path | str | None = None) -> Path:
     """The manifest CSV: `manifest` (relative to cwd or root), else root/labels.csv, else the single *.csv."""
     root = Path(root)
@@ -119,7 +141,7 @@ def find_manifest(root: Path, manifest: Path | str | None = None) -> Path:
         raise DataError(f"{root}: dataset folder not found" if not root.exists() else f"{root}: not a folder")
     if (root / DEFAULT_MANIFEST).is_file():
         return root / DEFAULT_MANIFEST
-    csvs = sorted(p for p in root.glob("*.csv") if p.is_file())
+    csvs = sorted(p for p in root.glob("*.csv") if p.is_file() and p.name != CELLS_CSV)
     if len(csvs) == 1:
         return csvs[0]
     if not csvs:
@@ -199,14 +221,19 @@ def _read_rows(manifest: Path) -> list[tuple[int, list[str]]]:
     return rows
 
 
-def _paths(root: Path, image_cell: str, mask_cell: str, allow_outside: bool) -> tuple[Path, Path | None]:
-    """The image and mask paths of a row (the mask inferred beside the image when its cell is empty)."""
-    image = _resolve(root, image_cell, "image", allow_outside)
-    if mask_cell:
-        return image, _resolve(root, mask_cell, "mask", allow_outside)
-    inferred = mask_path_for(image)
-    _contain(root, inferred, f"mask {_as_written(_rel(inferred, root))}", allow_outside)
-    return image, inferred if inferred.exists() else None
+def _companion(root: Path, cell: str, inferred: Path, what: str, allow_outside: bool) -> Path | None:
+    """A mask or labels path: its cell when given, else the inferred file beside the image when it exists."""
+    if cell:
+        return _resolve(root, cell, what, allow_outside)
+    _contain(root, inferred, f"{what} {_as_written(_rel(inferred, root))}", allow_outside)
+    return inferred if inferred.exists() else None
+
+
+def _paths(root: Path, cell: Callable[[str], str], allow_outside: bool) -> tuple[Path, Path | None, Path | None]:
+    """The image, mask and labels paths of a row; mask and labels inferred beside the image when their cell is empty."""
+    image = _resolve(root, cell("image"), "image", allow_outside)
+    mask = _companion(root, cell("mask"), mask_path_for(image), "mask", allow_outside)
+    return image, mask, _companion(root, cell("labels"), labels_path_for(image), "labels", allow_outside)
 
 
 def _resolve(root: Path, cell: str, what: str, allow_outside: bool) -> Path:
@@ -230,7 +257,7 @@ def _record(root: Path, line: int, cells: list[str], columns: dict[str, int], wh
     if not cell("image"):
         return Problem(where, line, "malformed row: empty image cell")
     try:
-        image, mask = _paths(root, cell("image"), cell("mask"), allow_outside)
+        image, mask, labels = _paths(root, cell, allow_outside)
     except OutsideError as exc:
         return Problem(where, line, str(exc))
     try:
@@ -239,7 +266,8 @@ def _record(root: Path, line: int, cells: list[str], columns: dict[str, int], wh
     except LabelError as exc:
         return Problem(where, line, str(exc))
     patient = cell("patient") or patient_from_name(image)
-    return ImageRecord(image=image, mask=mask, patient=patient, pattern=pattern, intensity=intensity, line=line)
+    return ImageRecord(image=image, mask=mask, patient=patient, pattern=pattern, intensity=intensity, line=line,
+                       labels=labels)
 
 
 def parse_manifest(
@@ -281,6 +309,8 @@ def structural_problems(records: list[ImageRecord], where: str, root: Path) -> l
             problems.append(Problem(where, r.line, f"image {_rel(r.image, root)} not found"))
         if r.mask is not None and not r.mask.is_file():
             problems.append(Problem(where, r.line, f"mask {_rel(r.mask, root)} not found"))
+        if r.labels is not None and not r.labels.is_file():
+            problems.append(Problem(where, r.line, f"labels {_rel(r.labels, root)} not found"))
         first = first_of_patient.setdefault(r.patient, r)
         for attr, names in (("pattern", PATTERNS), ("intensity", INTENSITIES)):
             mine, theirs = getattr(r, attr), getattr(first, attr)

@@ -1,4 +1,4 @@
-"""The layers a synthetic field is drawn on: a diffuse layer, point-spread layers and the cell mask."""
+"""The layers a synthetic field is drawn on: a diffuse layer, point-spread layers, the cell mask and cell ids."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ HOLE_SIGMA = 3.5
 
 
 class Layers:
-    """Full-field float32 layers; cells paste their patches and drop point impulses here."""
+    """Full-field float32 layers; cells paste their patches and drop point impulses here.
+
+    `ids` holds the instance id (`cell_id` when it marked) of the cell that owns each marked pixel: where cells
+    overlap, the one the pixel lies deepest in (smallest radius-normalised distance, nucleus or cytoplasm; the
+    earlier cell on a tie), so a nucleus is never given to a neighbour's cytoplasm. `ids > 0` is exactly `mask > 0`.
+    """
 
     def __init__(self, height: int, width: int) -> None:
         self.height, self.width = height, width
@@ -20,7 +25,10 @@ class Layers:
         self.spots = {s: np.zeros((height, width), np.float32) for s in SPOT_SIGMAS}
         self.holes = np.zeros((height, width), np.float32)
         self.mask = np.zeros((height, width), np.uint8)
+        self.ids = np.zeros((height, width), np.int32)
+        self.depth = np.full((height, width), np.inf, np.float32)  # the owner's radius-normalised distance
         self.gain = 1.0  # the current cell's brightness, applied to what it draws
+        self.cell_id = 1  # the current cell's instance id, written where it marks the mask
 
     def paste(self, frame: CellFrame, patch: np.ndarray) -> None:
         """Maximum of the diffuse layer and a cell's patch (touching cells do not add up)."""
@@ -28,8 +36,13 @@ class Layers:
         np.maximum(region, patch * np.float32(self.gain), out=region)
 
     def mark(self, frame: CellFrame, inside: np.ndarray) -> None:
-        """Mark a cell's pixels as foreground in the mask."""
+        """Mark a cell's pixels as foreground in the mask, and as `cell_id` where it lies deeper than their owner."""
         self.mask[frame.ys, frame.xs] |= inside.astype(np.uint8)
+        depth = np.minimum(frame.rho, frame.rho_cyto)
+        ids, owner = self.ids[frame.ys, frame.xs], self.depth[frame.ys, frame.xs]
+        owns = inside.astype(bool) & (depth < owner)
+        ids[owns] = self.cell_id
+        owner[owns] = depth[owns]
 
     def add_spots(self, ys: np.ndarray, xs: np.ndarray, amplitude: np.ndarray | float, sigma: float) -> None:
         """Gaussian spots of peak `amplitude` and width `sigma` (snapped to SPOT_SIGMAS) at (ys, xs)."""

@@ -75,10 +75,34 @@ def _debris(rng: np.random.Generator, signal: np.ndarray) -> None:
             cv2.line(signal, (x, y), end, amp * 0.6, int(rng.integers(1, 3)))
 
 
+def compact_ids(ids: np.ndarray) -> np.ndarray:
+    """Instance ids renumbered 1..n in their order (0 stays background) as uint16; ValueError over 65535 cells."""
+    present = np.unique(ids)
+    present = present[present > 0]
+    if len(present) > np.iinfo(np.uint16).max:
+        raise ValueError(f"{len(present)} cells do not fit uint16 instance ids")
+    lut = np.zeros(int(present[-1]) + 1 if len(present) else 1, np.uint16)
+    lut[present] = np.arange(1, len(present) + 1, dtype=np.uint16)
+    return lut[ids]
+
+
 def compose_field(
     rng: np.random.Generator, height: int, width: int, style: PatientStyle
 ) -> tuple[np.ndarray, np.ndarray]:
     """One field: ((H, W) uint8 image, (H, W) bool mask of the cells)."""
+    image, mask, _ = compose_field_instances(rng, height, width, style)
+    return image, mask
+
+
+def compose_field_instances(
+    rng: np.random.Generator, height: int, width: int, style: PatientStyle
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One field: ((H, W) uint8 image, (H, W) bool mask, (H, W) uint16 instance ids).
+
+    Ids are 1..n, one per cell visible in the image, numbered in drawing order; where cells overlap, a pixel
+    belongs to the cell it lies deepest in (see `Layers`). `ids > 0` equals the mask.
+    Drawing the ids takes no random numbers: image and mask are those `compose_field` always gave.
+    """
     mitsp = style.pattern == MITSP
     diameter = style.cell_diameter * rng.uniform(0.93, 1.07)
     cells = layout_cells(rng, height, width, diameter, occupancy=rng.uniform(0.6, 0.95),
@@ -87,10 +111,10 @@ def compose_field(
         cells = _ensure_mitosis(cells, height, width)
     layers = Layers(height, width)
     draw = renderer(style.pattern)
-    for cell in cells:
+    for index, cell in enumerate(cells):
         frame = cell_frame(cell, height, width)
         if frame is not None:
-            layers.gain = cell.brightness
+            layers.gain, layers.cell_id = cell.brightness, index + 1
             draw(cell, frame, layers, rng, style.variant)
     signal = layers.render()
     _debris(rng, signal)
@@ -113,4 +137,4 @@ def compose_field(
     dn += noise
     np.rint(dn, out=dn)
     image = np.clip(dn, 0, 255, out=dn).astype(np.uint8)
-    return image, layers.mask.astype(bool)
+    return image, layers.mask.astype(bool), compact_ids(layers.ids)

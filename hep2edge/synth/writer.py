@@ -1,7 +1,8 @@
 """Write a synthetic dataset in the I3A Task 2 layout that `hep2edge.data` reads.
 
-`{patient:05d}_p{k}.tif` (8-bit gray) + `{stem}_Mask.tif` (0/255) + `labels.csv` (image, mask, patient,
-pattern, intensity) + `config.yaml` (the resolved SynthConfig). Deterministic per seed.
+`{patient:05d}_p{k}.tif` (8-bit gray) + `{stem}_Mask.tif` (0/255) + `{stem}_Labels.tif` (uint16 instance ids,
+0 = background, 1..n one per cell; found by its name, so `labels.csv` keeps its columns) + `labels.csv` (image,
+mask, patient, pattern, intensity) + `config.yaml` (the resolved SynthConfig). Deterministic per seed.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from hep2edge.atomic import atomic_write_text
-from hep2edge.data.manifest import DEFAULT_MANIFEST
+from hep2edge.data.manifest import DEFAULT_MANIFEST, labels_path_for
 from hep2edge.errors import ConfigError
-from hep2edge.imageio import write_image_tiff
+from hep2edge.imageio import write_image_tiff, write_labels_tiff
 from hep2edge.labels import INTENSITIES, PATTERNS
-from hep2edge.synth.field import PatientStyle, compose_field
+from hep2edge.synth.field import PatientStyle, compose_field_instances
 from hep2edge.workspace import write_resolved_config
 
 MIN_SIDE = 32
@@ -74,8 +75,16 @@ def image_rng(seed: int, patient: int, k: int) -> np.random.Generator:
 
 def render_image(config: SynthConfig, patient: int, k: int, labels: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Image k of `patient` (1-based ids): ((H, W) uint8, (H, W) bool mask)."""
+    image, mask, _ = render_instances(config, patient, k, labels)
+    return image, mask
+
+
+def render_instances(
+    config: SynthConfig, patient: int, k: int, labels: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image k of `patient`: ((H, W) uint8, (H, W) bool mask, (H, W) uint16 cell ids with ids > 0 == mask)."""
     style = PatientStyle.draw(image_rng(config.seed, patient, 0), *labels)
-    return compose_field(image_rng(config.seed, patient, k), config.size[0], config.size[1], style)
+    return compose_field_instances(image_rng(config.seed, patient, k), config.size[0], config.size[1], style)
 
 
 def _check_out(out: Path) -> None:
@@ -97,9 +106,10 @@ def synthesize_dataset(config: SynthConfig, progress: Callable[[int, int], None]
         patient = index + 1
         for k in range(1, config.images_per_patient + 1):
             stem = f"{patient:05d}_p{k}"
-            image, mask = render_image(config, patient, k, (pattern, intensity))
+            image, mask, ids = render_instances(config, patient, k, (pattern, intensity))
             write_image_tiff(out / f"{stem}.tif", image)
             write_image_tiff(out / f"{stem}_Mask.tif", mask.astype(np.uint8) * 255)
+            write_labels_tiff(labels_path_for(out / f"{stem}.tif"), ids)
             rows.append([f"{stem}.tif", f"{stem}_Mask.tif", f"{patient:05d}",
                          PATTERNS[pattern], INTENSITIES[intensity]])
             done += 1

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hep2edge.contract import OUTPUTS, ModelContract
+from hep2edge.contract import FIELD_OUTPUTS, OUTPUTS, ModelContract
 from hep2edge.errors import ConfigError, ContractError
 
 DEFAULT_MAX_BATCH = 32
@@ -23,6 +23,7 @@ DEVICES = ("auto", "cpu", "cuda", "gpu", "npu")  # gpu / npu: an Intel GPU or NP
 TORCH_PRECISIONS = ("fp32", "fp16")
 PRECISION_HINTS = ("auto", "f32", "bf16")  # OpenVINO: what it computes unquantized layers in (auto: bf16 if native)
 OUTPUT_NAMES: tuple[str, ...] = tuple(OUTPUTS)
+FIELD_NAMES: tuple[str, ...] = ("mask", *FIELD_OUTPUTS)  # what a whole-field pass reads
 FIX = "re-export it with `hep2edge export`"
 
 
@@ -115,6 +116,19 @@ class Backend(ABC):
         outputs = self._infer(np.ascontiguousarray(batch, dtype=np.float32))
         return check_outputs(outputs, len(batch), self.contract, str(self.config.model))
 
+    def infer_field(self, field: np.ndarray) -> dict[str, np.ndarray]:
+        """(1, C, Hp, Wp) float32, sides multiples of the contract's field stride -> {"mask", *FIELD_OUTPUTS}."""
+        if not self.active:
+            raise RuntimeError(f"{self.name} backend: activate() before infer_field()")
+        check_field(field, self.contract)
+        outputs = self._infer_field(np.ascontiguousarray(field, dtype=np.float32))
+        checked = {name: np.asarray(outputs[name], dtype=np.float32) for name in FIELD_NAMES if name in outputs}
+        check_output_shapes(checked, 1, self.contract, str(self.config.model), FIELD_NAMES, field.shape[2:])
+        return checked
+
+    def _infer_field(self, field: np.ndarray) -> dict[str, np.ndarray]:
+        raise ConfigError(f"--inference field: the {self.name} backend runs tiles only; use --inference tiles")
+
     @abstractmethod
     def _load(self) -> ModelContract: ...
 
@@ -143,18 +157,36 @@ def check_batch(batch: np.ndarray, contract: ModelContract, max_batch: int) -> N
         raise ValueError(f"batch of {len(batch)} tiles; this backend takes 1 to {max_batch}")
 
 
-def output_shapes(contract: ModelContract, n: int | None = None) -> dict[str, tuple[int | None, ...]]:
-    """The shape of each output the contract promises for a batch of `n` tiles (None: any batch)."""
-    t = contract.tile
-    return {"mask": (n, 1, t, t), "pattern": (n, len(contract.patterns)), "intensity": (n, 1)}
+def check_field(field: np.ndarray, contract: ModelContract) -> None:
+    """ValueError unless `field` is one (1, C, Hp, Wp) input a whole-field model takes."""
+    stride = contract.field_stride
+    if not contract.whole_field:
+        raise ConfigError("--inference field: the model has no whole-field outputs; re-export it")
+    if field.ndim != 4 or field.shape[:2] != (1, contract.channels) or any(s % stride for s in field.shape[2:]):
+        raise ValueError(f"field must be (1, {contract.channels}, H, W) with H, W multiples of {stride}, "
+                         f"got {field.shape}")
+
+
+def output_shapes(
+    contract: ModelContract, n: int | None = None, size: Sequence[int] | None = None
+) -> dict[str, tuple[int | None, ...]]:
+    """The shape of each output the contract promises for `n` inputs (None: any) of `size` (default: one tile)."""
+    h, w = size or (contract.tile, contract.tile)
+    shapes: dict[str, tuple[int | None, ...]] = {
+        "mask": (n, 1, h, w), "pattern": (n, len(contract.patterns)), "intensity": (n, 1)}
+    if contract.whole_field:
+        cells = (h // contract.field_stride, w // contract.field_stride)
+        shapes.update(pattern_logits=(n, len(contract.patterns), *cells), intensity_logits=(n, 1, *cells))
+    return shapes
 
 
 def check_output_shapes(
-    outputs: Mapping[str, Any], n: int, contract: ModelContract, source: str = "", names: Sequence[str] = OUTPUT_NAMES
+    outputs: Mapping[str, Any], n: int, contract: ModelContract, source: str = "", names: Sequence[str] = OUTPUT_NAMES,
+    size: Sequence[int] | None = None,
 ) -> None:
     """ContractError unless the outputs `names` (arrays or tensors) have the contract's shapes."""
     prefix = f"{source}: " if source else ""
-    expected = output_shapes(contract, n)
+    expected = output_shapes(contract, n, size)
     for name, shape in ((name, expected[name]) for name in names):
         if name not in outputs:
             raise ContractError(f"{prefix}model gave no '{name}' output; {FIX}")
@@ -186,7 +218,7 @@ def check_io(
     """
     if list(input_names) != [contract.input_name]:
         raise ContractError(f"{source}: inputs {list(input_names)}, contract says ['{contract.input_name}']; {FIX}")
-    missing = [name for name in OUTPUT_NAMES if name not in output_names]
+    missing = [name for name in contract.outputs if name not in output_names]
     if missing:
         raise ContractError(f"{source}: outputs {list(output_names)} lack {missing}; {FIX}")
     if len(input_shape) != 4:

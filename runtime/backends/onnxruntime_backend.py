@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError, ContractError
-from hep2edge.runtime.backends.base import OUTPUT_NAMES, Backend, check_io, gpu_present
+from hep2edge.runtime.backends.base import FIELD_NAMES, OUTPUT_NAMES, Backend, check_io, gpu_present
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -87,6 +87,11 @@ class OnnxRuntimeBackend(Backend):
         assert self._session is not None
         values = self._session.run(list(OUTPUT_NAMES), {self.contract.input_name: batch})
         return dict(zip(OUTPUT_NAMES, values))
+
+    def _infer_field(self, field: np.ndarray) -> dict[str, np.ndarray]:
+        assert self._session is not None
+        values = self._session.run(list(FIELD_NAMES), {self.contract.input_name: field})
+        return dict(zip(FIELD_NAMES, values))
 
     def _release(self) -> None:
         self._session = None

@@ -16,7 +16,7 @@ import openvino as ov
 
 from hep2edge.contract import METADATA_KEY, ModelContract
 from hep2edge.errors import ConfigError, ContractError
-from hep2edge.runtime.backends.base import OUTPUT_NAMES, Backend, check_io
+from hep2edge.runtime.backends.base import FIELD_NAMES, OUTPUT_NAMES, Backend, check_io
 
 log = logging.getLogger(__name__)
 CACHE_DIR = ".openvino_cache"
@@ -109,11 +109,17 @@ class OpenVinoBackend(Backend):
     def device_name(self) -> str:
         return f"{self._device.lower()} (openvino {self._device}, {self._hint})"
 
-    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, batch: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         assert self._request is not None
         results = self._request.infer({0: batch})
         by_name = {key.get_any_name(): value for key, value in results.items()}
-        return {name: np.array(by_name[name], dtype=np.float32) for name in OUTPUT_NAMES if name in by_name}
+        return {name: np.array(by_name[name], dtype=np.float32) for name in names if name in by_name}
+
+    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return self._run(batch, OUTPUT_NAMES)
+
+    def _infer_field(self, field: np.ndarray) -> dict[str, np.ndarray]:
+        return self._run(field, FIELD_NAMES)
 
     def _release(self) -> None:
         self._request = None

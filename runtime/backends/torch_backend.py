@@ -16,7 +16,7 @@ import torch
 
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError
-from hep2edge.runtime.backends.base import OUTPUT_NAMES, TORCH_PRECISIONS, Backend, BackendConfig
+from hep2edge.runtime.backends.base import FIELD_NAMES, OUTPUT_NAMES, TORCH_PRECISIONS, Backend, BackendConfig
 from hep2edge.train.checkpoint import load_checkpoint
 from hep2edge.train.model import MultiTaskUnet
 
@@ -198,6 +198,16 @@ class TorchBackend(Backend):
         torch.cuda.current_stream(self._device).synchronize()
         # copies: the pinned buffers are overwritten by the next call
         return {name: np.array(self._host[name][:n].numpy()) for name in OUTPUT_NAMES}
+
+    @torch.inference_mode()
+    def _infer_field(self, field: np.ndarray) -> dict[str, np.ndarray]:
+        """One whole field, eagerly (no CUDA graph: field sizes vary): mask probability and the heads' maps."""
+        assert self._model is not None
+        memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
+        batch = torch.from_numpy(field).to(self._device, DTYPES[self.options.precision])
+        out = self._model(batch.contiguous(memory_format=memory_format), maps=True)
+        out["mask"] = torch.sigmoid(out["mask"].float())
+        return {name: out[name].float().cpu().numpy() for name in FIELD_NAMES}
 
     def _release(self) -> None:
         self._model = None

@@ -106,6 +106,7 @@ class TorchDeviceExecutor:
     there and the masks thresholded there; only uint8 masks and the small heads come back to the host."""
 
     preprocess_on_host = False
+    whole_frames = False
 
     def __init__(self, backend: TorchBackend) -> None:
         self.backend = backend

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hep2edge.data.manifest import LABELS_SUFFIX, MASK_SUFFIX
+
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
-MASK_SUFFIX = "_mask"
+COMPANION_SUFFIXES = (MASK_SUFFIX.lower(), LABELS_SUFFIX.lower())  # a dataset's masks and labels are not fields
 TEMPORARY_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".filepart", ".swp", ".lock", "~")
 
 
@@ -54,6 +56,6 @@ def is_candidate(path: Path, root: Path | None = None) -> bool:
     name = path.name.lower()
     if name.endswith(TEMPORARY_SUFFIXES) or name.startswith("~$"):
         return False
-    if path.stem.lower().endswith(MASK_SUFFIX):  # a dataset's masks (I3A `{stem}_Mask.tif`) are not fields
+    if path.stem.lower().endswith(COMPANION_SUFFIXES):  # `{stem}_Mask.tif`, `{stem}_Labels.tif`
         return False
     return path.suffix.lower() in IMAGE_SUFFIXES

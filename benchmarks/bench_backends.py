@@ -16,7 +16,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from benchlib.tables import fmt, markdown_table
 from benchlib.timing import Budget
 
 QUICK = {"batches": "1,6,12", "budget": "quick"}
+FIELD_BACKENDS = ("onnxruntime", "openvino")
 CPU_NOTE = ("fp16 and INT8 ONNX on a CPU: those graphs are shaped for TensorRT (AutoCast fp16, Q/DQ INT8 with "
             "fp16 elsewhere) and ONNX Runtime's CPU provider runs them slower than fp32; they are timed as "
             "shipped, not re-exported for CPU speed.")
@@ -49,9 +50,14 @@ class Cell:
     cuda_graph: bool = False
     skip: str = ""
     hint: str = "auto"  # openvino precision hint
+    inference: str = "tiles"  # field: one whole-field pass per call (runtime/field.py)
 
     def label(self) -> str:
         return " ".join(p for p in (self.backend, self.device, self.precision, self.variant) if p)
+
+    def as_field(self) -> Cell:
+        """The same cell timing whole-field passes (models exported before them have no field outputs)."""
+        return replace(self, variant=" ".join(v for v in (self.variant, "whole field") if v), inference="field")
 
     def choice(self) -> Choice:
         assert self.model is not None
@@ -73,6 +79,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-seconds", type=float, default=None)
     parser.add_argument("--max-seconds", type=float, default=None)
     parser.add_argument("--pool-images", type=int, default=4, help="synthetic fields whose tiles are timed")
+    parser.add_argument("--field", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time whole-field passes (--inference field) on the CPU backends")
     return parse(parser, argv, QUICK)
 
 
@@ -150,6 +158,8 @@ def plan_cells(models: ModelSet, args: argparse.Namespace) -> list[Cell]:
     for device in chosen:
         for name in names:
             cells += planners[name](models, device, precisions)
+    if args.field:  # whole-field passes on the CPU backends (the GPU runs them through its engine profile)
+        cells += [cell.as_field() for cell in cells if cell.device == "cpu" and cell.backend in FIELD_BACKENDS]
     return cells + unmeasured_devices(chosen, names)
 
 
@@ -177,12 +187,13 @@ def run_cell(cell: Cell, batch: int, inputs: dict[str, Any], args: argparse.Name
              per_image: int) -> dict[str, Any]:
     """One row: measured in a fresh process (see benchlib.isolated), or skipped with the reason."""
     row: dict[str, Any] = {"backend": cell.backend, "device": cell.device, "precision": cell.precision,
-                           "variant": cell.variant, "batch": batch}
+                           "variant": cell.variant, "batch": batch, "inference": cell.inference}
     if cell.skip:
         return {**row, "status": "skipped", "reason": cell.skip}
     budget = budget_for(args, cell.device)
     say(f"{cell.label()} batch {batch}: measuring ({budget.warmup} warm-up, >= {budget.min_iters} calls)")
-    spec = {**inputs, "choice": cell.choice().to_dict(), "batch": batch, "budget": budget.to_dict()}
+    spec = {**inputs, "choice": cell.choice().to_dict(), "batch": batch, "budget": budget.to_dict(),
+            "inference": cell.inference}
     row.update(run_isolated(Path(__file__), spec, timeout_s=10 * budget.max_seconds + 300))
     if row["status"] != "ok":
         say(f"  failed: {row['reason']}")
@@ -197,15 +208,23 @@ def run_cell(cell: Cell, batch: int, inputs: dict[str, Any], args: argparse.Name
 def cpu_speedup(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """images/s of the fastest CPU row over ONNX Runtime fp32 at the same batch, measured in this run."""
     ok = [r for r in rows if r.get("status") == "ok" and r["device"] == "cpu"]
-    base = {r["batch"]: r for r in ok if (r["backend"], r["precision"]) == ("onnxruntime", "fp32")}
+    base = {r["batch"]: r for r in ok
+            if (r["backend"], r["precision"], r.get("inference", "tiles")) == ("onnxruntime", "fp32", "tiles")}
     pairs = [(r, base[r["batch"]]) for r in ok if r["batch"] in base]
     if not pairs:
         return None
     best, baseline = max(pairs, key=lambda pair: pair[0]["images_s"] / pair[1]["images_s"])
     label = " ".join(x for x in (best["backend"], best["precision"], best["variant"]) if x)
     return {"best": label, "batch": best["batch"], "images_s": best["images_s"], "p50_ms": best["latency_ms"]["p50"],
-            "baseline": "onnxruntime fp32", "baseline_images_s": baseline["images_s"],
+            "baseline": "onnxruntime fp32 tiles", "baseline_images_s": baseline["images_s"],
             "speedup": best["images_s"] / baseline["images_s"]}
+
+
+def batches_of(cell: Cell, args: argparse.Namespace, per_image: int) -> list[int]:
+    """The batches a cell is timed at: a whole-field cell once, at one image's tiles (its tile-mode twin)."""
+    if cell.skip:
+        return [0]
+    return [per_image] if cell.inference == "field" else parse_batches(args.batches)
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -217,7 +236,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     per_image = tiles_per_image(size, contract.tile)
     inputs = {"images": [str(p) for p in pool], "contract": contract.to_dict()}
     rows = [run_cell(cell, batch, inputs, args, per_image)
-            for cell in cells for batch in (parse_batches(args.batches) if not cell.skip else [0])]
+            for cell in cells for batch in batches_of(cell, args, per_image)]
     return {"command": command_line(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "models": models.to_dict(), "image_size": list(size), "tiles_per_image": per_image,
             "tile": contract.tile, "pool_images": len(pool),

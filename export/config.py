@@ -16,22 +16,37 @@ INT8_EXCLUSION_RULES = ("depthwise", "heads", "se", "sigmoid-mul")
 DEFAULT_BATCH = (1, 8, 16)
 
 
+DEFAULT_FIELD = (1040, 1388)  # the I3A / scanner field (H, W): the whole-field profile's largest input
+
+
 @dataclass(frozen=True)
 class BatchProfile:
-    """Batch sizes of the TensorRT optimization profile (min <= opt <= max)."""
+    """The TensorRT optimization profiles: tile batch sizes (min <= opt <= max) and, for a whole-field model,
+    a second profile of one field up to `field` (H, W; None: no whole-field profile)."""
 
     min: int = DEFAULT_BATCH[0]
     opt: int = DEFAULT_BATCH[1]
     max: int = DEFAULT_BATCH[2]
+    field: tuple[int, int] | None = DEFAULT_FIELD
 
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.opt <= self.max:
             raise ConfigError(f"--batch {self.min},{self.opt},{self.max}: need 1 <= MIN <= OPT <= MAX")
+        if self.field is not None and (len(self.field) != 2 or min(self.field) < 1):
+            raise ConfigError(f"--field-size {self.field}: expected HEIGHTxWIDTH in pixels, or none")
 
     def shapes(self, channels: int, tile: int) -> dict[str, tuple[int, int, int, int]]:
         """{'min'|'opt'|'max': (N, C, t, t)} input shapes of the profile."""
         sizes = (("min", self.min), ("opt", self.opt), ("max", self.max))
         return {name: (n, channels, tile, tile) for name, n in sizes}
+
+    def field_shapes(self, channels: int, tile: int, stride: int) -> dict[str, tuple[int, int, int, int]] | None:
+        """The whole-field profile: one field from a tile up to `field` padded to `stride`; None without one."""
+        if self.field is None:
+            return None
+        height, width = (max(tile, -(-side // stride) * stride) for side in self.field)
+        return {"min": (1, channels, tile, tile), "opt": (1, channels, height, width),
+                "max": (1, channels, height, width)}
 
 
 @dataclass(frozen=True)
@@ -123,10 +138,23 @@ def parse_precisions(values: list[str] | tuple[str, ...] | None) -> tuple[str, .
     return tuple(p for p in PRECISIONS if p in names or p == "fp32")
 
 
-def parse_batch(text: str | None) -> BatchProfile:
-    """'1,8,16' -> BatchProfile(1, 8, 16); a single number N means N,N,N."""
+def parse_field_size(text: str | None) -> tuple[int, int] | None:
+    """'1040x1388' -> (1040, 1388); 'none' -> None (no whole-field profile); empty -> the default field."""
     if text is None or str(text).strip() == "":
-        return BatchProfile()
+        return DEFAULT_FIELD
+    if str(text).strip().lower() == "none":
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if not match:
+        raise ConfigError(f"--field-size {text}: expected HEIGHTxWIDTH (e.g. 1040x1388) or none")
+    return int(match.group(1)), int(match.group(2))
+
+
+def parse_batch(text: str | None, field_size: str | None = None) -> BatchProfile:
+    """'1,8,16' -> BatchProfile(1, 8, 16); a single number N means N,N,N. `field_size`: see parse_field_size."""
+    field_profile = parse_field_size(field_size)
+    if text is None or str(text).strip() == "":
+        return BatchProfile(field=field_profile)
     try:
         numbers = [int(part) for part in str(text).split(",")]
     except ValueError as exc:
@@ -135,7 +163,7 @@ def parse_batch(text: str | None) -> BatchProfile:
         numbers *= 3
     if len(numbers) != 3:
         raise ConfigError(f"--batch {text}: expected MIN,OPT,MAX (three integers)")
-    return BatchProfile(*numbers)
+    return BatchProfile(numbers[0], numbers[1], numbers[2], field=field_profile)
 
 
 def parse_names(values: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:

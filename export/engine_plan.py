@@ -43,9 +43,22 @@ class EnginePlan:
         return int(self.workspace_gib * (1 << 30))
 
     def profile(self) -> dict[str, dict[str, list[int]]]:
-        """{'image': {'min': [N,C,t,t], 'opt': [...], 'max': [...]}}."""
+        """{'image': {'min': [N,C,t,t], 'opt': [...], 'max': [...]}}: profile 0, batches of tiles."""
         shapes = self.batch.shapes(self.contract.channels, self.contract.tile)
         return {INPUT_NAME: {name: list(shape) for name, shape in shapes.items()}}
+
+    def field_profile(self) -> dict[str, dict[str, list[int]]] | None:
+        """Profile 1 of a whole-field model: one field, a tile up to the field size; None when there is none."""
+        contract = self.contract
+        shapes = self.batch.field_shapes(contract.channels, contract.tile, contract.field_stride or 1)
+        if shapes is None or not contract.whole_field:
+            return None
+        return {INPUT_NAME: {name: list(shape) for name, shape in shapes.items()}}
+
+    def profiles(self) -> list[dict[str, dict[str, list[int]]]]:
+        """Every optimization profile, in the index order the runtime selects them by."""
+        field = self.field_profile()
+        return [self.profile()] + ([field] if field else [])
 
 
 def engine_path_for(onnx_path: Path, precision: str, out_dir: Path | None = None) -> Path:
@@ -74,6 +87,7 @@ def sidecar_content(
         "compute_capability": compute_capability,
         "strongly_typed": True,
         "profile": plan.profile(),
+        "field_profile": plan.field_profile(),
         "workspace_gib": plan.workspace_gib,
         "onnx_file": plan.onnx_path.name,
         "onnx_sha256": file_sha256(plan.onnx_path),

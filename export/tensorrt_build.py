@@ -55,11 +55,11 @@ def _parse(network: trt.INetworkDefinition, logger: trt.ILogger, path: Path) -> 
     return parser
 
 
-def _profile(builder: trt.Builder, plan: EnginePlan) -> trt.IOptimizationProfile:
+def _profile(builder: trt.Builder, shapes_by_input: dict[str, dict[str, list[int]]]) -> trt.IOptimizationProfile:
     import tensorrt as trt
 
     profile = builder.create_optimization_profile()
-    for name, shapes in plan.profile().items():
+    for name, shapes in shapes_by_input.items():
         profile.set_shape(name, trt.Dims(shapes["min"]), trt.Dims(shapes["opt"]), trt.Dims(shapes["max"]))
     return profile
 
@@ -91,7 +91,8 @@ def build_engine(plan: EnginePlan, say: Callable[[str], None] = print) -> BuiltE
     parser = _parse(network, logger, plan.onnx_path)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
-    config.add_optimization_profile(_profile(builder, plan))
+    for shapes in plan.profiles():  # 0: batches of tiles; 1 (whole-field models): one field
+        config.add_optimization_profile(_profile(builder, shapes))
     # TensorRT: "The cache must not be destroyed until after the engine is built" (nor the parser, see above)
     cache, reused = _timing_cache(config, plan.timing_cache_path)
     say(f"building {plan.engine_path.name} from {plan.onnx_path.name} (TensorRT {trt.__version__})")

@@ -180,6 +180,9 @@ def make_executor(backend: Backend, preprocess: str, inference: str = "tiles") -
     if inference == "field":
         if preprocess == "cuda":
             raise ConfigError("--inference field preprocesses on the host; use --preprocess host or auto")
+        if backend.largest_field == (0, 0):
+            raise ConfigError(f"--inference field: {backend.config.model} was built without a whole-field profile; "
+                              "rebuild it with `hep2edge build-engine --field-size HxW` or use --inference tiles")
         return FieldExecutor(backend)
     if backend.name == "torch":
         return _torch_executor(backend, preprocess)

@@ -35,11 +35,16 @@ def field_shape(height: int, width: int, stride: int) -> tuple[int, int]:
     return math.ceil(height / stride) * stride, math.ceil(width / stride) * stride
 
 
-def field_problem(height: int, width: int, contract: ModelContract, max_pixels: int = MAX_FIELD_PIXELS) -> str | None:
-    """Why a field runs in tiles instead (smaller than one tile, or too large for one pass), or None."""
+def field_problem(height: int, width: int, contract: ModelContract, largest: tuple[int, int] | None = None,
+                  max_pixels: int = MAX_FIELD_PIXELS) -> str | None:
+    """Why a field runs in tiles instead (smaller than one tile, larger than the device's `largest` padded
+    (H, W) or than `max_pixels` in one pass), or None."""
     if min(height, width) < contract.tile:
         return f"smaller than one {contract.tile} px tile"
     padded = field_shape(height, width, contract.field_stride)
+    if largest is not None and (padded[0] > largest[0] or padded[1] > largest[1]):
+        return (f"padded to {padded[1]} x {padded[0]}, larger than the {largest[1]} x {largest[0]} field the "
+                "engine's whole-field profile takes (rebuild it with --field-size)")
     if padded[0] * padded[1] > max_pixels:
         return f"{padded[1]} x {padded[0]} padded pixels exceed the whole-field limit of {max_pixels}"
     return None

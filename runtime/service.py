@@ -28,7 +28,7 @@ from hep2edge.imageio import CHANNEL_POLICIES
 from hep2edge.runtime.backends import Backend, BackendConfig, create_backend
 from hep2edge.runtime.backends.base import DEVICES, check_torch_precision
 from hep2edge.runtime.executors import PREPROCESS_MODES, Executor, make_executor
-from hep2edge.runtime.field import INFERENCE_MODES
+from hep2edge.runtime.field import INFERENCE_MODES, check_inference_mode
 from hep2edge.runtime.journal import Journal
 from hep2edge.runtime.pipeline import Pipeline, PipelineConfig
 from hep2edge.runtime.preprocess import check_contract_channels
@@ -191,6 +191,7 @@ def run_service(config: RunConfig, make_source: Callable[[Journal], Source], con
     backend = create_backend(config.backend, config.backend_config())
     with backend:
         check_contract_channels(backend.contract)
+        check_inference_mode(config.inference, backend.contract, str(config.model))
         CHANNEL_POLICIES.get(config.channel_policy(backend.contract))
         journal = Journal(config.out, {"command": config.command, "model": str(config.model), **config.source})
         try:  # the journal locks RESULTS against a second run
@@ -235,7 +236,8 @@ def _build_pipeline(config: RunConfig, backend: Backend, executor: Executor, sou
     sinks = ([IMAGE_SINKS.get("overlay")(out)] if config.overlay else []) + [IMAGE_SINKS.get("json")(out)]
     return Pipeline(
         replace(config.pipeline, max_batch=backend.max_batch), source,
-        Reader(stage, contract, journal, stats, board, executor.preprocess_on_host, config.inference), executor,
+        Reader(stage, contract, journal, stats, board, executor.preprocess_on_host, config.inference,
+               backend.largest_field), executor,
         Writer(stage, contract, model, journal, sinks, config.specimens, stats, board),
         journal, [TABLE_SINKS.get("csv")(out)], stats, board,
     )

@@ -92,10 +92,11 @@ class Reader:
     """Reader-thread work: bytes (read once) -> content hash -> journal claim -> gray frame (-> normalised tiles)."""
 
     def __init__(self, config: StageConfig, contract: ModelContract, journal: Journal, stats: StageStats,
-                 board: StatusBoard, tiles_on_host: bool, inference: str = "tiles") -> None:
+                 board: StatusBoard, tiles_on_host: bool, inference: str = "tiles",
+                 largest_field: tuple[int, int] | None = None) -> None:
         self.config, self.contract, self.journal = config, contract, journal
         self.stats, self.board, self.tiles_on_host = stats, board, tiles_on_host
-        self.inference = inference
+        self.inference, self.largest_field = inference, largest_field
         self.budget = InflightBudget(config.max_inflight_bytes)
         self.cancelled = threading.Event()  # the pipeline aborted: stop waiting for budget
 
@@ -185,7 +186,7 @@ class Reader:
         """(normalised tiles, or the whole-field input, or None when the GPU cuts them; the grid; whole field?)."""
         grid = frame_grid(gray, self.contract)
         if self.inference == "field":
-            problem = field_problem(grid.height, grid.width, self.contract)
+            problem = field_problem(grid.height, grid.width, self.contract, self.largest_field)
             if problem is None:
                 return field_input(gray, self.contract), grid, True
             log.info("%s: %s; analysed in tiles", item.key, problem)

@@ -158,10 +158,13 @@ def test_bench_backends_end_to_end(models_dir: Path, tmp_path: Path) -> None:
     assert code == 0
     rows = _read_day(out)["sections"]["backends"]["rows"]
     measured = [r for r in rows if r["status"] == "ok"]
-    assert [(r["precision"], r["batch"]) for r in measured] == [("fp32", 1), ("fp32", 4)]
+    assert [(r["precision"], r["batch"], r["inference"]) for r in measured] == [
+        ("fp32", 1, "tiles"), ("fp32", 4, "tiles"), ("fp32", 4, "field")]  # a whole field = its 4 tiles' work
     assert all(r["latency_ms"]["n"] >= 3 and r["host_peak_mb"] for r in measured)
     skipped = {(r["backend"], r["device"], r["precision"]) for r in rows if r["status"] == "skipped"}
     assert ("onnxruntime", "cpu", "int8") in skipped  # no int8 file in the folder: said, not hidden
+    speedup = _read_day(out)["sections"]["backends"]["cpu_speedup"]
+    assert speedup["baseline"] == "onnxruntime fp32 tiles" and speedup["speedup"] >= 1.0  # the baseline is a candidate
 
 
 def test_bench_preprocess_records_why_cuda_was_not_measured(tmp_path: Path) -> None:

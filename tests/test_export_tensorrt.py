@@ -39,6 +39,22 @@ def test_plan_paths_profile_and_workspace(tmp_path: Path) -> None:
     assert engine_path_for(Path("x/model.onnx"), "int8") == Path("x/model.int8.engine")
 
 
+def test_a_whole_field_model_gets_a_second_profile_for_one_field(tmp_path: Path) -> None:
+    from hep2edge.errors import ConfigError
+    from hep2edge.export.config import parse_batch
+
+    contract = ModelContract(tile=384, encoder="resnet18").with_field_outputs()
+    plan = plan_engine(_onnx(tmp_path), contract, parse_batch("1,8,16", "1040x1388"), 1)
+    assert plan.field_profile() == {"image": {"min": [1, 1, 384, 384], "opt": [1, 1, 1056, 1408],
+                                              "max": [1, 1, 1056, 1408]}}  # padded to multiples of 32
+    assert plan.profiles() == [plan.profile(), plan.field_profile()]
+    assert sidecar_content(plan, "10.13", "H100", "9.0")["field_profile"] == plan.field_profile()
+    assert plan_engine(_onnx(tmp_path), contract, parse_batch(None, "none"), 1).profiles() == [plan.profile()]
+    assert plan_engine(_onnx(tmp_path), CONTRACT, BatchProfile(), 1).field_profile() is None  # a tile-only model
+    with pytest.raises(ConfigError, match="--field-size 1040: expected HEIGHTxWIDTH"):
+        parse_batch(None, "1040")
+
+
 def test_sidecar_content_names_source_and_contract(tmp_path: Path) -> None:
     plan = plan_engine(_onnx(tmp_path), CONTRACT.with_precision("fp16"), BatchProfile(2, 4, 6), 1)
     side = sidecar_content(plan, "10.13.0.35", "NVIDIA H100", "9.0")

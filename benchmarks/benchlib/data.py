@@ -37,6 +37,13 @@ def image_tiles(images: list[Path], contract: ModelContract) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(batches), dtype=np.float32)
 
 
+def image_fields(images: list[Path], contract: ModelContract) -> list[np.ndarray]:
+    """Per image, the (1, C, Hp, Wp) float32 whole-field input the runtime feeds in `--inference field`."""
+    from hep2edge.runtime.field import field_input
+
+    return [field_input(read_image(path, contract.channel_policy), contract) for path in images]
+
+
 def cycled_batches(tiles: np.ndarray, batch: int, count: int = 4) -> list[np.ndarray]:
     """`count` different batches of `batch` tiles taken round the pool (so no call sees the same input twice
     in a row, and a batch larger than the pool repeats tiles rather than padding with zeros)."""

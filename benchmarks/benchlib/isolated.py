@@ -20,18 +20,17 @@ from .stats import per_second, summarize
 from .timing import Budget, time_calls
 
 
-def measure(choice: Choice, batch: int, tiles: Any, budget: Budget) -> dict[str, Any]:
-    """Open, warm up and time `infer` on `tiles`; latency summary, patches/s, peak host and GPU memory."""
-    from .data import cycled_batches
-
-    inputs = cycled_batches(tiles, batch)
+def measure(choice: Choice, batch: int, inputs: list[Any], budget: Budget, field: bool = False) -> dict[str, Any]:
+    """Open, warm up and time `infer` (or `infer_field` on whole fields) cycling over `inputs`; latency summary,
+    patches/s (`batch` tiles, or one field's tiles, per call), peak host and GPU memory."""
     gpu = choice.device == "cuda"
     probe: DevicePeak | NoDevice = DevicePeak(use_torch=choice.backend == "torch") if gpu else NoDevice()
     with HostPeak() as host, probe:
         opened = time.perf_counter()
         with open_backend(choice, batch) as backend:
             load_s = time.perf_counter() - opened
-            samples = time_calls(lambda i: backend.infer(inputs[i % len(inputs)]), budget)
+            run = backend.infer_field if field else backend.infer
+            samples = time_calls(lambda i: run(inputs[i % len(inputs)]), budget)
             described = backend.describe()
     latency = summarize(samples)
     return {"status": "ok", "describe": described, "load_s": load_s, "latency_ms": latency,
@@ -43,13 +42,15 @@ def worker(spec_path: Path) -> int:
     """Child side: read the spec, cut the tiles, measure, write the result next to the spec."""
     from hep2edge.contract import ModelContract
 
-    from .data import image_tiles
+    from .data import cycled_batches, image_fields, image_tiles
 
     spec = json.loads(spec_path.read_text())
     data = dict(spec["choice"], model=Path(spec["choice"]["model"]))
     choice = Choice(**data)
-    tiles = image_tiles([Path(p) for p in spec["images"]], ModelContract.from_dict(spec["contract"]))
-    result = measure(choice, spec["batch"], tiles, Budget(**spec["budget"]))
+    images, contract = [Path(p) for p in spec["images"]], ModelContract.from_dict(spec["contract"])
+    field = spec.get("inference") == "field"
+    inputs = image_fields(images, contract) if field else cycled_batches(image_tiles(images, contract), spec["batch"])
+    result = measure(choice, spec["batch"], inputs, Budget(**spec["budget"]), field)
     Path(str(spec_path) + ".result.json").write_text(json.dumps(result))
     return 0
 

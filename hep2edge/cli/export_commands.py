@@ -11,6 +11,9 @@ from rich.markup import escape
 from hep2edge.cli.app import app, err_console
 from hep2edge.cli.common import console, import_stage, show_resolved
 
+FIELD_SIZE = typer.Option("1040x1388", "--field-size", help="Largest field (HxW) the TensorRT whole-field "
+                          "profile takes (--inference field), or none for tile profiles only.")
+
 
 def _table(report: Any) -> Any:
     """Patch-level figures per precision (green: within the limits), changes against PyTorch fp32 in brackets."""
@@ -53,6 +56,7 @@ def export(
                                   "checkpoint's validation patients)."),
     val_images: int = typer.Option(8, "--val-images", help="Held-out images to verify on (all their tiles)."),
     batch: str = typer.Option("1,8,16", "--batch", help="TensorRT profile batch sizes MIN,OPT,MAX."),
+    field_size: str = FIELD_SIZE,
     engine: bool = typer.Option(False, "--engine", help="Also build TensorRT engines (needs TensorRT here)."),
     workspace: float = typer.Option(4.0, "--workspace", help="TensorRT workspace limit in GiB."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (17 or newer)."),
@@ -77,7 +81,8 @@ def export(
             exclude_nodes=config_mod.parse_names(int8_exclude_nodes),
         ),
         limits=config_mod.Limits(max_fp32_error, max_dice_drop, max_accuracy_drop),
-        batch=config_mod.parse_batch(batch), engine=engine, workspace_gib=workspace, opset=opset, simplify=simplify,
+        batch=config_mod.parse_batch(batch, field_size), engine=engine, workspace_gib=workspace, opset=opset,
+        simplify=simplify,
     )
     show_resolved("export", config)
     pipeline = import_stage("hep2edge.export.pipeline")
@@ -102,6 +107,7 @@ def build_engine(
                                      show_default=False),
     out: Path = typer.Option(None, "--out", help="Folder for the engine (default: next to the ONNX file)."),
     batch: str = typer.Option("1,8,16", "--batch", help="Profile batch sizes MIN,OPT,MAX."),
+    field_size: str = FIELD_SIZE,
     workspace: float = typer.Option(4.0, "--workspace", help="Workspace limit in GiB."),
 ) -> None:
     """Build a strongly typed TensorRT engine + sidecar on this (target) machine."""
@@ -110,7 +116,7 @@ def build_engine(
         raise typer.Exit(2)
     jetson = {"onnx": "jetson", "pycuda": "jetson"}
     config_mod = import_stage("hep2edge.export.config", jetson)
-    profile = config_mod.parse_batch(batch)
+    profile = config_mod.parse_batch(batch, field_size)
     show_resolved("build-engine", {"onnx": onnx_file, "out": out, "batch": profile, "workspace_gib": workspace})
     engines = import_stage("hep2edge.export.engines", jetson)
     path = engines.build_engine_for_onnx(onnx_file, profile, workspace, out, say=console.print)

@@ -116,6 +116,11 @@ class Backend(ABC):
         outputs = self._infer(np.ascontiguousarray(batch, dtype=np.float32))
         return check_outputs(outputs, len(batch), self.contract, str(self.config.model))
 
+    @property
+    def largest_field(self) -> tuple[int, int] | None:
+        """The largest padded (H, W) one whole-field pass takes here; None: any (memory permitting)."""
+        return None
+
     def infer_field(self, field: np.ndarray) -> dict[str, np.ndarray]:
         """(1, C, Hp, Wp) float32, sides multiples of the contract's field stride -> {"mask", *FIELD_OUTPUTS}."""
         if not self.active:

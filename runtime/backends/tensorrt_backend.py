@@ -25,7 +25,7 @@ import numpy as np
 
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError, ContractError, MissingExtraError
-from hep2edge.runtime.backends.base import OUTPUT_NAMES, Backend, check_io
+from hep2edge.runtime.backends.base import FIELD_NAMES, OUTPUT_NAMES, Backend, check_io
 from hep2edge.runtime.backends.engine_sidecar import EngineSidecar, read_sidecar
 
 if TYPE_CHECKING:
@@ -89,6 +89,18 @@ class Binding:
     device: Any  # pycuda.driver.DeviceAllocation
 
 
+@dataclass
+class FieldRun:
+    """Whole-field inference: an execution context on the engine's field profile, buffers for its largest field."""
+
+    context: trt.IExecutionContext
+    bindings: dict[str, Binding]
+    largest: tuple[int, int]  # (H, W) of the profile's max shape
+
+
+FIELD_PROFILE = 1  # export/engine_plan.py: profile 0 takes batches of tiles, profile 1 one whole field
+
+
 class TensorRTBackend(Backend):
     """Runs a `model.<precision>.engine` built by `hep2edge build-engine` for this GPU."""
 
@@ -99,6 +111,7 @@ class TensorRTBackend(Backend):
     _stream: Any = None
     _bindings: dict[str, Binding] | None = None
     _graph_exec: Any = None
+    _field: FieldRun | None = None
     _cuda_context: Any = None  # pycuda.driver.Context: the device's primary context
     _runtime: trt.Runtime | None = None
     _logger: trt.ILogger | None = None
@@ -133,8 +146,22 @@ class TensorRTBackend(Backend):
                  {name: self._shape(name) for name in outputs})  # -1 (dynamic batch) passes as unknown
         self._min_batch, self._max_batch = self._batch_range(inputs[0])
         self._stream = cuda.Stream()
-        self._bindings = self._allocate(inputs + outputs)
-        return sidecar.contract
+        contract = sidecar.contract
+        tiles = (self._max_batch, contract.channels, contract.tile, contract.tile)
+        self._bindings = self._allocate(self._context, inputs + outputs, tiles)
+        if contract.whole_field and self._engine.num_optimization_profiles > FIELD_PROFILE:
+            self._field = self._open_field_profile(inputs + outputs)
+        return contract
+
+    def _open_field_profile(self, names: list[str]) -> FieldRun:
+        """A second context on the field profile, with buffers for the profile's largest field."""
+        assert self._engine is not None
+        context = self._engine.create_execution_context()
+        if not context.set_optimization_profile_async(FIELD_PROFILE, self._stream.handle):
+            raise ContractError(f"{self.config.model}: TensorRT refused the whole-field optimization profile")
+        self._stream.synchronize()
+        largest = tuple(dims(self._engine.get_tensor_profile_shape(names[0], FIELD_PROFILE)[2]))
+        return FieldRun(context, self._allocate(context, names, largest), (largest[2], largest[3]))
 
     def _deserialize(self, plan: bytes, source: str) -> trt.ICudaEngine:
         import tensorrt as trt  # the real module: import_tensorrt() checked it in _load
@@ -171,20 +198,20 @@ class TensorRTBackend(Backend):
         low = dims(profile_min)[0]
         return low, max(low, min(self.config.max_batch, dims(profile_max)[0]))
 
-    def _allocate(self, names: list[str]) -> dict[str, Binding]:
+    def _allocate(self, context: trt.IExecutionContext, names: list[str], largest: tuple[int, ...]
+                  ) -> dict[str, Binding]:
+        """Pinned host + device buffers of every I/O tensor at the input shape `largest`, bound to `context`."""
         import tensorrt as trt
 
-        assert self._engine is not None and self._context is not None and self._cuda is not None
-        input_name = names[0]
-        contract_shape = (self._max_batch, *self._shape(input_name)[1:])
-        self._set_input_shape(input_name, contract_shape)
+        assert self._engine is not None and self._cuda is not None
+        self._set_input_shape(names[0], largest, context)
         bindings: dict[str, Binding] = {}
         for name in names:
-            shape = tuple(dims(self._context.get_tensor_shape(name)))
+            shape = tuple(dims(context.get_tensor_shape(name)))
             dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
             host = self._cuda.pagelocked_empty(shape, dtype)
             device = self._cuda.mem_alloc(host.nbytes)
-            if not self._context.set_tensor_address(name, int(device)):
+            if not context.set_tensor_address(name, int(device)):
                 raise ContractError(f"{self.config.model}: TensorRT refused the address of tensor '{name}'")
             bindings[name] = Binding(name, host, device)
         return bindings
@@ -250,11 +277,41 @@ class TensorRTBackend(Backend):
         assert self._bindings is not None
         return self._bindings[name]
 
-    def _set_input_shape(self, name: str, shape: tuple[int, ...]) -> None:
-        assert self._context is not None
-        if not self._context.set_input_shape(name, shape):
-            raise ContractError(f"{self.config.model}: TensorRT refused input shape {shape} for '{name}' "
-                                "(outside the engine's optimization profile); rebuild it with a wider --batch")
+    def _set_input_shape(self, name: str, shape: tuple[int, ...], context: trt.IExecutionContext | None = None
+                         ) -> None:
+        context = context or self._context
+        assert context is not None
+        if not context.set_input_shape(name, shape):
+            raise ContractError(f"{self.config.model}: TensorRT refused input shape {shape} for '{name}' (outside "
+                                "the engine's optimization profile); rebuild it with a wider --batch / --field-size")
+
+    @property
+    def largest_field(self) -> tuple[int, int] | None:
+        """The field profile's largest (H, W); (0, 0) when the engine was built without one."""
+        return self._field.largest if self._field is not None else (0, 0)
+
+    def _infer_field(self, field: np.ndarray) -> dict[str, np.ndarray]:
+        """One whole field through the field profile's context: H2D, execute, D2H of mask and maps."""
+        assert self._cuda is not None
+        run = self._field
+        if run is None:
+            raise ConfigError(f"--inference field: {self.config.model} has no whole-field profile; rebuild it "
+                              "with `hep2edge build-engine --field-size HxW`")
+        name = self.contract.input_name
+        with self.on_this_thread():
+            self._set_input_shape(name, tuple(field.shape), run.context)
+            staged = _view(run.bindings[name].host, tuple(field.shape))
+            staged[...] = field
+            self._cuda.memcpy_htod_async(run.bindings[name].device, staged, self._stream)
+            if not run.context.execute_async_v3(self._stream.handle):
+                raise RuntimeError(f"{self.config.model}: TensorRT execute_async_v3 failed for a field {field.shape}")
+            outputs = {}
+            for output in FIELD_NAMES:
+                binding = run.bindings[output]
+                outputs[output] = _view(binding.host, tuple(dims(run.context.get_tensor_shape(output))))
+                self._cuda.memcpy_dtoh_async(outputs[output], binding.device, self._stream)
+            self._stream.synchronize()
+        return {output: np.array(value, dtype=np.float32) for output, value in outputs.items()}
 
     def _enqueue(self, n: int) -> None:
         """Run `n` tiles; below the profile minimum the rows after `n` (stale, independent) are run too."""
@@ -294,11 +351,17 @@ class TensorRTBackend(Backend):
             from hep2edge.runtime.backends import cuda_graph
 
             cuda_graph.destroy(self._graph_exec)
-        for binding in (self._bindings or {}).values():
+        for binding in [*(self._bindings or {}).values(), *(self._field.bindings.values() if self._field else ())]:
             binding.device.free()
         self._bindings = None
+        self._field = None
         self._graph_exec = None
         self._context = None  # context before engine before runtime, as TensorRT requires
         self._engine = None
         self._runtime = None
         self._stream = None
+
+
+def _view(buffer: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The first prod(shape) elements of a contiguous (pinned) buffer, as an array of `shape`."""
+    return buffer.reshape(-1)[: int(np.prod(shape))].reshape(shape)

@@ -98,7 +98,7 @@ def export_checked_fp32(
     if do_simplify:
         proto, simplified, note = simplify(proto, sample)
         check_graph(proto, "simplified fp32 graph")
-    attach_contract(proto, graph_contract(contract))
+    attach_contract(proto, graph_contract(contract, model))
     return Fp32Export(proto, simplified, note)
 
 

@@ -37,7 +37,12 @@ FIELD_OUTPUTS: dict[str, str] = {
     "pattern_logits": "(N, 7, H/32, W/32) float32 pattern logits of each 32 px cell (mean over a region, softmax)",
     "intensity_logits": "(N, 1, H/32, W/32) float32 intensity logit of each 32 px cell (mean over a region, sigmoid)",
 }
-OPTIONAL_OUTPUTS: dict[str, str] = {**FIELD_OUTPUTS}
+# Per-cell analysis: dense heads a model may have (chosen at training time: `train --instances --pattern-map`)
+CELL_OUTPUTS: dict[str, str] = {
+    "distance": "(N, 1, H, W) float32 distance to the cell's edge over the cell's largest (sigmoid applied)",
+    "pattern_map": "(N, 8, H, W) float32 per-pixel probabilities of background + the 7 patterns (softmax applied)",
+}
+OPTIONAL_OUTPUTS: dict[str, str] = {**FIELD_OUTPUTS, **CELL_OUTPUTS}
 PRECISIONS = ("fp32", "fp16", "int8")
 TILE_MULTIPLE, MAX_TILE = 32, 4096  # smp U-Nets halve the tile 5 times; train/config.py asks the same
 CHANNELS = (1, 3)
@@ -65,6 +70,7 @@ class ModelContract:
     outputs: dict[str, str] = field(default_factory=lambda: dict(OUTPUTS))
     mask_threshold: float = 0.5
     field_stride: int = 0  # FIELD_STRIDE: any H, W (multiples of it) and FIELD_OUTPUTS; 0: tiles only
+    instances: dict[str, Any] = field(default_factory=dict)  # hep2edge.instances.InstanceParams fields; {}: defaults
     hep2edge_version: str = __version__
     schema: str = SCHEMA
     schema_version: int = SCHEMA_VERSION
@@ -78,6 +84,15 @@ class ModelContract:
     def model_id(self) -> str:
         """Short identifier of the trained weights, shown in results."""
         return f"{self.encoder}-{self.weights_sha256[:12]}"
+
+    @property
+    def cell_outputs(self) -> tuple[str, ...]:
+        """The per-cell dense heads this model has (CELL_OUTPUTS names), in their declared order."""
+        return tuple(name for name in CELL_OUTPUTS if name in self.outputs)
+
+    def with_cell_outputs(self, names: tuple[str, ...]) -> ModelContract:
+        """This contract for a graph that also has the dense heads `names` (CELL_OUTPUTS keys)."""
+        return replace(self, outputs={**self.outputs, **{name: CELL_OUTPUTS[name] for name in names}})
 
     @property
     def whole_field(self) -> bool:
@@ -251,6 +266,18 @@ def _names(value: object, known: tuple[str, ...], width: int) -> str | None:
     return None
 
 
+def _instance_params(value: object) -> str | None:
+    from hep2edge.instances import InstanceParams  # cv2: imported only when a contract is made
+
+    if not isinstance(value, Mapping):
+        return f"is {_show(value)}, expected an object of instance parameters"
+    try:
+        InstanceParams.from_dict(value)
+    except ContractError as exc:
+        return str(exc)
+    return None
+
+
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "schema": _one_of((SCHEMA,)),
     "schema_version": _one_of((SCHEMA_VERSION,)),
@@ -267,6 +294,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "outputs": _outputs,
     "mask_threshold": _threshold,
     "field_stride": _one_of((0, FIELD_STRIDE)),
+    "instances": _instance_params,
     "hep2edge_version": _text,
 }
 

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from hep2edge.contract import CELL_OUTPUTS
 from hep2edge.runtime.backends.base import Backend, check_output_shapes
+from hep2edge.runtime.cells import to_u8
 from hep2edge.runtime.field import check_inference_mode, field_outputs
 from hep2edge.runtime.preprocess import threshold_masks
 from hep2edge.runtime.results import TileOutputs
@@ -57,11 +59,14 @@ class Executor(Protocol):
 
 
 def split_outputs(outputs: dict[str, np.ndarray], mask: np.ndarray, chunks: list[Chunk]) -> list[TileOutputs]:
+    """One batch's outputs cut back into each chunk's tiles; the per-cell heads as uint8 maps."""
+    dense = {name: to_u8(outputs[name]) for name in CELL_OUTPUTS if name in outputs}
     parts, offset = [], 0
     for chunk in chunks:
         end = offset + chunk.size
         parts.append(TileOutputs(mask=mask[offset:end], pattern=outputs["pattern"][offset:end],
-                                 intensity=outputs["intensity"][offset:end, 0]))
+                                 intensity=outputs["intensity"][offset:end, 0],
+                                 dense={name: value[offset:end] for name, value in dense.items()}))
         offset = end
     return parts
 
@@ -106,7 +111,7 @@ class FieldExecutor:
         parts = [self.backend.infer(chunk.tiles[start : start + step]) for start in range(0, len(chunk.tiles), step)]
         outputs = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
         mask = threshold_masks(outputs["mask"], self.backend.contract.mask_threshold)
-        return TileOutputs(mask=mask, pattern=outputs["pattern"], intensity=outputs["intensity"][:, 0])
+        return split_outputs(outputs, mask, [chunk])[0]
 
     def close(self) -> None:
         """Nothing to free: the backend is closed by its owner."""
@@ -142,7 +147,7 @@ class CudaExecutor:
             destination: Any = int(binding.device) + offset * tile_bytes
             self.pre.cut(chunk.grid, destination, binding.host.dtype, chunk.start, chunk.size)
             offset += chunk.size
-        outputs = self.backend.infer_on_device(offset, copy=("pattern", "intensity"))
+        outputs = self.backend.infer_on_device(offset, copy=("pattern", "intensity", *contract.cell_outputs))
         check_output_shapes(outputs, offset, contract, str(self.backend.config.model), names=tuple(outputs))
         mask_dtype = self.backend.output_dtype("mask")
         t = contract.tile

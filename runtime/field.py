@@ -14,6 +14,7 @@ import numpy as np
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError
 from hep2edge.normalization import normalize_tiles
+from hep2edge.runtime.cells import to_u8
 from hep2edge.runtime.results import TileOutputs
 from hep2edge.tiling import TileGrid
 
@@ -90,8 +91,9 @@ def field_outputs(outputs: dict[str, np.ndarray], grid: TileGrid, contract: Mode
     intensity = sigmoid(pool_tiles(outputs["intensity_logits"][0].astype(np.float64), grid, stride))[:, 0]
     probabilities = np.asarray(outputs["mask"][0, 0, : grid.height, : grid.width], dtype=np.float32)
     mask = (probabilities > np.float32(contract.mask_threshold)).astype(np.uint8)
+    dense = {name: to_u8(outputs[name][0, :, : grid.height, : grid.width]) for name in contract.cell_outputs}
     return TileOutputs(mask=None, pattern=pattern.astype(np.float32), intensity=intensity.astype(np.float32),
-                       field_mask=mask)
+                       field_mask=mask, dense=dense)
 
 
 def field_verdict(outputs: dict[str, np.ndarray], height: int, width: int, stride: int) -> tuple[np.ndarray, float]:

@@ -33,10 +33,10 @@ from hep2edge.labels import PATTERNS
 from hep2edge.regular_file import Signature
 
 DB_NAME = "results.db"
-SCHEMA_VERSION = 2  # PRAGMA user_version: 2 = file signatures + superseded results; a newer one is refused
+SCHEMA_VERSION = 3  # PRAGMA user_version: 2 = file signatures + superseded results, 3 = cell_count; newer: refused
 RESULT_COLUMNS: tuple[str, ...] = (
     "content_hash", "stem", "source_path", "specimen", "pattern", "pattern_probability", "intensity",
-    "intensity_probability", "foreground_fraction", *(f"p_{name}" for name in PATTERNS), "tiles",
+    "intensity_probability", "foreground_fraction", *(f"p_{name}" for name in PATTERNS), "tiles", "cell_count",
     "model_id", "precision", "backend", "total_ms", "analysed_at",
 )
 SCHEMA = f"""
@@ -114,11 +114,12 @@ class Journal:
                               f"{SCHEMA_VERSION}); upgrade hep2edge or pass another --out")
 
     def _migrate(self) -> None:
-        """Journals written before file signatures existed gain the columns (NULL: treated as unchanged)."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(inputs)")}
-        for column in ("size", "mtime_ns"):
-            if column not in columns:
-                self._db.execute(f"ALTER TABLE inputs ADD COLUMN {column} INTEGER")
+        """Older journals gain the newer columns: file signatures (NULL: treated as unchanged), cell counts."""
+        added = {"inputs": ("size", "mtime_ns"), "results": ("cell_count",), "superseded": ("cell_count",)}
+        for table, wanted in added.items():
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for column in (c for c in wanted if c not in columns):
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _take_ownership(self) -> IO[bytes]:

@@ -35,13 +35,15 @@ class ModelInfo:
 class TileOutputs:
     """One image's model outputs: (N, t, t) uint8 0/1 tile masks, (N, 7) pattern and (N,) P(positive) per tile.
 
-    A whole-field pass gives the (H, W) uint8 0/1 `field_mask` instead of tile masks.
+    A whole-field pass gives the (H, W) uint8 0/1 `field_mask` instead of tile masks. `dense`: the per-cell heads
+    (distance, pattern_map) the model has, as uint8 probabilities.
     """
 
     mask: np.ndarray | None
     pattern: np.ndarray
     intensity: np.ndarray
     field_mask: np.ndarray | None = None
+    dense: dict[str, np.ndarray] = field(default_factory=dict)  # uint8 maps: (N, C, t, t) tiles or (C, H, W) field
 
 
 @dataclass
@@ -78,9 +80,10 @@ def tile_records(outputs: TileOutputs, grid: TileGrid, foreground: np.ndarray) -
 
 def image_result(
     facts: ImageFacts, outputs: TileOutputs, grid: TileGrid, mask: np.ndarray, foreground: np.ndarray,
-    model: ModelInfo, contract: ModelContract,
+    model: ModelInfo, contract: ModelContract, cells: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The `<stem>.json` document of one image; `mask` is the stitched (H, W) uint8 0/255 mask."""
+    """The `<stem>.json` document of one image; `mask` is the stitched (H, W) uint8 0/255 mask; `cells` the
+    per-cell section (runtime/cells.py) where cells were analysed."""
     pattern = outputs.pattern.mean(axis=0)
     best = int(np.argmax(pattern))
     positive = float(outputs.intensity.mean())
@@ -100,6 +103,7 @@ def image_result(
         "mask_threshold": contract.mask_threshold,
         "tile": grid.tile,
         "tiles": tile_records(outputs, grid, foreground),
+        **({"cells": cells} if cells is not None else {}),
         "model": {"id": model.model_id, "precision": model.precision, "backend": model.backend,
                   "file": model.file, "device": model.device, "inference": model.inference},
         "timings_ms": {k: _round(v, 3) for k, v in facts.timings_ms.items()},
@@ -123,6 +127,7 @@ def result_row(result: dict[str, Any]) -> dict[str, Any]:
         "foreground_fraction": result["foreground_fraction"],
         **{f"p_{name}": probabilities[name] for name in PATTERNS},
         "tiles": len(result["tiles"]),
+        "cell_count": result["cells"]["count"] if "cells" in result else None,
         "model_id": result["model"]["id"],
         "precision": result["model"]["precision"],
         "backend": result["model"]["backend"],

@@ -27,6 +27,7 @@ from hep2edge.errors import ConfigError
 from hep2edge.imageio import CHANNEL_POLICIES
 from hep2edge.runtime.backends import Backend, BackendConfig, create_backend
 from hep2edge.runtime.backends.base import DEVICES, check_torch_precision
+from hep2edge.runtime.cells import cell_method
 from hep2edge.runtime.executors import PREPROCESS_MODES, Executor, make_executor
 from hep2edge.runtime.field import INFERENCE_MODES, check_inference_mode
 from hep2edge.runtime.journal import Journal
@@ -87,6 +88,7 @@ class RunConfig:
     channels_last: bool = False  # torch backend only
     inference_precision: str = "auto"  # openvino backend only
     overlay: bool = False
+    instance_labels: bool = False  # <stem>_instances.png where cells are analysed
     retry_failed: bool = False
     stage: StageConfig = field(default_factory=StageConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
@@ -192,6 +194,7 @@ def run_service(config: RunConfig, make_source: Callable[[Journal], Source], con
     with backend:
         check_contract_channels(backend.contract)
         check_inference_mode(config.inference, backend.contract, str(config.model))
+        cell_method(config.stage.cells, backend.contract, str(config.model))
         CHANNEL_POLICIES.get(config.channel_policy(backend.contract))
         journal = Journal(config.out, {"command": config.command, "model": str(config.model), **config.source})
         try:  # the journal locks RESULTS against a second run
@@ -233,7 +236,8 @@ def _build_pipeline(config: RunConfig, backend: Backend, executor: Executor, sou
     model = ModelInfo(contract.model_id, backend.precision, backend.name, str(config.model), backend.device_name(),
                       config.inference)
     # the result JSON goes last: its presence means every file of the image is complete (crash recovery)
-    sinks = ([IMAGE_SINKS.get("overlay")(out)] if config.overlay else []) + [IMAGE_SINKS.get("json")(out)]
+    optional = (("overlay", config.overlay), ("instances", config.instance_labels))
+    sinks = [IMAGE_SINKS.get(name)(out) for name, wanted in optional if wanted] + [IMAGE_SINKS.get("json")(out)]
     return Pipeline(
         replace(config.pipeline, max_batch=backend.max_batch), source,
         Reader(stage, contract, journal, stats, board, executor.preprocess_on_host, config.inference,

@@ -15,7 +15,9 @@ import numpy as np
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError, ImageReadError, IncompleteImageError
 from hep2edge.imageio import MAX_FILE_BYTES, MAX_PIXELS, decode_image
+from hep2edge.instances import InstanceParams
 from hep2edge.regular_file import FileBytes, OversizeFileError, read_regular_file
+from hep2edge.runtime.cells import CELL_MODES, CellAnalysis, analyse_cells, cell_method, full_dense
 from hep2edge.runtime.field import field_input, field_problem
 from hep2edge.runtime.inflight import InflightBudget, decode_estimate
 from hep2edge.runtime.journal import Journal
@@ -50,11 +52,14 @@ class StageConfig:
     max_pixels: int = MAX_PIXELS
     max_inflight_bytes: int = MAX_INFLIGHT_BYTES
     stitch: str = "majority"
+    cells: str = "auto"  # runtime/cells.py CELL_MODES
 
     def __post_init__(self) -> None:
         # checked here, before any input: found per image it would fail (and journal) every input
         if self.stitch not in MASK_STITCHERS:
             raise ConfigError(f"--stitch {self.stitch}: valid methods are {', '.join(MASK_STITCHERS)}")
+        if self.cells not in CELL_MODES:
+            raise ConfigError(f"--cells {self.cells}: valid modes are {', '.join(CELL_MODES)}")
 
 
 @dataclass
@@ -85,7 +90,9 @@ class Frame:
             return self.parts[0]
         return TileOutputs(mask=np.concatenate([p.mask for p in self.parts if p.mask is not None]),
                            pattern=np.concatenate([p.pattern for p in self.parts]),
-                           intensity=np.concatenate([p.intensity for p in self.parts]))
+                           intensity=np.concatenate([p.intensity for p in self.parts]),
+                           dense={name: np.concatenate([p.dense[name] for p in self.parts])
+                                  for name in self.parts[0].dense})
 
 
 class Reader:
@@ -202,19 +209,30 @@ class Writer:
                  sinks: list[ImageSink], specimens: SpecimenConfig, stats: StageStats, board: StatusBoard) -> None:
         self.config, self.contract, self.model, self.journal = config, contract, model, journal
         self.sinks, self.specimens, self.stats, self.board = sinks, specimens, stats, board
+        self.cell_method = cell_method(config.cells, contract, model.file)
+        self.instance_params = InstanceParams.from_dict(contract.instances)
+
+    def _cells(self, outputs: TileOutputs, frame: Frame, mask: np.ndarray) -> CellAnalysis | None:
+        if self.cell_method is None:
+            return None
+        with self.stats.time("cells", frame.timings):
+            dense = full_dense(outputs, frame.grid)
+            return analyse_cells(self.cell_method, mask, dense, frame.gray, self.instance_params)
 
     def write(self, frame: Frame) -> None:
         outputs = frame.outputs()
         with self.stats.time("stitch", frame.timings):
             mask, foreground = full_mask(outputs, frame.grid, self.config.stitch)
+        cells = self._cells(outputs, frame, mask)
         specimen = self.specimens.specimen_of(frame.item.name)
         frame.timings["total"] = (time.perf_counter() - frame.started) * 1000
         facts = ImageFacts(frame.item.key, frame.content_hash, frame.stem, specimen, frame.grid.height,
                            frame.grid.width, str(frame.gray.dtype), frame.timings)
-        result = image_result(facts, outputs, frame.grid, mask, foreground, self.model, self.contract)
+        section = cells.section("pattern_map" in self.contract.cell_outputs) if cells is not None else None
+        result = image_result(facts, outputs, frame.grid, mask, foreground, self.model, self.contract, section)
         with self.stats.time("write"):
             for sink in self.sinks:
-                sink.write(ImageOutput(result, mask, frame.gray))
+                sink.write(ImageOutput(result, mask, frame.gray, cells))
         with self.stats.time("journal"):
             self.journal.complete(frame.item.key, result_row(result))
         update_specimen(self.journal, self.specimens, specimen)

@@ -15,7 +15,7 @@ ort = pytest.importorskip("onnxruntime")
 from hep2edge.contract import METADATA_KEY, ModelContract  # noqa: E402
 from hep2edge.errors import ContractError  # noqa: E402
 from hep2edge.export.onnx_contract import load_checked  # noqa: E402
-from hep2edge.export.onnx_export import GRAPH_OUTPUTS, OUTPUT_NAMES  # noqa: E402
+from hep2edge.export.onnx_export import OUTPUT_NAMES, graph_outputs  # noqa: E402
 from hep2edge.export.onnx_graph import check_graph, export_checked_fp32, run_onnx, save_model_atomic  # noqa: E402
 from hep2edge.export.verify import output_diffs, torch_outputs  # noqa: E402
 
@@ -41,11 +41,11 @@ def fp32(loaded, sample):  # type: ignore[no-untyped-def]
     return export_checked_fp32(loaded.model, loaded.contract, sample, opset=17, do_simplify=True)
 
 
-def test_graph_io_opset_and_dynamic_batch(fp32) -> None:  # type: ignore[no-untyped-def]
+def test_graph_io_opset_and_dynamic_batch(fp32, loaded) -> None:  # type: ignore[no-untyped-def]
     graph = fp32.proto.graph
     assert max(o.version for o in fp32.proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert [i.name for i in graph.input] == ["image"]
-    assert [o.name for o in graph.output] == list(GRAPH_OUTPUTS)
+    assert [o.name for o in graph.output] == list(graph_outputs(loaded.model))
     dims = graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param and not dims[0].dim_value  # symbolic batch
     assert dims[1].dim_value == 1

@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from hep2edge.cli.app import app, err_console
 from hep2edge.cli.common import console, import_stage, show_resolved
+from hep2edge.runtime.cells import CELL_MODES
 from hep2edge.runtime.field import INFERENCE_MODES
 from hep2edge.workspace import RUNS_DIR, resolve_out_dir
 
@@ -39,6 +40,10 @@ PRECISION_HINT = typer.Option("auto", "--precision-hint", help="OpenVINO: auto |
                               "layers the file does not quantize (auto: bf16 where the CPU computes it natively).")
 INFERENCE = typer.Option("tiles", "--inference", help=" | ".join(INFERENCE_MODES) + ": overlapping tiles, or the "
                          "whole field in one pass (tiles pooled from it; fields smaller than a tile run in tiles).")
+CELLS = typer.Option("auto", "--cells", help=" | ".join(CELL_MODES) + ": per-cell analysis (cells in the result "
+                     "JSON): from the model's distance head (auto: where it has one), connected components of the "
+                     "mask (touching cells stay merged), or off.")
+INSTANCE_LABELS = typer.Option(False, "--instance-labels", help="Also write <stem>_instances.png (16-bit cell ids).")
 STITCH = typer.Option("majority", "--stitch", help="Tile masks -> image mask: majority | or.")
 SPECIMEN_PATTERN = typer.Option(r"^(\d{5})_p\d+", "--specimen-pattern",
                                 help="Regex on the file stem; group 1 is the specimen id.")
@@ -76,7 +81,7 @@ def _config(command: str, out: Path | None, options: dict[str, Any], source: dic
 
     service.check_run_options(options["device"], options["channel"], options["preprocess"], options["inference"])
     stage = StageConfig(max_file_bytes=options["max_file_mb"] << 20, stitch=options["stitch"],
-                        max_inflight_bytes=options["max_inflight_mb"] << 20)
+                        max_inflight_bytes=options["max_inflight_mb"] << 20, cells=options["cells"])
     specimens = SpecimenConfig(options["specimen_pattern"], options["specimen_images"], options["specimen_method"])
     chosen = select.select_model(options["model"], options["backend"])
     console.print(f"model: {chosen.model} -> backend {chosen.backend} ({chosen.reason})", highlight=False, markup=False)
@@ -89,7 +94,7 @@ def _config(command: str, out: Path | None, options: dict[str, Any], source: dic
         inference=options["inference"],
         cuda_graph=options["cuda_graph"], torch_precision=options["torch_precision"],
         channels_last=options["channels_last"], inference_precision=options["precision_hint"],
-        overlay=options["overlay"], retry_failed=options["retry_failed"],
+        overlay=options["overlay"], instance_labels=options["instance_labels"], retry_failed=options["retry_failed"],
         stage=stage,
         pipeline=PipelineConfig(readers=options["readers"], writers=options["writers"], queue_size=options["queue"],
                                 max_batch=options["max_batch"]),
@@ -141,7 +146,7 @@ def analyze(
     overlay: bool = OVERLAY, stats: bool = STATS, retry_failed: bool = RETRY, readers: int = READERS,
     queue: int = QUEUE, max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
     torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, precision_hint: str = PRECISION_HINT,
-    inference: str = INFERENCE,
+    inference: str = INFERENCE, cells: str = CELLS, instance_labels: bool = INSTANCE_LABELS,
     writers: int = WRITERS,
     stitch: str = STITCH, specimen_pattern: str = SPECIMEN_PATTERN, specimen_images: int = SPECIMEN_IMAGES,
     specimen_method: str = SPECIMEN_METHOD, max_file_mb: int = MAX_FILE_MB, max_inflight_mb: int = MAX_INFLIGHT_MB,
@@ -177,7 +182,7 @@ def watch(
     overlay: bool = OVERLAY, stats: bool = STATS, retry_failed: bool = RETRY, readers: int = READERS,
     queue: int = QUEUE, max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
     torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, precision_hint: str = PRECISION_HINT,
-    inference: str = INFERENCE,
+    inference: str = INFERENCE, cells: str = CELLS, instance_labels: bool = INSTANCE_LABELS,
     writers: int = WRITERS,
     stitch: str = STITCH, specimen_pattern: str = SPECIMEN_PATTERN, specimen_images: int = SPECIMEN_IMAGES,
     specimen_method: str = SPECIMEN_METHOD, max_file_mb: int = MAX_FILE_MB, max_inflight_mb: int = MAX_INFLIGHT_MB,
@@ -213,7 +218,7 @@ def camera(
     overlay: bool = OVERLAY, stats: bool = STATS, readers: int = READERS, queue: int = QUEUE,
     max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
     torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, precision_hint: str = PRECISION_HINT,
-    inference: str = INFERENCE,
+    inference: str = INFERENCE, cells: str = CELLS, instance_labels: bool = INSTANCE_LABELS,
     writers: int = WRITERS,
     stitch: str = STITCH,
 ) -> None:

@@ -114,7 +114,17 @@ class Backend(ABC):
             raise RuntimeError(f"{self.name} backend: activate() before infer()")
         check_batch(batch, self.contract, self.max_batch)
         outputs = self._infer(np.ascontiguousarray(batch, dtype=np.float32))
-        return check_outputs(outputs, len(batch), self.contract, str(self.config.model))
+        return check_outputs(outputs, len(batch), self.contract, str(self.config.model), self.tile_outputs)
+
+    @property
+    def tile_outputs(self) -> tuple[str, ...]:
+        """What `infer` returns: mask, pattern, intensity and the model's per-cell dense heads."""
+        return OUTPUT_NAMES + self.contract.cell_outputs
+
+    @property
+    def field_outputs(self) -> tuple[str, ...]:
+        """What `infer_field` returns: the mask, the heads' maps and the model's per-cell dense heads."""
+        return FIELD_NAMES + self.contract.cell_outputs
 
     @property
     def largest_field(self) -> tuple[int, int] | None:
@@ -127,8 +137,8 @@ class Backend(ABC):
             raise RuntimeError(f"{self.name} backend: activate() before infer_field()")
         check_field(field, self.contract)
         outputs = self._infer_field(np.ascontiguousarray(field, dtype=np.float32))
-        checked = {name: np.asarray(outputs[name], dtype=np.float32) for name in FIELD_NAMES if name in outputs}
-        check_output_shapes(checked, 1, self.contract, str(self.config.model), FIELD_NAMES, field.shape[2:])
+        checked = {name: np.asarray(outputs[name], dtype=np.float32) for name in self.field_outputs if name in outputs}
+        check_output_shapes(checked, 1, self.contract, str(self.config.model), self.field_outputs, field.shape[2:])
         return checked
 
     def _infer_field(self, field: np.ndarray) -> dict[str, np.ndarray]:
@@ -182,6 +192,8 @@ def output_shapes(
     if contract.whole_field:
         cells = (h // contract.field_stride, w // contract.field_stride)
         shapes.update(pattern_logits=(n, len(contract.patterns), *cells), intensity_logits=(n, 1, *cells))
+    dense = {"distance": (n, 1, h, w), "pattern_map": (n, len(contract.patterns) + 1, h, w)}
+    shapes.update({name: dense[name] for name in contract.cell_outputs})
     return shapes
 
 
@@ -201,11 +213,11 @@ def check_output_shapes(
 
 
 def check_outputs(
-    outputs: Mapping[str, Any], n: int, contract: ModelContract, source: str = ""
+    outputs: Mapping[str, Any], n: int, contract: ModelContract, source: str = "", names: Sequence[str] = OUTPUT_NAMES
 ) -> dict[str, np.ndarray]:
-    """The three outputs as float32 arrays; ContractError (a model fault, never the input's) when off the contract."""
-    checked = {name: np.asarray(outputs[name], dtype=np.float32) for name in OUTPUT_NAMES if name in outputs}
-    check_output_shapes(checked, n, contract, source)
+    """The outputs `names` as float32 arrays; ContractError (a model fault, never the input's) when off the contract."""
+    checked = {name: np.asarray(outputs[name], dtype=np.float32) for name in names if name in outputs}
+    check_output_shapes(checked, n, contract, source, names)
     return checked
 
 

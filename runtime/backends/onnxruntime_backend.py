@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError, ContractError
-from hep2edge.runtime.backends.base import FIELD_NAMES, OUTPUT_NAMES, Backend, check_io, gpu_present
+from hep2edge.runtime.backends.base import Backend, check_io, gpu_present
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -85,13 +85,13 @@ class OnnxRuntimeBackend(Backend):
 
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         assert self._session is not None
-        values = self._session.run(list(OUTPUT_NAMES), {self.contract.input_name: batch})
-        return dict(zip(OUTPUT_NAMES, values))
+        values = self._session.run(list(self.tile_outputs), {self.contract.input_name: batch})
+        return dict(zip(self.tile_outputs, values))
 
     def _infer_field(self, field: np.ndarray) -> dict[str, np.ndarray]:
         assert self._session is not None
-        values = self._session.run(list(FIELD_NAMES), {self.contract.input_name: field})
-        return dict(zip(FIELD_NAMES, values))
+        values = self._session.run(list(self.field_outputs), {self.contract.input_name: field})
+        return dict(zip(self.field_outputs, values))
 
     def _release(self) -> None:
         self._session = None

@@ -16,7 +16,7 @@ import openvino as ov
 
 from hep2edge.contract import METADATA_KEY, ModelContract
 from hep2edge.errors import ConfigError, ContractError
-from hep2edge.runtime.backends.base import FIELD_NAMES, OUTPUT_NAMES, Backend, check_io
+from hep2edge.runtime.backends.base import Backend, check_io
 
 log = logging.getLogger(__name__)
 CACHE_DIR = ".openvino_cache"
@@ -116,10 +116,10 @@ class OpenVinoBackend(Backend):
         return {name: np.array(by_name[name], dtype=np.float32) for name in names if name in by_name}
 
     def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        return self._run(batch, OUTPUT_NAMES)
+        return self._run(batch, self.tile_outputs)
 
     def _infer_field(self, field: np.ndarray) -> dict[str, np.ndarray]:
-        return self._run(field, FIELD_NAMES)
+        return self._run(field, self.field_outputs)
 
     def _release(self) -> None:
         self._request = None

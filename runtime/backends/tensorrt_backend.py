@@ -25,7 +25,7 @@ import numpy as np
 
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError, ContractError, MissingExtraError
-from hep2edge.runtime.backends.base import FIELD_NAMES, OUTPUT_NAMES, Backend, check_io
+from hep2edge.runtime.backends.base import Backend, check_io
 from hep2edge.runtime.backends.engine_sidecar import EngineSidecar, read_sidecar
 
 if TYPE_CHECKING:
@@ -253,9 +253,11 @@ class TensorRTBackend(Backend):
             self._cuda.memcpy_htod_async(binding.device, binding.host[:n], self._stream)
             return self.infer_on_device(n)
 
-    def infer_on_device(self, n: int, copy: tuple[str, ...] = OUTPUT_NAMES) -> dict[str, np.ndarray]:
-        """Run on the first `n` tiles already in the input buffer; D2H of the outputs named in `copy` only."""
+    def infer_on_device(self, n: int, copy: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """Run on the first `n` tiles already in the input buffer; D2H of the outputs named in `copy` only
+        (default: all of `tile_outputs`)."""
         assert self._context is not None and self._cuda is not None
+        copy = self.tile_outputs if copy is None else copy
         with self.on_this_thread():
             self._enqueue(n)
             outputs = {}
@@ -306,7 +308,7 @@ class TensorRTBackend(Backend):
             if not run.context.execute_async_v3(self._stream.handle):
                 raise RuntimeError(f"{self.config.model}: TensorRT execute_async_v3 failed for a field {field.shape}")
             outputs = {}
-            for output in FIELD_NAMES:
+            for output in self.field_outputs:
                 binding = run.bindings[output]
                 outputs[output] = _view(binding.host, tuple(dims(run.context.get_tensor_shape(output))))
                 self._cuda.memcpy_dtoh_async(outputs[output], binding.device, self._stream)

@@ -16,7 +16,8 @@ import torch
 
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError
-from hep2edge.runtime.backends.base import FIELD_NAMES, OUTPUT_NAMES, TORCH_PRECISIONS, Backend, BackendConfig
+from hep2edge.runtime.backends.base import TORCH_PRECISIONS, Backend, BackendConfig, output_shapes
+from hep2edge.train.activations import activate
 from hep2edge.train.checkpoint import load_checkpoint
 from hep2edge.train.model import MultiTaskUnet
 
@@ -24,7 +25,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 assert tuple(DTYPES) == TORCH_PRECISIONS
 GRAPH_WARMUP = 3  # eager runs on a side stream before a capture (cuDNN picks its algorithms there)
 
-Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Outputs = tuple[torch.Tensor, ...]  # in the backend's `tile_outputs` order
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,15 @@ class TorchOptions:
         return cls(config.torch_precision, config.channels_last)
 
 
-def make_forward(model: MultiTaskUnet, options: TorchOptions) -> Callable[[torch.Tensor], Outputs]:
-    """float32 NCHW batch -> float32 (mask, pattern, intensity) probabilities, computed in `options`' precision."""
+def make_forward(model: MultiTaskUnet, options: TorchOptions, names: tuple[str, ...]
+                 ) -> Callable[[torch.Tensor], Outputs]:
+    """float32 NCHW batch -> float32 probabilities of the outputs `names`, computed in `options`' precision."""
     dtype = DTYPES[options.precision]
     memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
 
     def forward(batch: torch.Tensor) -> Outputs:
         out = model(batch.to(dtype).contiguous(memory_format=memory_format))
-        return (torch.sigmoid(out["mask"].float()), torch.softmax(out["pattern"].float(), dim=1),
-                torch.sigmoid(out["intensity"].float()))
+        return tuple(activate(name, out[name].float()) for name in names)
 
     return forward
 
@@ -136,7 +137,8 @@ class TorchBackend(Backend):
         if self.options.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._model = model
-        self._forward = make_forward(model, self.options)
+        self._contract = loaded.contract  # tile_outputs reads it
+        self._forward = make_forward(model, self.options, self.tile_outputs)
         if self._device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed tile size: let cuDNN pick the fastest kernels once
             self._allocate(loaded.contract)
@@ -145,8 +147,7 @@ class TorchBackend(Backend):
     def _allocate(self, contract: ModelContract) -> None:
         """Pinned host buffers for the I/O of the largest batch, and the CUDA graphs' static input."""
         n, c, t = self.max_batch, contract.channels, contract.tile
-        shapes = {"input": (n, c, t, t), "mask": (n, 1, t, t), "pattern": (n, len(contract.patterns)),
-                  "intensity": (n, 1)}
+        shapes = {"input": (n, c, t, t), **{name: output_shapes(contract, n)[name] for name in self.tile_outputs}}
         self._host = {name: torch.empty(shape, dtype=torch.float32).pin_memory() for name, shape in shapes.items()}
         if self.config.cuda_graph:
             assert self._forward is not None
@@ -179,7 +180,7 @@ class TorchBackend(Backend):
         assert self._forward is not None
         if self._device.type != "cuda":
             outputs = self._forward(torch.from_numpy(batch))
-            return {name: value.numpy() for name, value in zip(OUTPUT_NAMES, outputs)}
+            return {name: value.numpy() for name, value in zip(self.tile_outputs, outputs)}
         return self._infer_cuda(batch)
 
     def _infer_cuda(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -193,11 +194,11 @@ class TorchBackend(Backend):
             outputs = self._graphs.run(n)
         else:
             outputs = self._forward(staged.to(self._device, non_blocking=True))
-        for name, value in zip(OUTPUT_NAMES, outputs):
+        for name, value in zip(self.tile_outputs, outputs):
             self._host[name][:n].copy_(value, non_blocking=True)
         torch.cuda.current_stream(self._device).synchronize()
         # copies: the pinned buffers are overwritten by the next call
-        return {name: np.array(self._host[name][:n].numpy()) for name in OUTPUT_NAMES}
+        return {name: np.array(self._host[name][:n].numpy()) for name in self.tile_outputs}
 
     @torch.inference_mode()
     def _infer_field(self, field: np.ndarray) -> dict[str, np.ndarray]:
@@ -206,8 +207,7 @@ class TorchBackend(Backend):
         memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
         batch = torch.from_numpy(field).to(self._device, DTYPES[self.options.precision])
         out = self._model(batch.contiguous(memory_format=memory_format), maps=True)
-        out["mask"] = torch.sigmoid(out["mask"].float())
-        return {name: out[name].float().cpu().numpy() for name in FIELD_NAMES}
+        return {name: activate(name, out[name].float()).cpu().numpy() for name in self.field_outputs}
 
     def _release(self) -> None:
         self._model = None

@@ -95,6 +95,11 @@ class TorchTiler:
         self._indices.clear()
 
 
+def u8_on_device(probabilities: torch.Tensor) -> torch.Tensor:
+    """Probabilities -> uint8 0..255 on the device; the torch twin of runtime.cells.to_u8."""
+    return (probabilities.float().clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+
+
 def threshold_on_device(probabilities: torch.Tensor, threshold: float) -> torch.Tensor:
     """(N, 1, t, t) probabilities (any float dtype) -> (N, t, t) uint8 0/1, foreground where p > threshold."""
     p = probabilities.to(torch.float32).reshape(len(probabilities), *probabilities.shape[-2:])
@@ -123,11 +128,12 @@ class TorchDeviceExecutor:
             scale = dtype_scale(chunk.gray.dtype)
             pieces.append(self.tiler.tiles(self._frame, chunk.grid, chunk.start, chunk.stop, scale))
         batch = torch.cat(pieces)
-        mask, pattern, intensity = self.backend.infer_tensor(batch)
-        check_output_shapes({"mask": mask, "pattern": pattern, "intensity": intensity}, len(batch),
-                            self.backend.contract)
-        masks = threshold_on_device(mask, self.backend.contract.mask_threshold).cpu().numpy()
-        heads = {"pattern": pattern.float().cpu().numpy(), "intensity": intensity.float().cpu().numpy()}
+        outputs = dict(zip(self.backend.tile_outputs, self.backend.infer_tensor(batch)))
+        check_output_shapes(outputs, len(batch), self.backend.contract, names=tuple(outputs))
+        masks = threshold_on_device(outputs["mask"], self.backend.contract.mask_threshold).cpu().numpy()
+        heads = {name: outputs[name].float().cpu().numpy() for name in ("pattern", "intensity")}
+        # the per-cell maps cross to the host as uint8 (a quarter of the bytes), as the writers keep them
+        heads.update({name: u8_on_device(outputs[name]).cpu().numpy() for name in self.backend.contract.cell_outputs})
         return split_outputs(heads, masks, chunks)
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from hep2edge.runtime.cells import CellAnalysis
 from hep2edge.runtime.journal import Journal
 
 
@@ -19,6 +20,7 @@ class ImageOutput:
     result: dict[str, Any]
     mask: np.ndarray  # (H, W) uint8 0/255
     gray: np.ndarray  # (H, W) uint8/uint16, what the model saw
+    cells: CellAnalysis | None = None  # instance labels + per-cell records, where cells were analysed
 
 
 class ImageSink(ABC):

@@ -12,10 +12,14 @@ import numpy as np
 
 from hep2edge.atomic import atomic_write_bytes, atomic_write_json
 from hep2edge.imageio import encode_mask_png, encode_png
+from hep2edge.labels import PATTERNS
+from hep2edge.runtime.cells import CellAnalysis
 from hep2edge.runtime.sinks.base import ImageOutput, ImageSink
 
 CONTOUR_RGB = (0, 255, 0)
 TEXT_RGB = (255, 255, 0)
+PATTERN_RGB = dict(zip(PATTERNS, [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+                                  (145, 30, 180), (70, 240, 240)]))  # one distinct colour per ANA pattern
 
 
 def result_json_path(results_dir: Path, stem: str) -> Path:
@@ -61,8 +65,19 @@ def display_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(scaled.astype(np.uint8)[..., None], 3, axis=2)
 
 
+def draw_cells(rgb: np.ndarray, cells: CellAnalysis, thickness: int) -> None:
+    """Each cell's contour, coloured by its pattern (CONTOUR_RGB where the model gives none)."""
+    for record in cells.records:
+        top, left, bottom, right = record["bbox"]
+        own = (cells.labels[top:bottom, left:right] == record["id"]).view(np.uint8)
+        contours, _ = cv2.findContours(own, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE, offset=(left, top))
+        colour = PATTERN_RGB.get(record.get("pattern", ""), CONTOUR_RGB)
+        cv2.drawContours(rgb, contours, -1, colour, thickness)
+
+
 class OverlaySink(ImageSink):
-    """`<stem>_overlay.png`: the image with the mask contours and the verdict written on it."""
+    """`<stem>_overlay.png`: the image with the mask contours (each cell's, coloured by pattern, where cells were
+    analysed) and the verdict written on it."""
 
     name = "overlay"
 
@@ -71,18 +86,38 @@ class OverlaySink(ImageSink):
 
     def write(self, output: ImageOutput) -> None:
         rgb = np.ascontiguousarray(display_rgb(output.gray))
-        contours, _ = cv2.findContours(output.mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         thickness = max(1, round(min(rgb.shape[:2]) / 400))
-        cv2.drawContours(rgb, contours, -1, CONTOUR_RGB, thickness)
+        if output.cells is not None:
+            draw_cells(rgb, output.cells, thickness)
+        else:
+            contours, _ = cv2.findContours(output.mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(rgb, contours, -1, CONTOUR_RGB, thickness)
         result = output.result
         lines = [
             f"{result['pattern']['top']} {result['pattern']['probability']:.2f}",
             f"{result['intensity']['class']} {result['intensity']['probability']:.2f}",
             f"foreground {result['foreground_fraction']:.1%}",
         ]
+        if "cells" in result:
+            lines.append(f"{result['cells']['count']} cells")
         scale = max(0.5, min(rgb.shape[:2]) / 900)
         for row, text in enumerate(lines):
             origin = (10, int(30 * scale * (row + 1)))
             cv2.putText(rgb, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
             cv2.putText(rgb, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_RGB, thickness, cv2.LINE_AA)
         atomic_write_bytes(self.files(result["stem"])[0], encode_png(rgb))
+
+
+class InstanceLabelSink(ImageSink):
+    """`<stem>_instances.png`: the 16-bit instance labels (0 background, 1..n the cells of `cells.items`)."""
+
+    name = "instances"
+
+    def files(self, stem: str) -> list[Path]:
+        return [Path(self.results_dir) / f"{stem}_instances.png"]
+
+    def write(self, output: ImageOutput) -> None:
+        if output.cells is None:
+            return
+        labels = np.minimum(output.cells.labels, np.iinfo(np.uint16).max).astype(np.uint16)
+        atomic_write_bytes(self.files(output.result["stem"])[0], encode_png(labels))

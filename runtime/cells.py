@@ -1,0 +1,86 @@
+"""Per-cell analysis on the writer threads: the field's instances from its mask (+ distance map), one record per
+cell (hep2edge.instances), and the `cells` section of the result document.
+
+`--cells`: auto (instances from the distance head where the model has one, else none), distance (the head is
+required), components (connected components of the mask: any model, touching cells stay merged), off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hep2edge.contract import ModelContract
+from hep2edge.errors import ConfigError
+from hep2edge.instances import (
+    InstanceParams,
+    cell_records,
+    connected_instances,
+    instances_from_maps,
+    pattern_cell_counts,
+)
+from hep2edge.runtime.results import TileOutputs
+from hep2edge.tiling import TileGrid, stitch_mean
+
+CELL_MODES = ("auto", "distance", "components", "off")
+
+
+def cell_method(mode: str, contract: ModelContract, source: str) -> str | None:
+    """How cells are found for `--cells mode` with this model: 'distance', 'components' or None (no cells)."""
+    if mode not in CELL_MODES:
+        raise ConfigError(f"--cells {mode}: valid modes are {', '.join(CELL_MODES)}")
+    has_distance = "distance" in contract.cell_outputs
+    if mode == "distance" and not has_distance:
+        raise ConfigError(f"--cells distance: {source} has no distance head (train with --instances and "
+                          "re-export), or use --cells components")
+    if mode == "auto":
+        return "distance" if has_distance else None
+    return None if mode == "off" else mode
+
+
+def to_u8(probabilities: np.ndarray) -> np.ndarray:
+    """Probabilities in 0..1 -> uint8 0..255 (what crosses from the model to the writers); uint8 passes as is."""
+    if probabilities.dtype == np.uint8:
+        return probabilities
+    return (np.clip(np.asarray(probabilities, dtype=np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def stitch_dense(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """(N, C, t, t) uint8 per-tile maps -> (C, H, W) uint8, the mean of the tiles covering each pixel."""
+    return np.stack([to_u8(stitch_mean(tiles[:, channel], grid) / 255) for channel in range(tiles.shape[1])])
+
+
+def full_dense(outputs: TileOutputs, grid: TileGrid) -> dict[str, np.ndarray]:
+    """The per-cell heads as (C, H, W) uint8 maps: a whole-field pass's as they are, tile maps stitched."""
+    if outputs.field_mask is not None:
+        return outputs.dense
+    return {name: stitch_dense(tiles, grid) for name, tiles in outputs.dense.items()}
+
+
+@dataclass(frozen=True)
+class CellAnalysis:
+    """One field's cells: the (H, W) int32 instance labels and a record per cell."""
+
+    method: str
+    labels: np.ndarray
+    records: list[dict[str, Any]]
+
+    def section(self, with_patterns: bool) -> dict[str, Any]:
+        """The result document's `cells`: count, how they were found, per-pattern counts, the per-cell list."""
+        section: dict[str, Any] = {"count": len(self.records), "method": self.method}
+        if with_patterns:
+            section["patterns"] = pattern_cell_counts(self.records)
+        section["items"] = self.records
+        return section
+
+
+def analyse_cells(method: str, mask: np.ndarray, dense: dict[str, np.ndarray], gray: np.ndarray,
+                  params: InstanceParams) -> CellAnalysis:
+    """Cells of one field: `mask` (H, W) 0/1 or 0/255, `dense` (C, H, W) uint8 maps by output name."""
+    if method == "distance":
+        labels = instances_from_maps(mask, dense["distance"][0], params)
+    else:
+        labels = connected_instances(mask, params.min_area)
+    return CellAnalysis(method, labels, cell_records(labels, gray, dense.get("pattern_map")))

@@ -37,6 +37,7 @@ SCHEMA_VERSION = 3  # PRAGMA user_version: 2 = file signatures + superseded resu
 RESULT_COLUMNS: tuple[str, ...] = (
     "content_hash", "stem", "source_path", "specimen", "pattern", "pattern_probability", "intensity",
     "intensity_probability", "foreground_fraction", *(f"p_{name}" for name in PATTERNS), "tiles", "cell_count",
+    "cell_patterns",
     "model_id", "precision", "backend", "total_ms", "analysed_at",
 )
 SCHEMA = f"""
@@ -115,11 +116,13 @@ class Journal:
 
     def _migrate(self) -> None:
         """Older journals gain the newer columns: file signatures (NULL: treated as unchanged), cell counts."""
-        added = {"inputs": ("size", "mtime_ns"), "results": ("cell_count",), "superseded": ("cell_count",)}
+        cells = ("cell_count", "cell_patterns")
+        added = {"inputs": ("size", "mtime_ns"), "results": cells, "superseded": cells}
         for table, wanted in added.items():
             columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             for column in (c for c in wanted if c not in columns):
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
+                kind = "TEXT" if column == "cell_patterns" else "INTEGER"
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _take_ownership(self) -> IO[bytes]:

@@ -6,6 +6,7 @@ Image level = the mean of its tiles' probabilities (the same aggregation hep2edg
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +129,7 @@ def result_row(result: dict[str, Any]) -> dict[str, Any]:
         **{f"p_{name}": probabilities[name] for name in PATTERNS},
         "tiles": len(result["tiles"]),
         "cell_count": result["cells"]["count"] if "cells" in result else None,
+        "cell_patterns": json.dumps(result["cells"]["patterns"]) if "patterns" in result.get("cells", {}) else None,
         "model_id": result["model"]["id"],
         "precision": result["model"]["precision"],
         "backend": result["model"]["backend"],

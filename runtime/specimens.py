@@ -6,6 +6,7 @@ expected number of images, and for every group at the end of a one-shot run (mar
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import Counter
@@ -18,7 +19,7 @@ from hep2edge.labels import INTENSITIES, PATTERNS
 from hep2edge.runtime.journal import Journal
 
 I3A_SPECIMEN = r"^(\d{5})_p\d+"
-METHODS = ("vote", "mean")
+METHODS = ("vote", "mean", "cells")  # cells: the pattern most cells of the specimen's images carry
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,29 @@ class SpecimenConfig:
         return match.group(1) if match else ""
 
 
-def specimen_verdict(rows: list[tuple[str, str, list[float], float]], method: str) -> dict[str, object]:
-    """rows of (pattern, intensity, 7 pattern probabilities, P(positive) as stored) -> the specimen verdict."""
+def cell_shares(cell_patterns: list[str | None]) -> np.ndarray | None:
+    """Per pattern, the share of the cells of the images (their `cell_patterns` JSON) that carry it; None when no
+    image has per-cell patterns or no cell was found."""
+    counts = np.zeros(len(PATTERNS), dtype=np.float64)
+    for text in cell_patterns:
+        if text:
+            found = json.loads(text)
+            counts += [found.get(name, 0) for name in PATTERNS]
+    return counts / counts.sum() if counts.sum() else None
+
+
+def specimen_verdict(rows: list[tuple[str, str, list[float], float]], method: str,
+                     shares: np.ndarray | None = None) -> dict[str, object]:
+    """rows of (pattern, intensity, 7 pattern probabilities, P(positive) as stored) -> the specimen verdict.
+
+    `cells` takes the pattern with the largest share of cells (`shares`); without per-cell patterns it votes."""
     probabilities = np.array([r[2] for r in rows], dtype=np.float64)
     positive = np.array([r[3] for r in rows], dtype=np.float64)
     mean = probabilities.mean(axis=0)
+    if method == "cells" and shares is not None:
+        verdict = specimen_verdict(rows, "vote")
+        best = int(np.argmax(shares))
+        return {**verdict, "pattern": PATTERNS[best], "pattern_probability": round(float(shares[best]), 6)}
     if method == "mean":
         best = int(np.argmax(mean))
         p_positive = float(positive.mean())
@@ -79,8 +98,8 @@ def update_specimen(journal: Journal, config: SpecimenConfig, specimen: str, fin
     # before another writer's commit, could overwrite the newer one
     with journal.exclusive():
         found = journal.query(
-            f"SELECT pattern, intensity, {columns}, intensity_probability FROM results WHERE specimen = ?",
-            (specimen,),
+            f"SELECT pattern, intensity, {columns}, intensity_probability, cell_patterns FROM results "
+            "WHERE specimen = ?", (specimen,),
         )
         if not found or (len(found) < config.images and not final):
             return False
@@ -89,7 +108,7 @@ def update_specimen(journal: Journal, config: SpecimenConfig, specimen: str, fin
             probs = [float(v) for v in row[2:9]]
             p_positive = float(row[9]) if row[1] == "positive" else 1 - float(row[9])
             rows.append((str(row[0]), str(row[1]), probs, p_positive))
-        verdict = specimen_verdict(rows, config.method)
+        verdict = specimen_verdict(rows, config.method, cell_shares([row[10] for row in found]))
         journal.write_specimen({
             "specimen": specimen, "images": len(rows), "complete": int(len(rows) >= config.images), **verdict,
             "method": config.method, "updated": time.time(),

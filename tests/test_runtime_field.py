@@ -144,3 +144,4 @@ def test_a_model_without_field_outputs_is_refused_before_results_exist(tiny_onnx
         main()
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and "has no whole-field outputs" in err and "\n" not in err, err
+    assert list(out.iterdir()) == []  # made and checked writable up front, nothing written in it

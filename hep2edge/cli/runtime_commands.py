@@ -15,6 +15,7 @@ from hep2edge.cli.app import app, err_console
 from hep2edge.cli.common import console, import_stage, show_resolved
 from hep2edge.runtime.cells import CELL_MODES
 from hep2edge.runtime.field import INFERENCE_MODES
+from hep2edge.runtime.specimens import METHODS as SPECIMEN_METHODS
 from hep2edge.workspace import RUNS_DIR, resolve_out_dir
 
 MODEL = typer.Option(None, "--model", "-m", help="Engine, ONNX, checkpoint or export folder "
@@ -48,7 +49,8 @@ STITCH = typer.Option("majority", "--stitch", help="Tile masks -> image mask: ma
 SPECIMEN_PATTERN = typer.Option(r"^(\d{5})_p\d+", "--specimen-pattern",
                                 help="Regex on the file stem; group 1 is the specimen id.")
 SPECIMEN_IMAGES = typer.Option(4, "--specimen-images", min=1, help="Images that complete a specimen.")
-SPECIMEN_METHOD = typer.Option("vote", "--specimen-method", help="vote | mean.")
+SPECIMEN_METHOD = typer.Option("vote", "--specimen-method", help=" | ".join(SPECIMEN_METHODS) + ": images vote, "
+                               "mean probabilities, or the pattern most of the specimen's cells carry.")
 MAX_FILE_MB = typer.Option(1024, "--max-file-mb", min=1, help="Larger files fail as absurdly large.")
 MAX_INFLIGHT_MB = typer.Option(1024, "--max-inflight-mb", min=1, help="Memory for images between reading and "
                                "writing (decodes wait for room; one larger image still runs alone).")

@@ -1,0 +1,353 @@
+"""Per-cell instances from the model's dense heads (mask, distance, pattern): numpy + OpenCV only (Jetson runtime).
+
+Instances are found per cluster (8-connected component of the mask) on its bounding-box crop; per-cell numbers
+come from the label image's row runs (one vectorised pass), so the cost follows the cells, not the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, cast
+
+import cv2
+import numpy as np
+
+from hep2edge.errors import ContractError
+from hep2edge.labels import PATTERNS
+
+_KERNEL = np.ones((3, 3), np.uint8)
+
+
+@dataclass(frozen=True)
+class InstanceParams:
+    """How distance-map peaks become cells; carried in the model contract (checked when made)."""
+
+    marker_threshold: float = 0.5  # a marker is where the distance map exceeds this level (0..1)
+    h: float = 0.1  # h-maxima depth (distance units): peaks whose saddle is shallower than h merge
+    min_area: int = 30  # px; smaller objects are removed
+
+    def __post_init__(self) -> None:
+        problem = _params_problem(self)
+        if problem:
+            raise ContractError(f"instance params: {problem}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InstanceParams:
+        """Parse stored params (missing fields take their defaults); ContractError names a bad field."""
+        if not isinstance(data, Mapping):
+            raise ContractError("instance params: not a JSON object")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ContractError(f"instance params: unknown fields {unknown}")
+        return cls(**data)
+
+
+def _params_problem(params: InstanceParams) -> str:
+    """'' when the params are valid, else '<field> must be ..., got ...'."""
+    for name in ("marker_threshold", "h"):
+        value = getattr(params, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+                0 <= value < 1):
+            return f"{name} must be a number in [0, 1), got {value!r}"
+    area = params.min_area
+    if isinstance(area, bool) or not isinstance(area, (int, np.integer)) or area < 0:
+        return f"min_area must be a whole number >= 0, got {area!r}"
+    return ""
+
+
+# --- training target -------------------------------------------------------------------------------------------
+def distance_target(labels: np.ndarray) -> np.ndarray:
+    """(H, W) float32 0..1: per cell, the Euclidean distance to the nearest pixel not in that cell over its maximum.
+
+    Exact per cell (touching cells are separated by their shared border); outside the image is not background, so
+    a cell cut by a tile edge does not dip there (no false valley at tile seams); background is 0.
+    """
+    labels = _labels(labels)
+    out = np.zeros(labels.shape, np.float32)
+    height, width = labels.shape
+    table = _cell_table(_runs(labels), width)
+    for cell, top, left, bottom, right in zip(*(table[k].tolist() for k in ("id", "top", "left", "bottom", "right"))):
+        top, left, bottom, right = max(top - 1, 0), max(left - 1, 0), min(bottom + 1, height), min(right + 1, width)
+        own = labels[top:bottom, left:right] == cell
+        dist = cv2.distanceTransform(own.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        peak = float(dist.max())
+        dist = own.astype(np.float32) if peak > 1e30 else dist / np.float32(peak)  # >1e30: cell fills the image
+        np.copyto(out[top:bottom, left:right], dist, where=own)
+    return out
+
+
+# --- instances ---------------------------------------------------------------------------------------------------
+def connected_instances(mask: np.ndarray, min_area: int) -> np.ndarray:
+    """(H, W) int32 labels 1..n of the mask's 8-connected components of >= min_area px (no distance head)."""
+    m8 = _mask_u8(mask)
+    out = np.zeros(m8.shape, np.int32)
+    count = 0
+    for top, left, region, _ in _clusters(m8):
+        if cv2.countNonZero(region) >= min_area:
+            count += 1
+            np.copyto(out[top:top + region.shape[0], left:left + region.shape[1]], count, where=region.view(bool))
+    return out
+
+
+def instances_from_maps(mask: np.ndarray, distance: np.ndarray, params: InstanceParams) -> np.ndarray:
+    """(H, W) int32 labels 1..n: h-maxima markers of the distance map, marker-controlled watershed inside the mask.
+
+    `distance`: float 0..1 or uint8 0..255 (the same map, /255). Per cluster of the mask: markers are the
+    8-connected components of distance > marker_threshold, each split where its pixels >= (its max - h) form
+    several blobs (the h-maxima of that component; a component with one such blob stays whole). One marker: the
+    cluster is the cell; several: a watershed by level (cv2.watershed, see _split); none: the cluster is
+    dropped. Cells < min_area go.
+    """
+    d8 = _distance_u8(distance)
+    m8 = _mask_u8(mask, d8.shape)
+    level = math.floor(params.marker_threshold * 255)
+    core = cv2.threshold(d8, level, 1, cv2.THRESH_BINARY)[1]
+    cv2.bitwise_and(core, m8, dst=core)
+    h8 = round(params.h * 255)
+    out = np.zeros(d8.shape, np.int32)
+    relief: np.ndarray | None = None
+    count = 0
+    for top, left, region, alone in _clusters(m8):
+        box = (slice(top, top + region.shape[0]), slice(left, left + region.shape[1]))
+        seeds, markers = _markers(core[box] if alone else cv2.bitwise_and(core[box], region), d8[box], h8)
+        if seeds > 1:
+            relief = _relief(d8, m8) if relief is None else relief
+            count = _split(out[box], region, relief[box], markers, seeds, params.min_area, count)
+        elif seeds == 1 and cv2.countNonZero(region) >= params.min_area:
+            count += 1
+            np.copyto(out[box], count, where=region.view(bool))
+    return out
+
+
+def _markers(core: np.ndarray, dist: np.ndarray, h8: int) -> tuple[int, np.ndarray]:
+    """(count, int32 labels 1..count) of one cluster's markers: core components, split at their h-maxima."""
+    n, markers = _components(core)
+    seeds = n - 1
+    for k in range(1, n):
+        own = core if n == 2 else (markers == k).view(np.uint8)
+        x, y, w, h = cv2.boundingRect(own)
+        box = (slice(y, y + h), slice(x, x + w))
+        own = own[box]
+        low, high = cv2.minMaxLoc(dist[box], mask=own)[:2]
+        if high - h8 <= low:  # the whole component lies within h of its peak
+            continue
+        tops = cv2.bitwise_and(cv2.threshold(dist[box], high - h8 - 1, 1, cv2.THRESH_BINARY)[1], own)
+        blobs, parts = _components(tops)
+        if blobs > 2:  # several h-maxima: blob 1 keeps label k, the others are new; the rest of k is flooded
+            sub = markers[box]
+            sub[sub == k] = 0
+            np.copyto(sub, np.where(parts == 1, k, parts + (seeds - 1)), where=parts > 0)
+            seeds += blobs - 2
+    return seeds, markers
+
+
+def _relief(d8: np.ndarray, m8: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 image for cv2.watershed that makes it flood by level (Meyer's), not by gradient.
+
+    cv2.watershed floods in order of the largest channel difference between 4-neighbours. With the level
+    f = 255 - distance on alternate pixels of channels 0 and 1 (a checkerboard), that difference is
+    max(f(p), f(q)); channel 2 is 255 off the mask, so no marker floods across the background.
+    """
+    level = cv2.bitwise_not(d8)
+    board = np.tile(np.array([[255, 0], [0, 255]], np.uint8), ((d8.shape[0] + 1) // 2, (d8.shape[1] + 1) // 2))
+    board = board[:d8.shape[0], :d8.shape[1]]
+    planes = [cv2.bitwise_and(level, board), cv2.bitwise_and(level, cv2.bitwise_not(board))]
+    return cv2.merge([*planes, cv2.threshold(m8, 0, 255, cv2.THRESH_BINARY_INV)[1]])
+
+
+def _split(out: np.ndarray, region: np.ndarray, relief: np.ndarray, markers: np.ndarray, seeds: int,
+           min_area: int, count: int) -> int:
+    """Paint one cluster's cells into `out` (its box) as count+1...; cv2.watershed from `markers`. Returns the count.
+
+    Pixels off the cluster carry their own marker, so the flood stays in it; the 1-px watershed lines (and the
+    cluster's outline, next to that marker) go to the largest neighbouring label.
+    """
+    outside = seeds + 1
+    seeded = cv2.copyMakeBorder(markers, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=outside)
+    inner = seeded[1:-1, 1:-1]
+    inner[region == 0] = outside
+    cv2.watershed(cv2.copyMakeBorder(relief, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=(255, 255, 255)), seeded)
+    cells = cv2.inRange(inner, 1, seeds)
+    narrow = inner.astype(np.uint8) if seeds < 255 else inner.astype(np.uint16)
+    labels = cast(np.ndarray, cv2.bitwise_and(narrow, narrow, mask=cells))
+    gaps = cv2.subtract(region, cells)
+    if cv2.countNonZero(gaps):
+        np.copyto(labels, cv2.dilate(labels, _KERNEL), where=gaps.view(bool))
+    keep = cv2.calcHist([labels], [0], None, [outside], [0, outside]).ravel() >= min_area
+    keep[0] = False
+    ids = np.zeros(outside, np.int32)
+    ids[keep] = np.arange(count + 1, count + 1 + int(keep.sum()), dtype=np.int32)
+    np.bitwise_or(out, np.take(ids, labels), out=out)
+    return count + int(keep.sum())
+
+
+def _clusters(m8: np.ndarray) -> Iterator[tuple[int, int, np.ndarray, bool]]:
+    """(top, left, uint8 0/1 crop, alone in its box) per 8-connected component of a 0/1 mask, in raster order."""
+    contours, hierarchy = cv2.findContours(m8, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    outer = sorted((c for c, h in zip(contours, hierarchy[0] if contours else []) if h[3] < 0),
+                   key=lambda c: (int(c[0, 0, 1]), int(c[0, 0, 0])))
+    boxes = np.array([cv2.boundingRect(c) for c in outer], np.int64).reshape(-1, 4)
+    alone = _isolated(boxes)
+    for contour, (left, top, width, height), single in zip(outer, boxes.tolist(), alone):
+        crop = m8[top:top + height, left:left + width]
+        if single:  # nothing else in the box (holes hold no other cluster either)
+            yield top, left, crop, True
+        else:  # keep the component this contour starts on
+            parts = _components(crop)[1]
+            x, y = contour[0, 0]
+            yield top, left, (parts == parts[y - top, x - left]).view(np.uint8), False
+
+
+def _isolated(boxes: np.ndarray) -> list[bool]:
+    """Per (x, y, w, h) box: whether no other box overlaps it (all False for very many boxes)."""
+    if len(boxes) > 400:  # the pairwise test grows with the square
+        return [False] * len(boxes)
+    x0, y0, x1, y1 = boxes[:, 0], boxes[:, 1], boxes[:, 0] + boxes[:, 2], boxes[:, 1] + boxes[:, 3]
+    overlap = ((x0[:, None] < x1) & (x0 < x1[:, None]) & (y0[:, None] < y1) & (y0 < y1[:, None])).sum(axis=1)
+    return (overlap == 1).tolist()
+
+
+def _components(binary: np.ndarray) -> tuple[int, np.ndarray]:
+    """cv2 8-connected components (count including background, int32 labels)."""
+    return cv2.connectedComponentsWithAlgorithm(binary, 8, cv2.CV_32S, cv2.CCL_GRANA)
+
+
+# --- per-cell records --------------------------------------------------------------------------------------------
+def cell_records(labels: np.ndarray, gray: np.ndarray, pattern_map: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """One dict per cell id (ascending): id, centroid [y, x], area, bbox [top, left, bottom, right), mean_intensity.
+
+    With `pattern_map` ((8, H, W) probabilities, channel 0 background; float or uint8 /255): `pattern`, the
+    majority per-pixel argmax of channels 1..7 (ties: the earlier pattern), and `pattern_probability`, the mean
+    probability of that pattern over the cell. Area, centroid, box and intensity come from the label runs, the
+    pattern from one per-pixel argmax of the map (OpenCV), counted over each cell's box.
+    """
+    labels = _labels(labels)
+    if gray.shape != labels.shape:
+        raise ValueError(f"gray image {gray.shape} does not match labels {labels.shape}")
+    if pattern_map is not None and pattern_map.shape != (len(PATTERNS) + 1, *labels.shape):
+        raise ValueError(f"pattern map {pattern_map.shape} is not ({len(PATTERNS) + 1}, {labels.shape[0]}, "
+                         f"{labels.shape[1]})")
+    runs = _runs(labels)
+    table = _cell_table(runs, labels.shape[1])
+    if pattern_map is not None:
+        pattern_map = np.ascontiguousarray(pattern_map)
+        first = _first_argmax(pattern_map[1:])
+    table["mean"] = np.bincount(table["inv"], _run_sums(gray, runs)) / table["area"]
+    keys = ("id", "cy", "cx", "area", "top", "left", "bottom", "right", "mean")
+    records = []
+    for cell, cy, cx, area, top, left, bottom, right, mean in zip(*(table[k].tolist() for k in keys)):
+        record: dict[str, Any] = {"id": cell, "centroid": [round(cy, 1), round(cx, 1)], "area": int(area),
+                                  "bbox": [top, left, bottom, right], "mean_intensity": round(mean, 1)}
+        if pattern_map is not None:
+            box = (slice(top, bottom), slice(left, right))
+            record.update(_cell_pattern(pattern_map[:, box[0], box[1]], first[box], labels[box] == cell))
+        records.append(record)
+    return records
+
+
+def _cell_pattern(probs: np.ndarray, first: np.ndarray, own: np.ndarray) -> dict[str, Any]:
+    """One cell's majority pattern and its mean probability, from its box of the map and of the per-pixel argmax."""
+    votes = np.bincount(first[own], minlength=len(PATTERNS))[:len(PATTERNS)]
+    chosen = int(votes.argmax())
+    probability = cv2.mean(probs[1 + chosen], mask=own.view(np.uint8))[0]
+    scale = 255.0 if probs.dtype == np.uint8 else 1.0
+    return {"pattern": PATTERNS[chosen], "pattern_probability": round(probability / scale, 4)}
+
+
+def _first_argmax(probs: np.ndarray) -> np.ndarray:
+    """(H, W) uint8: per pixel, the index of the largest of the (K, H, W) planes, ties to the first (as argmax).
+
+    OpenCV max/compare per plane: several times faster than numpy's argmax over the first axis.
+    """
+    best = probs[0].copy()
+    for plane in probs[1:]:
+        cv2.max(best, plane, dst=best)
+    code = np.zeros(best.shape, np.uint8)  # K - index of the first plane that reaches the maximum
+    for k, plane in enumerate(probs):
+        hit = cv2.compare(plane, best, cv2.CMP_EQ)
+        cv2.max(code, cv2.threshold(hit, 0, len(probs) - k, cv2.THRESH_BINARY)[1], dst=code)
+    return len(probs) - code  # K where no plane matched (NaN): counted for no pattern
+
+
+def pattern_cell_counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    """Cells per pattern name (all 7 present, 0 when none); records without a pattern are not counted."""
+    counts = dict.fromkeys(PATTERNS, 0)
+    for record in records:
+        if record.get("pattern") in counts:
+            counts[record["pattern"]] += 1
+    return counts
+
+
+def _runs(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Row runs of equal nonzero label, in raster order: label, row, start, stop (int64 arrays, stop exclusive)."""
+    height, width = labels.shape
+    change = cv2.findNonZero((labels[:, 1:] != labels[:, :-1]).view(np.uint8))
+    xy = np.zeros((0, 2), np.int64) if change is None else change.reshape(-1, 2).astype(np.int64)
+    starts = np.concatenate([np.arange(height, dtype=np.int64) * width, xy[:, 1] * width + xy[:, 0] + 1])
+    starts.sort()
+    stops = np.append(starts[1:], height * width)
+    label = labels.ravel()[starts].astype(np.int64)
+    kept = label > 0
+    row = starts[kept] // width
+    return {"label": label[kept], "row": row, "start": starts[kept] - row * width, "stop": stops[kept] - row * width}
+
+
+def _cell_table(runs: dict[str, np.ndarray], width: int) -> dict[str, np.ndarray]:
+    """Per cell id (ascending): area, centroid cy/cx, box top/left/bottom/right; `inv` maps runs to cells."""
+    ids, first, inv = np.unique(runs["label"], return_index=True, return_inverse=True)
+    row, start, stop = runs["row"], runs["start"], runs["stop"]
+    length = stop - start
+    area = np.bincount(inv, length, minlength=len(ids))
+    bottom, right, left = np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64), np.full(len(ids), width)
+    np.maximum.at(bottom, inv, row + 1)
+    np.maximum.at(right, inv, stop)
+    np.minimum.at(left, inv, start)
+    with np.errstate(invalid="ignore"):
+        cy = np.bincount(inv, row * length, minlength=len(ids)) / area
+        cx = np.bincount(inv, (start + stop - 1) * length, minlength=len(ids)) / (2 * area)
+    return {"id": ids, "inv": inv, "area": area, "cy": cy, "cx": cx, "top": row[first], "left": left,
+            "bottom": bottom, "right": right}
+
+
+def _run_sums(gray: np.ndarray, runs: dict[str, np.ndarray]) -> np.ndarray:
+    """Sum of `gray` over each run, from its integral image (float64)."""
+    if gray.dtype not in (np.uint8, np.float32, np.float64):
+        gray = gray.astype(np.float32)
+    table = cv2.integral(gray, sdepth=cv2.CV_64F)
+    row, start, stop = runs["row"], runs["start"], runs["stop"]
+    return (table[row + 1, stop] - table[row + 1, start]) - (table[row, stop] - table[row, start])
+
+
+# --- input checks ------------------------------------------------------------------------------------------------
+def _labels(labels: np.ndarray) -> np.ndarray:
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"expected an (H, W) integer label image, got {labels.dtype} {labels.shape}")
+    if labels.dtype != np.int32:
+        labels = labels.astype(np.int32)
+    return labels
+
+
+def _distance_u8(distance: np.ndarray) -> np.ndarray:
+    """The distance map as uint8 0..255 (float 0..1 is scaled, rounded and clipped)."""
+    if distance.ndim != 2:
+        raise ValueError(f"expected an (H, W) distance map, got shape {distance.shape}")
+    if distance.dtype == np.uint8:
+        return np.ascontiguousarray(distance)
+    if not np.issubdtype(distance.dtype, np.floating):
+        raise ValueError(f"distance map must be float 0..1 or uint8 0..255, got {distance.dtype}")
+    positive = cv2.threshold(distance.astype(np.float32, copy=False), 0, 0, cv2.THRESH_TOZERO)[1]  # NaN -> 0
+    return cv2.convertScaleAbs(positive, alpha=255.0)
+
+
+def _mask_u8(mask: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The mask as contiguous uint8 0/1 (nonzero = cell)."""
+    if mask.ndim != 2 or (shape is not None and mask.shape != shape):
+        raise ValueError(f"mask {mask.shape} must be (H, W){f' like the distance map {shape}' if shape else ''}")
+    if mask.dtype == np.bool_:
+        return np.ascontiguousarray(mask).view(np.uint8)
+    return (mask > 0).view(np.uint8)

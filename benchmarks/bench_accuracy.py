@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import devices
-from benchlib.accuracy import LEVELS, backend_outputs, changes, level_metrics, output_differences
+from benchlib.accuracy import (
+    LEVELS,
+    POOLINGS,
+    agreement,
+    backend_outputs,
+    changes,
+    field_backend_outputs,
+    level_metrics,
+    output_differences,
+)
 from benchlib.choice import Choice
 from benchlib.cli import parse, say, work_folder
 from benchlib.models import ModelSet, export_set
@@ -34,6 +43,7 @@ from benchlib.tables import fmt, markdown_table
 QUICK = {"patients": 7, "images_per_patient": 2, "size": "128x128", "tile": 64, "epochs": 1, "test_patients": 7,
          "test_images_per_patient": 1, "encoder": "resnet18", "decoder_channels": "32,16,16,8,8", "calib_images": 8,
          "pool_levels": 1}
+FIELD_BACKENDS = ("onnxruntime",)  # whole-field rows: the CPU path the field mode is for
 SHOWN = ("dice", "pattern_accuracy", "pattern_mca", "intensity_accuracy", "intensity_auc")
 
 
@@ -123,7 +133,8 @@ def choices(models: ModelSet) -> list[tuple[Choice | None, str]]:
     return rows
 
 
-def evaluate(models: ModelSet, tiles: Any, threshold: float, batch: int) -> tuple[list[dict[str, Any]], list[str]]:
+def evaluate(models: ModelSet, tiles: Any, contract: Any, batch: int) -> tuple[list[dict[str, Any]], list[str]]:
+    threshold = contract.mask_threshold
     rows, skipped = [], []
     reference: dict[str, Any] | None = None
     for choice, why in choices(models):
@@ -138,7 +149,26 @@ def evaluate(models: ModelSet, tiles: Any, threshold: float, batch: int) -> tupl
         rows.append({"label": choice.label(), "describe": described, "ms_per_tile": per_tile, "metrics": metrics,
                      "change": changes(metrics, reference["metrics"]),
                      "max_abs_diff": output_differences(reference["outputs"], outputs)})
+        if choice.backend in FIELD_BACKENDS:
+            rows += field_rows(choice, tiles, contract, outputs, reference["metrics"])
     return rows, skipped
+
+
+def field_rows(choice: Choice, tiles: Any, contract: Any, tile_outputs: dict[str, Any],
+               reference: dict[str, Any]) -> list[dict[str, Any]]:
+    """The same backend in whole-field mode, pooled per tile region and over the whole field, scored against the
+    truth and compared with its own tile-mode outputs."""
+    rows = []
+    for pooling in POOLINGS:
+        say(f"scoring {choice.label()} whole field ({pooling} pooling)")
+        outputs, per_tile, described = field_backend_outputs(choice, tiles, contract, pooling)
+        metrics = level_metrics(outputs, tiles, contract.mask_threshold)
+        rows.append({"label": f"{choice.label()} whole field, {pooling} pooling", "describe": described,
+                     "ms_per_tile": per_tile, "metrics": metrics, "change": changes(metrics, reference),
+                     "max_abs_diff": output_differences(tile_outputs, outputs), "inference": "field",
+                     "pooling": pooling,
+                     "vs_tiles": agreement(outputs, tile_outputs, tiles, contract.mask_threshold)})
+    return rows
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -153,7 +183,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     contract = models.contract()
     images = args.test_patients * args.test_images_per_patient
     tiles = verification_tiles(DataSelection(test, None, "fresh test set"), contract, images, args.seed)
-    rows, skipped = evaluate(models, tiles, contract.mask_threshold, args.batch)
+    rows, skipped = evaluate(models, tiles, contract, args.batch)
     return {"command": command_line(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "checkpoint": str(checkpoint),
             "trained_here": args.checkpoint is None, "model": f"{contract.encoder} U-Net, {contract.tile} px tiles",
             "training": None if args.checkpoint else {k: getattr(args, k) for k in (
@@ -182,6 +212,13 @@ def markdown(section: dict[str, Any]) -> str:
         extra = ["max abs diff", "ms/tile"] if level == "patch" else []
         lines += [f"**{level} level**", "", markdown_table(["backend", *SHOWN, *extra], rows,
                                                            right=range(1, len(SHOWN) + 1 + len(extra))), ""]
+    field = [r for r in section["rows"] if r.get("inference") == "field"]
+    if field:
+        lines += ["Whole-field inference against tile mode on the same backend (mask Dice over every in-image pixel; "
+                  "share of images with the same pattern):", "",
+                  markdown_table(["backend", "mask Dice vs tiles", "pattern agreement"],
+                                 [[r["label"], fmt(r["vs_tiles"]["mask_dice"], 4),
+                                   fmt(r["vs_tiles"]["pattern_agreement"], 3)] for r in field], right=(1, 2)), ""]
     if section["export"]:
         verdict = "passed" if section["export"].get("passed") else "failed: " + "; ".join(section["export"]["failures"])
         lines.append(f"Export limits (Dice drop <= 0.01, accuracy drop <= 0.02 on its own check): {verdict}.")

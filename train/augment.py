@@ -1,4 +1,4 @@
-"""Training augmentation: flips and 90-degree rotations (image and mask together), then
+"""Training augmentation: flips and 90-degree rotations (image, mask and per-pixel targets together), then
 brightness / contrast / gamma / Gaussian noise on the normalised input.
 
 All randomness comes from one numpy Generator whose state is saved with the run, so a resumed run
@@ -31,17 +31,18 @@ class Augmenter:
         self.rng = np.random.default_rng(seed)
         self.settings = settings or AugmentSettings()
 
-    def geometric(self, images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, t, t[, C]) images and (N, t, t) masks -> the same random flip/rotation per tile pair."""
-        out_images, out_masks = np.empty_like(images), np.empty_like(masks)
+    def geometric(self, images: np.ndarray, masks: np.ndarray, *maps: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(N, t, t[, C]) images, (N, t, t) masks and any (N, t, t) per-pixel targets (instances, distance,
+        pattern classes) -> all with the same random flip/rotation per tile; the draws do not depend on `maps`."""
+        arrays = (images, masks, *maps)
+        outs = tuple(np.empty_like(a) for a in arrays)
         turns = self.rng.integers(0, 4, size=len(images))
         flips = self.rng.random(len(images)) < 0.5
-        for i, (image, mask) in enumerate(zip(images, masks)):
-            if flips[i]:
-                image, mask = image[:, ::-1], mask[:, ::-1]
-            out_images[i] = np.rot90(image, int(turns[i]), axes=(0, 1))
-            out_masks[i] = np.rot90(mask, int(turns[i]), axes=(0, 1))
-        return out_images, out_masks
+        for i in range(len(images)):
+            for array, out in zip(arrays, outs):
+                tile = array[i][:, ::-1] if flips[i] else array[i]
+                out[i] = np.rot90(tile, int(turns[i]), axes=(0, 1))
+        return outs
 
     def photometric(self, x: np.ndarray) -> np.ndarray:
         """(N, C, t, t) float32 in about [0, 1] -> gamma, contrast, brightness and noise per tile."""

@@ -36,13 +36,19 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def cell_outputs(config: ModelConfig) -> tuple[str, ...]:
+    """The dense heads of a model besides its mask ("distance", "pattern_map"), as contract output names."""
+    return tuple(name for name, _ in config.dense_outputs() if name != "mask")
+
+
 def make_checkpoint(
     model: MultiTaskUnet, contract: ModelContract, **meta: Any
 ) -> dict[str, Any]:
     """The checkpoint dict for `model`; `meta` adds fold, epoch, metrics, data, ... ."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     contract = ModelContract.from_dict(
-        {**contract.to_dict(), "weights_sha256": weights_sha256(state), "encoder": model.config.encoder}
+        {**contract.with_cell_outputs(cell_outputs(model.config)).to_dict(), "weights_sha256": weights_sha256(state),
+         "encoder": model.config.encoder}
     )
     return {
         "format": FORMAT,
@@ -114,6 +120,7 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedCheckpoint:
         config = ModelConfig.from_dict(data["model"])
         # every MultiTaskUnet has the heads' maps (head_maps): older checkpoints gain whole-field inference too
         contract = ModelContract.from_dict(data["contract"], source=str(path)).with_field_outputs()
+        contract = contract.with_cell_outputs(cell_outputs(config))
     except (KeyError, TypeError) as exc:
         raise ContractError(f"{path}: checkpoint lacks its architecture or contract ({exc})") from exc
     model = MultiTaskUnet(config)

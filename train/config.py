@@ -11,13 +11,18 @@ from hep2edge.data.combined import check_roots
 from hep2edge.errors import ConfigError
 from hep2edge.imageio import channel_policy_names
 from hep2edge.normalization import MODES as NORMALIZATION_MODES
+from hep2edge.train.archs import arch_problem
 from hep2edge.train.model import DEFAULT_ENCODER, ModelConfig, available_encoders
 
 SEG_LOSSES = ("dice", "bce", "dice+bce")
 WEIGHTINGS = ("fixed", "gradnorm", "uncertainty")
 SCHEDULERS = ("cosine", "plateau", "none")
-MONITORS = ("score", "val_loss", "dice", "pattern_accuracy", "pattern_mca", "intensity_accuracy")
-TASKS = ("mask", "pattern", "intensity")
+MONITORS = ("score", "val_loss", "dice", "pattern_accuracy", "pattern_mca", "intensity_accuracy", "aji", "pq",
+            "miou")
+CELL_MONITORS = ("aji", "pq", "miou")  # need a dense head (miou: the pattern map)
+TASKS = ("mask", "pattern", "intensity")  # always trained
+DENSE_TASKS = ("distance", "pattern_map")  # optional: --instances, --pattern-map
+DISTANCE_LOSSES = ("l1", "mse")
 DEFAULT_TILE = 384
 
 
@@ -35,6 +40,12 @@ class TrainConfig:
     in_channels: int = 1
     channel_policy: str = "luminance"
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    arch: str = "unet"
+    attention: str = "none"
+    instances: bool = False  # the distance head (per-cell instances by watershed)
+    pattern_map: bool = False  # the per-pixel pattern head (background + 7 patterns)
+    distance_loss: str = "l1"
+    pattern_map_dice: bool = True  # pattern map loss: cross-entropy + soft Dice over the 8 classes
     pool_levels: int = 1
     dropout: float = 0.3
     tile: int = DEFAULT_TILE
@@ -52,7 +63,7 @@ class TrainConfig:
     class_weights: bool = False
     label_smoothing: float = 0.0
     weighting: str = "fixed"  # gradnorm starves the pattern task on synth data (see the learning benchmark)
-    task_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    task_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # per task of `tasks`; 3 given: dense heads take 1.0
     alpha: float = 0.12
     weighting_lr: float = 0.025
     monitor: str = "score"
@@ -64,8 +75,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", _data_field(self.data))
+        object.__setattr__(self, "task_weights", tuple(float(w) for w in self.task_weights))
         check_roots(self.data_dirs, self.manifest)
+        arch = arch_problem(self.arch, self.attention, self.tile, tuple(self.decoder_channels))
         checks = [
+            (not arch, arch),
             (self.seg_loss in SEG_LOSSES, f"--seg-loss {self.seg_loss}: valid: {', '.join(SEG_LOSSES)}"),
             (self.weighting in WEIGHTINGS, f"--weighting {self.weighting}: valid: {', '.join(WEIGHTINGS)}"),
             (self.scheduler in SCHEDULERS, f"--scheduler {self.scheduler}: valid: {', '.join(SCHEDULERS)}"),
@@ -89,8 +103,15 @@ class TrainConfig:
              f"--fold must be 'all' or 0-{self.folds - 1}, got {self.fold}"),
             (0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}"),
-            (len(self.task_weights) == 3 and all(w >= 0 for w in self.task_weights) and sum(self.task_weights) > 0,
-             f"--task-weights needs 3 non-negative numbers (mask pattern intensity), got {self.task_weights}"),
+            (len(self.task_weights) in (3, len(self.tasks)) and all(w >= 0 for w in self.task_weights)
+             and sum(self.task_weights) > 0,
+             f"--task-weights needs {' or '.join(sorted({'3', str(len(self.tasks))}))} non-negative numbers "
+             f"({' '.join(self.tasks)}), got {list(self.task_weights)}"),
+            (self.distance_loss in DISTANCE_LOSSES,
+             f"--distance-loss {self.distance_loss}: valid: {', '.join(DISTANCE_LOSSES)}"),
+            (self.monitor not in CELL_MONITORS or self.instances or self.pattern_map,
+             f"--monitor {self.monitor} needs --instances or --pattern-map"),
+            (self.monitor != "miou" or self.pattern_map, "--monitor miou needs --pattern-map"),
             (self.seed >= 0, f"--seed must be >= 0, got {self.seed}"),
             (self.alpha >= 0, f"--alpha must be >= 0, got {self.alpha}"),
             (self.patience >= 0, f"--patience must be >= 0 (0 = no early stopping), got {self.patience}"),
@@ -112,7 +133,26 @@ class TrainConfig:
             pool_levels=self.pool_levels,
             dropout=self.dropout,
             decoder_channels=tuple(self.decoder_channels),
+            arch=self.arch,
+            attention=None if self.attention == "none" else self.attention,
+            distance=self.instances,
+            pattern_map=self.pattern_map,
         )
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The trained tasks in loss order: mask, pattern, intensity[, distance][, pattern_map]."""
+        return (*TASKS, *("distance",) * self.instances, *("pattern_map",) * self.pattern_map)
+
+    @property
+    def cell_metrics(self) -> bool:
+        """Whether validation scores cells (AJI, PQ, ...; mIoU with the pattern map): a dense head is on."""
+        return self.instances or self.pattern_map
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        """One initial / fixed weight per task of `tasks` (dense heads 1.0 when only 3 were given)."""
+        return self.task_weights + (1.0,) * (len(self.tasks) - len(self.task_weights))
 
     @property
     def run_dir(self) -> Path:
@@ -129,8 +169,16 @@ class TrainConfig:
 
     def resume_key(self) -> dict[str, Any]:
         """The fields a resumed run must share with the run it continues."""
-        skip = {"resume", "progress", "out", "device", "allow_outside"}
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in skip}
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in _NOT_KEY}
+
+    @staticmethod
+    def key_defaults() -> dict[str, Any]:
+        """resume_key values of the defaults: what a run saved before a field existed had in effect."""
+        return {f.name: _plain(f.default) for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING and f.name not in _NOT_KEY}
+
+
+_NOT_KEY = frozenset({"resume", "progress", "out", "device", "allow_outside"})  # may change on --resume
 
 
 def _plain(value: Any) -> Any:

@@ -9,7 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-TASK_SHORT = ("mask", "pat", "int")
+CELL_KEYS = ("aji", "pq", "f1", "miou")  # per-cell figures shown when present
+TASK_SHORT = {"mask": "mask", "pattern": "pat", "intensity": "int", "distance": "dist", "pattern_map": "pmap"}
 
 
 class Display:
@@ -38,12 +39,14 @@ class Display:
 
 
 def epoch_line(row: dict[str, Any], epochs: int, is_best: bool) -> str:
-    """One readable line per epoch from a metrics.csv row."""
-    losses = " ".join(f"{s} {row[f'train_loss_{t}']:.3f}" for s, t in zip(TASK_SHORT, ("mask", "pattern", "intensity")))
-    weights = "/".join(f"{row[f'weight_{t}']:.2f}" for t in ("mask", "pattern", "intensity"))
+    """One readable line per epoch from a metrics.csv row (per-cell figures when the run scores cells)."""
+    tasks = [t for t in TASK_SHORT if f"train_loss_{t}" in row]
+    losses = " ".join(f"{TASK_SHORT[t]} {row[f'train_loss_{t}']:.3f}" for t in tasks)
+    weights = "/".join(f"{row[f'weight_{t}']:.2f}" for t in tasks)
+    cells = "".join(f" {key} {row[f'patch_{key}']:.3f}" for key in CELL_KEYS if f"patch_{key}" in row)
     return (
         f"fold {row['fold']} epoch {row['epoch']:>3}/{epochs}  train {losses}  w {weights}  "
         f"| val loss {row['val_loss']:.3f} dice {row['patch_dice']:.3f} pattern {row['patch_pattern_accuracy']:.3f} "
-        f"intensity {row['patch_intensity_accuracy']:.3f} score {row['score']:.3f}"
+        f"intensity {row['patch_intensity_accuracy']:.3f}{cells} score {row['score']:.3f}"
         f"{'  *best' if is_best else ''}  ({row['seconds']:.0f}s)"
     )

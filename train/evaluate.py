@@ -1,4 +1,9 @@
-"""Validation: predict every held-out tile, score patch / image / patient levels with hep2edge.metrics."""
+"""Validation: predict every held-out tile, score patch / image / patient levels with hep2edge.metrics.
+
+With a dense head on (the tiles carry instance labels), the patch level also holds the per-cell scores of
+hep2edge.train.cell_eval: aji, pq, dq, sq, precision, recall, f1, centroid_f1, count errors, and with the
+pattern map miou and iou_<class>.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,9 @@ from torch import nn
 
 from hep2edge.metrics import LEVELS, PatchPredictions, evaluate_levels, pattern_confusion, segmentation_counts
 from hep2edge.normalization import NormalizationSpec, normalize_tiles
+from hep2edge.train.cell_eval import CellScorer
 from hep2edge.train.losses import MultiTaskLoss
+from hep2edge.train.targets import DISTANCE_SCALE
 from hep2edge.train.tiles_dataset import TileSet, valid_pixels
 
 MASK_THRESHOLD = 0.5
@@ -23,7 +30,7 @@ SCORE_PARTS = ("dice", "pattern_accuracy", "intensity_accuracy")
 
 @dataclass
 class Evaluation:
-    """Validation losses (mask, pattern, intensity), metrics per level and confusion matrices."""
+    """Validation losses (mask, pattern, intensity[, distance][, pattern_map]), metrics per level, confusions."""
 
     losses: list[float]
     levels: dict[str, dict[str, float]]
@@ -55,6 +62,21 @@ def to_input(images: np.ndarray, spec: NormalizationSpec, device: torch.device) 
     return torch.from_numpy(normalize_tiles(images, spec)).to(device)
 
 
+def batch_losses(loss_fn: MultiTaskLoss, out: dict[str, torch.Tensor], batch: TileSet,
+                 device: torch.device) -> torch.Tensor:
+    """(T,) unweighted losses of one batch; the dense targets are passed when the loss trains those heads."""
+    targets = {
+        "mask": torch.from_numpy(batch.masks[:, None]).to(device),
+        "pattern": torch.from_numpy(batch.pattern).to(device),
+        "intensity": torch.from_numpy(batch.intensity).to(device),
+    }
+    if loss_fn.distance and batch.distance is not None:
+        targets["distance"] = torch.from_numpy(batch.distance[:, None]).to(device).float() / DISTANCE_SCALE
+    if loss_fn.pattern_map and batch.classes is not None:
+        targets["classes"] = torch.from_numpy(batch.classes).to(device).long()
+    return loss_fn(out, **targets)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -66,19 +88,23 @@ def evaluate(
     amp: bool = False,
     on_batch: Callable[[int], None] | None = None,
 ) -> Evaluation:
-    """Run `model` (eval mode) over `tiles`; mask pixels in the pad are never foreground."""
+    """Run `model` (eval mode) over `tiles`; mask pixels in the pad are never foreground.
+
+    Tiles with instance labels are also scored per cell (CellScorer), into the patch level.
+    """
     model.eval()
-    parts, loss_sum = [], np.zeros(3)
+    parts: list[PatchPredictions] = []
+    loss_sum: np.ndarray | float = 0.0
+    cells = CellScorer() if tiles.instances is not None else None
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
     for start in range(0, len(tiles), batch_size):
         batch = tiles.subset(np.arange(start, min(start + batch_size, len(tiles))))
         with autocast:
             out = model(to_input(batch.images, spec, device))
-        masks = torch.from_numpy(batch.masks[:, None]).to(device)
-        pattern = torch.from_numpy(batch.pattern).to(device)
-        intensity = torch.from_numpy(batch.intensity).to(device)
-        loss_sum += loss_fn(out, masks, pattern, intensity).float().cpu().numpy() * len(batch)
+        loss_sum = loss_sum + batch_losses(loss_fn, out, batch, device).float().cpu().numpy() * len(batch)
         pred = (torch.sigmoid(out["mask"].float())[:, 0] > MASK_THRESHOLD).cpu().numpy()
+        if cells is not None and batch.instances is not None:
+            cells.add(out, pred, valid_pixels(batch.valid, pred.shape[-1]), batch.instances, batch.classes)
         parts.append(PatchPredictions(
             image_ids=batch.image_ids,
             patient_ids=batch.patient_ids,
@@ -92,8 +118,10 @@ def evaluate(
             on_batch(len(batch))
     predictions = PatchPredictions.concat(parts)
     levels = evaluate_levels(predictions)
+    if cells is not None:
+        levels["patch"] |= cells.metrics()
     confusion = {level: pattern_confusion(predictions, level).tolist() for level in LEVELS}
-    return Evaluation([float(v) for v in loss_sum / max(len(tiles), 1)], levels, confusion)
+    return Evaluation([float(v) for v in np.atleast_1d(loss_sum / max(len(tiles), 1))], levels, confusion)
 
 
 def is_better(value: float, best: float | None, monitor: str) -> bool:

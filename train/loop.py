@@ -18,7 +18,7 @@ from hep2edge.labels import PATTERNS
 from hep2edge.normalization import NormalizationSpec, normalize_tiles
 from hep2edge.train.augment import Augmenter
 from hep2edge.train.checkpoint import make_checkpoint, save_checkpoint
-from hep2edge.train.config import TASKS, TrainConfig
+from hep2edge.train.config import TrainConfig
 from hep2edge.train.display import Display, epoch_line
 from hep2edge.train.distributed import (
     DistContext,
@@ -27,7 +27,7 @@ from hep2edge.train.distributed import (
     mean_across,
     wrap_model,
 )
-from hep2edge.train.evaluate import Evaluation, evaluate, is_better
+from hep2edge.train.evaluate import Evaluation, batch_losses, evaluate, is_better
 from hep2edge.train.losses import MultiTaskLoss, inverse_frequency_weights
 from hep2edge.train.model import MultiTaskUnet, build_model
 from hep2edge.train.resume import (
@@ -78,8 +78,10 @@ def build_parts(config: TrainConfig, ctx: DistContext, train: TileSet, fold: int
     seed_everything(epoch_seed(config.seed, fold, -1))
     model = build_model(config.model_config, config.encoder_weights).to(ctx.device)
     weights = inverse_frequency_weights(train.pattern, len(PATTERNS)) if config.class_weights else None
-    loss_fn = MultiTaskLoss(config.seg_loss, weights, config.label_smoothing).to(ctx.device)
-    weighting = build_weighting(config.weighting, config.task_weights, config.alpha, config.weighting_lr)
+    loss_fn = MultiTaskLoss(config.seg_loss, weights, config.label_smoothing, distance=config.instances,
+                            pattern_map=config.pattern_map, distance_kind=config.distance_loss,
+                            pattern_map_dice=config.pattern_map_dice).to(ctx.device)
+    weighting = build_weighting(config.weighting, config.weights, config.alpha, config.weighting_lr)
     params = list(model.parameters()) + weighting.optimizer_parameters()
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return FoldParts(
@@ -110,14 +112,10 @@ def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any
 
 
 def train_step(parts: FoldParts, ctx: DistContext, x: torch.Tensor, batch: TileSet, amp: bool) -> torch.Tensor:
-    """One optimisation step; returns the (3,) unweighted task losses."""
-    device = ctx.device
-    masks = torch.from_numpy(batch.masks[:, None]).to(device)
-    pattern = torch.from_numpy(batch.pattern).to(device)
-    intensity = torch.from_numpy(batch.intensity).to(device)
+    """One optimisation step; returns the (T,) unweighted task losses (T = len(config.tasks))."""
     with torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext():
         out = parts.wrapped(x)
-    losses = parts.loss_fn(out, masks, pattern, intensity)
+    losses = batch_losses(parts.loss_fn, out, batch, ctx.device)
     norms = None
     if parts.weighting.needs_task_gradients:
         scale = float(parts.scaler.get_scale()) if parts.scaler.is_enabled() else 1.0
@@ -139,15 +137,15 @@ def train_epoch(
     parts.wrapped.train()
     spec = NormalizationSpec(config.normalization)
     amp = use_amp(config, ctx)
-    loss_sum, weight_sum, steps = torch.zeros(3), torch.zeros(3), 0
+    tasks = config.tasks
+    loss_sum, weight_sum, steps = torch.zeros(len(tasks)), torch.zeros(len(tasks)), 0
     batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     with display.bar(label, len(batches)) as advance:
         for index in batches:
             batch = tiles.subset(np.asarray(index))
-            images, masks = batch.images, batch.masks
+            images = batch.images
             if config.augment:
-                images, masks = parts.augmenter.geometric(images, masks)
-                batch.masks = masks
+                images = augment_geometry(parts.augmenter, batch)
             x = normalize_tiles(images, spec)
             if config.augment:
                 x = parts.augmenter.photometric(x)
@@ -158,14 +156,23 @@ def train_epoch(
             advance(1)
     mean_loss = mean_across(ctx, loss_sum / max(steps, 1))
     mean_weight = weight_sum / max(steps, 1)
-    row = {f"train_loss_{t}": float(v) for t, v in zip(TASKS, mean_loss)}
-    row |= {f"weight_{t}": float(v) for t, v in zip(TASKS, mean_weight)}
+    row = {f"train_loss_{t}": float(v) for t, v in zip(tasks, mean_loss)}
+    row |= {f"weight_{t}": float(v) for t, v in zip(tasks, mean_weight)}
     row["train_loss"] = float(mean_loss.sum())
     return row
 
 
-def evaluation_row(evaluation: Evaluation) -> dict[str, float]:
-    row = {f"val_loss_{t}": v for t, v in zip(TASKS, evaluation.losses)}
+def augment_geometry(augmenter: Augmenter, batch: TileSet) -> np.ndarray:
+    """Flip/rotate the batch's images and, in place on `batch`, its mask and per-pixel targets alike."""
+    names = [n for n in ("masks", "instances", "distance", "classes") if getattr(batch, n) is not None]
+    images, *maps = augmenter.geometric(batch.images, *(getattr(batch, n) for n in names))
+    for name, value in zip(names, maps):
+        setattr(batch, name, value)
+    return images
+
+
+def evaluation_row(evaluation: Evaluation, tasks: tuple[str, ...]) -> dict[str, float]:
+    row = {f"val_loss_{t}": v for t, v in zip(tasks, evaluation.losses)}
     row |= {"val_loss": evaluation.loss, "score": evaluation.score}
     for level, values in evaluation.levels.items():
         row |= {f"{level}_{k}": float(v) for k, v in values.items() if k != "n"}
@@ -228,7 +235,7 @@ class FoldTrainer:
         last = self.fold_dir / LAST
         if self.config.resume and last.is_file():
             state = read_state(last)
-            check_same_run(last, state["config"], self.config.resume_key())
+            check_same_run(last, {**self.config.key_defaults(), **state["config"]}, self.config.resume_key())
             progress = load_state(parts, state)
             self.display.log(f"fold {self.fold}: resuming after epoch {progress.next_epoch}"
                              + (" (already finished)" if progress.finished else ""))
@@ -251,7 +258,7 @@ class FoldTrainer:
                 evaluation = evaluate(parts.model, self.val, NormalizationSpec(config.normalization),
                                       parts.loss_fn, config.batch_size, self.ctx.device,
                                       use_amp(config, self.ctx), advance)
-            row |= evaluation_row(evaluation)
+            row |= evaluation_row(evaluation, config.tasks)
             monitored = evaluation.monitored(config.monitor)
             improved = is_better(monitored, progress.best, config.monitor)
             if improved:

@@ -1,7 +1,10 @@
-"""The multi-task U-Net: smp.Unet for the mask plus two small pooled heads (pattern, intensity).
+"""The multi-task U-Net: an smp model (U-Net by default, `arch`) for the mask plus two small pooled heads
+(pattern, intensity), and optional dense heads (distance map, pattern map) on the same decoder.
 
-The heads pool bottleneck features (optionally the last few encoder stages), so they hold a few
-thousand parameters and accept any input size divisible by 32.
+The pooled heads pool bottleneck features (optionally the last few encoder stages), so they hold a few
+thousand parameters and accept any input size divisible by 32. The dense heads are extra output channels of
+the smp segmentation head (mask = channel 0, then distance, then the 8 pattern-map channels), so any
+architecture carries them and a model without them has exactly the weights of one built before they existed.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from torch import nn
 
 from hep2edge.errors import ConfigError
 from hep2edge.labels import PATTERNS
+from hep2edge.train.archs import build_smp_model
 
 DEFAULT_ENCODER = "efficientnet-b4"
+PATTERN_MAP_CLASSES = ("background", *PATTERNS)  # the pattern map's channels, in order
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,16 @@ class ModelConfig:
     num_patterns: int = len(PATTERNS)
     pool_levels: int = 1  # 1 = bottleneck only; k = concat of the last k encoder stages, pooled
     dropout: float = 0.3
-    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)  # used by unet, unetplusplus, manet only
+    arch: str = "unet"  # a hep2edge.train.archs.ARCHS name
+    attention: str | None = None  # "scse" (unet, unetplusplus) or None
+    distance: bool = False  # dense head "distance": (N,1,H,W) logits, sigmoid = distance to background / cell max
+    pattern_map: bool = False  # dense head "pattern_map": (N,8,H,W) logits, background + PATTERNS
+
+    def dense_outputs(self) -> tuple[tuple[str, int], ...]:
+        """(output key, channels) of the segmentation head's channels, in order: mask first, 1 + 1 + 8 at most."""
+        heads = [("mask", 1)] + [("distance", 1)] * self.distance
+        return (*heads, *[("pattern_map", len(PATTERN_MAP_CLASSES))] * self.pattern_map)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -50,7 +64,10 @@ def available_encoders() -> list[str]:
 
 
 class MultiTaskUnet(nn.Module):
-    """(N, C, H, W) -> {"mask": (N,1,H,W) logits, "pattern": (N,7) logits, "intensity": (N,1) logit}."""
+    """(N, C, H, W) -> {"mask": (N,1,H,W) logits, "pattern": (N,7) logits, "intensity": (N,1) logit}.
+
+    With the dense heads on, also "distance" (N,1,H,W) logits and "pattern_map" (N,8,H,W) logits.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -63,17 +80,14 @@ class MultiTaskUnet(nn.Module):
         if not 1 <= config.pool_levels <= 5:
             raise ConfigError(f"pool_levels must be 1-5, got {config.pool_levels}")
         self.config = config
-        self.unet = smp.Unet(
-            encoder_name=config.encoder,
-            encoder_weights=None,
-            in_channels=config.in_channels,
-            classes=1,
-            decoder_channels=config.decoder_channels,
-        )
+        classes = sum(channels for _, channels in config.dense_outputs())
+        self.unet = build_smp_model(config.arch, config.encoder, config.in_channels, classes,
+                                    config.decoder_channels, config.attention)
         pooled = sum(self.unet.encoder.out_channels[-config.pool_levels :])
         self.pattern_head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(pooled, config.num_patterns))
         self.intensity_head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(pooled, 1))
         self._shared_name: str | None = None
+        self._pool_kernels = pool_kernels(self.unet.encoder, config.pool_levels)
 
     def last_shared_layer(self) -> nn.Parameter:
         """The weight GradNorm measures task gradients on: the last weight the encoder's forward uses.
@@ -88,12 +102,25 @@ class MultiTaskUnet(nn.Module):
     def forward(self, x: torch.Tensor, maps: bool = False) -> dict[str, torch.Tensor]:
         """`maps`: also the heads as logit maps over 32 px cells (`head_maps`), for whole-field inference."""
         features = self.unet.encoder(x)
-        mask = self.unet.segmentation_head(self.unet.decoder(features))
+        dense = self.split_dense(self.unet.segmentation_head(self.unet.decoder(features)))
         pooled = torch.cat(
             [F.adaptive_avg_pool2d(f, 1).flatten(1) for f in features[-self.config.pool_levels :]], dim=1
         )
-        out = {"mask": mask, "pattern": self.pattern_head(pooled), "intensity": self.intensity_head(pooled)}
+        out = {"mask": dense.pop("mask"), "pattern": self.pattern_head(pooled),
+               "intensity": self.intensity_head(pooled), **dense}
         return {**out, **self.head_maps(features)} if maps else out
+
+    def split_dense(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(N, 1[+1][+8], H, W) segmentation-head logits -> {"mask", ["distance"], ["pattern_map"]}."""
+        outputs = self.config.dense_outputs()
+        if len(outputs) == 1:
+            return {"mask": logits}  # no slice: the graph of a mask-only model stays as it was
+        parts: dict[str, torch.Tensor] = {}
+        start = 0
+        for name, channels in outputs:
+            parts[name] = logits[:, start : start + channels]
+            start += channels
+        return parts
 
     def head_maps(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """(N, 7, H/32, W/32) pattern and (N, 1, H/32, W/32) intensity logits, one per 32 px cell.
@@ -102,10 +129,20 @@ class MultiTaskUnet(nn.Module):
         the layers are linear, so the mean of a map over a region is the head applied to that region's pool.
         """
         levels = features[-self.config.pool_levels :]
-        cells = torch.cat([F.avg_pool2d(f, 2**k) if k else f for k, f in zip(range(len(levels) - 1, -1, -1), levels)],
-                          dim=1)
+        cells = torch.cat([F.avg_pool2d(f, k) if k > 1 else f for k, f in zip(self._pool_kernels, levels)], dim=1)
         return {"pattern_logits": _as_conv(cells, self.pattern_head[-1]),
                 "intensity_logits": _as_conv(cells, self.intensity_head[-1])}
+
+
+def pool_kernels(encoder: nn.Module, levels: int) -> tuple[int, ...]:
+    """Average-pool kernel that brings each of the last `levels` encoder features to stride 32.
+
+    Level i of a depth-d encoder has stride min(2**i, output stride): 32, 16, ... for U-Net encoders;
+    dilated ones (DeepLabV3: 8, DeepLabV3+: 16) stop early. Fixed numbers, so exported graphs hold constants.
+    """
+    depth = int(getattr(encoder, "_depth", 5))
+    stride = int(getattr(encoder, "output_stride", 32))
+    return tuple(32 // min(2**i, stride) for i in range(depth - levels + 1, depth + 1))
 
 
 def _as_conv(cells: torch.Tensor, linear: nn.Module) -> torch.Tensor:

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 
 from hep2edge.atomic import atomic_write_bytes  # noqa: E402
 from hep2edge.labels import PATTERNS  # noqa: E402
-from hep2edge.train.config import TASKS  # noqa: E402
+from hep2edge.train.config import DENSE_TASKS, TASKS  # noqa: E402
 
 Histories = dict[int, list[dict[str, Any]]]
 
@@ -27,10 +27,17 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _tasks(histories: Histories) -> list[str]:
+    """The tasks the run trained: always mask, pattern, intensity; the dense heads where the rows have them."""
+    rows = [row for fold_rows in histories.values() for row in fold_rows[:1]]
+    return [*TASKS, *(t for t in DENSE_TASKS if any(f"train_loss_{t}" in row for row in rows))]
+
+
 def plot_losses(histories: Histories, path: Path) -> Path:
     """One panel per task: training (solid) and validation (dashed) loss per epoch, one colour per fold."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, task in zip(axes, TASKS):
+    tasks = _tasks(histories)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(13 * len(tasks) / 3, 3.6))
+    for ax, task in zip(axes, tasks):
         for fold, rows in histories.items():
             epochs = [r["epoch"] for r in rows]
             line = ax.plot(epochs, [r[f"train_loss_{task}"] for r in rows], label=f"fold {fold} train")[0]
@@ -47,7 +54,7 @@ def plot_weights(histories: Histories, path: Path) -> Path:
     """Mean task weight per epoch (fixed, GradNorm or uncertainty), one panel per fold."""
     fig, axes = plt.subplots(1, max(len(histories), 1), figsize=(4.2 * max(len(histories), 1), 3.4), squeeze=False)
     for ax, (fold, rows) in zip(axes[0], histories.items()):
-        for task in TASKS:
+        for task in _tasks(histories):
             ax.plot([r["epoch"] for r in rows], [r[f"weight_{task}"] for r in rows], label=task)
         ax.set_title(f"task weights, fold {fold}")
         ax.set_xlabel("epoch")

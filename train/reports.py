@@ -27,6 +27,16 @@ METRIC_ROWS = (
     ("intensity_accuracy", "Intensity accuracy"),
     ("intensity_auc", "Intensity ROC AUC"),
 )
+CELL_ROWS = (
+    ("aji", "Aggregated Jaccard index (AJI)"),
+    ("pq", "Panoptic quality (PQ)"),
+    ("dq", "Detection quality (DQ)"),
+    ("sq", "Segmentation quality (SQ)"),
+    ("f1", "Cell F1 (IoU > 0.5)"),
+    ("centroid_f1", "Centroid F1"),
+    ("count_relative_error", "Cell count relative error"),
+    ("miou", "Pattern map mIoU (8 classes, background included)"),
+)
 LEVEL_NOTES = {
     "patch": "each tile",
     "image": "mean of its tiles' probabilities",
@@ -63,6 +73,7 @@ def summed_confusion(results: list[FoldResult]) -> dict[str, np.ndarray]:
 def build_summary(config: TrainConfig, results: list[FoldResult], world_size: int = 1) -> dict[str, Any]:
     scored = [r for r in results if r.progress.best_metrics]
     mean, std = mean_std([r.progress.best_metrics for r in scored])
+    cells = {"cells": cells_note(config)} if config.cell_metrics else {}
     return {
         "monitor": monitor_path(config.monitor),
         "monitor_mode": "min" if config.monitor == "val_loss" else "max",
@@ -83,7 +94,18 @@ def build_summary(config: TrainConfig, results: list[FoldResult], world_size: in
         "std": std,
         "confusion": {level: m.tolist() for level, m in summed_confusion(results).items()},
         "world_size": world_size,
+        **cells,
         "config": config_to_dict(config),
+    }
+
+
+def cells_note(config: TrainConfig) -> dict[str, Any]:
+    """Where the per-cell figures sit and how they were made (summary.json `cells`)."""
+    return {
+        "level": "patch",
+        "keys": [key for key, _ in CELL_ROWS if key != "miou" or config.pattern_map],
+        "instances_from": "mask + distance map (watershed)" if config.instances else "mask connected components",
+        "note": "per held-out tile, mean over tiles; in folds[i].metrics.patch and mean.patch / std.patch",
     }
 
 
@@ -91,12 +113,13 @@ def _cell(value: float | None) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
-def level_table(summary: dict[str, Any], level: str) -> list[str]:
+def level_table(summary: dict[str, Any], level: str,
+                rows: tuple[tuple[str, str], ...] = METRIC_ROWS) -> list[str]:
     """The seed report's table shape: one row per metric, one column per fold, then mean ± std."""
     folds = summary["folds"]
     header = ["Metric"] + [f"Fold {f['fold']}" for f in folds] + ["Mean ± std"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for key, name in METRIC_ROWS:
+    for key, name in rows:
         cells = [_cell(f["metrics"].get(level, {}).get(key)) if f["metrics"] else "-" for f in folds]
         mean, std = summary["mean"][level].get(key), summary["std"][level].get(key)
         cells.append(f"{_cell(mean)} ± {_cell(std)}")
@@ -122,6 +145,10 @@ def summary_markdown(summary: dict[str, Any], config: TrainConfig) -> str:
     ]
     for level in LEVELS:
         lines += [f"## {level.capitalize()} level ({LEVEL_NOTES[level]})", "", *level_table(summary, level), ""]
+    if "cells" in summary:
+        rows = tuple(row for row in CELL_ROWS if row[0] in summary["cells"]["keys"])
+        lines += [f"## Cells (patch level; instances from {summary['cells']['instances_from']})", "",
+                  *level_table(summary, "patch", rows), ""]
     lines += ["## Pattern confusion (patch level, summed over folds)", "",
               *confusion_table(summary["confusion"]["patch"]), ""]
     return "\n".join(lines)

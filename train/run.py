@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hep2edge.data.cells import load_cell_classes
 from hep2edge.data.combined import Datasets, load_datasets
 from hep2edge.errors import ConfigError, DataError
 from hep2edge.folds import check_folds_cover, fold_patients, load_folds, make_folds, save_folds
@@ -15,6 +16,7 @@ from hep2edge.train.loop import FoldResult, FoldTrainer
 from hep2edge.train.model import build_model
 from hep2edge.train.reports import write_reports
 from hep2edge.train.resume import LAST
+from hep2edge.train.targets import CellClasses, DenseNeeds
 from hep2edge.train.tiles_dataset import TileSet, build_tile_set, require_masks
 from hep2edge.workspace import resolve_out_dir, write_resolved_config
 
@@ -48,13 +50,27 @@ def resolve_folds(config: TrainConfig, dataset: Datasets, ctx: DistContext) -> t
     return folds, path.resolve()
 
 
+def cell_classes(config: TrainConfig, dataset: Datasets) -> list[CellClasses] | None:
+    """Per record (in dataset.records order) its cells.csv classes, for the pattern map; None without that head."""
+    if not config.pattern_map:
+        return None
+    found: list[CellClasses] = []
+    for part in dataset.parts:
+        classes = load_cell_classes(part.root, part.records, config.allow_outside)
+        found += [classes.get(record.image.stem, {}) for record in part.records]
+    return found
+
+
 def load_tiles(config: TrainConfig, dataset: Datasets, display: Display) -> TileSet:
-    """Read and cut every image once (uint8/uint16 tiles in memory)."""
+    """Read and cut every image once (uint8/uint16 tiles in memory; with dense heads their targets too)."""
+    dense = DenseNeeds(distance=config.instances, pattern_map=config.pattern_map)
+    classes = cell_classes(config, dataset)
     with display.bar(f"reading {len(dataset.records)} images", len(dataset.records)) as advance:
         tiles = build_tile_set(dataset.records, config.tile, config.channel_policy, config.in_channels,
-                               on_image=lambda _n: advance(1))
+                               on_image=lambda _n: advance(1), dense=dense, cell_classes=classes)
+    extra = sum(a.nbytes for a in (tiles.instances, tiles.distance, tiles.classes) if a is not None)
     display.log(f"{len(dataset.records)} images -> {len(tiles)} tiles of {config.tile} px "
-                f"({tiles.images.nbytes / 2**20:.0f} MiB)")
+                f"({tiles.images.nbytes / 2**20:.0f} MiB" + (f", targets {extra / 2**20:.0f} MiB)" if extra else ")"))
     return tiles
 
 

@@ -1,12 +1,13 @@
 """Tiles cut once into memory: raw image tiles, mask tiles and per-tile labels for a whole dataset.
 
-Every image is read once and cut on its tile grid; folds then only index these arrays.
+Every image is read once and cut on its tile grid; folds then only index these arrays. With a dense head on,
+the per-pixel targets of hep2edge.train.targets are cut alongside (instances, distance, pattern classes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import numpy as np
 
 from hep2edge.errors import DataError
 from hep2edge.imageio import read_image, read_mask
-from hep2edge.tiling import extract_tiles, tile_grid
+from hep2edge.tiling import TileGrid, extract_tiles, tile_grid
+from hep2edge.train.targets import CellClasses, DenseNeeds, cut_dense_targets
 
 
 @dataclass
@@ -28,18 +30,26 @@ class TileSet:
     intensity: np.ndarray  # (N,) int64
     image_ids: np.ndarray  # (N,) str
     patient_ids: np.ndarray  # (N,) str
+    instances: np.ndarray | None = None  # (N, t, t) uint16 cell ids, 0 = background (a dense head is on)
+    distance: np.ndarray | None = None  # (N, t, t) uint8 round(255 * distance target) (--instances)
+    classes: np.ndarray | None = None  # (N, t, t) uint8 0 background, 1 + pattern (--pattern-map)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, index: np.ndarray) -> TileSet:
-        return TileSet(*(getattr(self, name)[index] for name in _FIELDS))
+        picked: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            picked[f.name] = None if value is None else value[index]
+        return TileSet(**picked)
 
     def patients_mask(self, patients: Sequence[str]) -> np.ndarray:
         return np.isin(self.patient_ids, np.asarray(list(patients), dtype=str))
 
 
 _FIELDS = ("images", "masks", "valid", "pattern", "intensity", "image_ids", "patient_ids")
+_DENSE = ("instances", "distance", "classes")
 
 
 def valid_pixels(valid: np.ndarray, tile: int) -> np.ndarray:
@@ -54,10 +64,8 @@ def _channels(image: np.ndarray, in_channels: int) -> np.ndarray:
     return image if in_channels == 1 else np.repeat(image[..., None], 3, axis=2)
 
 
-def cut_record(
-    image_path: Path, mask_path: Path | None, tile: int, channel_policy: str, in_channels: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One image -> (tiles, mask tiles, (N, 2) valid sizes) on its grid; DataError when it has no mask."""
+def read_pair(image_path: Path, mask_path: Path | None, channel_policy: str) -> tuple[np.ndarray, np.ndarray]:
+    """(image, (H, W) bool mask) of one record; DataError when it has no mask or their sizes differ."""
     if mask_path is None:
         raise DataError(f"{image_path}: has no mask; training needs a mask for every image")
     image = read_image(image_path, channel_policy)
@@ -65,12 +73,25 @@ def cut_record(
     if mask.shape != image.shape[:2]:
         raise DataError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]}, "
                         f"its image is {image.shape[1]}x{image.shape[0]}")
-    grid = tile_grid(image.shape[0], image.shape[1], tile)
+    return image, mask
+
+
+def cut_pair(image: np.ndarray, mask: np.ndarray, grid: TileGrid,
+             in_channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tiles, mask tiles, (N, 2) valid sizes) of one image on `grid`."""
     return (
         extract_tiles(_channels(image, in_channels), grid),
         extract_tiles(mask, grid),
         np.array([grid.valid_size(i) for i in range(len(grid))], dtype=np.int64).reshape(-1, 2),
     )
+
+
+def cut_record(
+    image_path: Path, mask_path: Path | None, tile: int, channel_policy: str, in_channels: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image -> (tiles, mask tiles, (N, 2) valid sizes) on its grid; DataError when it has no mask."""
+    image, mask = read_pair(image_path, mask_path, channel_policy)
+    return cut_pair(image, mask, tile_grid(image.shape[0], image.shape[1], tile), in_channels)
 
 
 def require_masks(records: Sequence[Any], where: str) -> None:
@@ -88,14 +109,26 @@ def build_tile_set(
     channel_policy: str = "luminance",
     in_channels: int = 1,
     on_image: Callable[[int], None] | None = None,
+    dense: DenseNeeds | None = None,
+    cell_classes: Sequence[CellClasses] | None = None,
 ) -> TileSet:
-    """Read and cut every record (ImageRecord-like: image, mask, patient, pattern, intensity)."""
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in _FIELDS}
+    """Read and cut every record (ImageRecord-like: image, mask, patient, pattern, intensity[, labels]).
+
+    `dense`: also cut the dense heads' targets; `cell_classes[i]`: record i's cells.csv classes (cell id -> pattern).
+    """
+    dense = dense or DenseNeeds()
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in _FIELDS + (_DENSE if dense.any else ())}
     first_of_dtype: dict[np.dtype, Path] = {}
     for number, record in enumerate(records):
-        images, masks, valid = cut_record(
-            record.image, record.mask, tile, channel_policy, in_channels  # type: ignore[attr-defined]
-        )
+        image, mask = read_pair(record.image, record.mask, channel_policy)  # type: ignore[attr-defined]
+        grid = tile_grid(image.shape[0], image.shape[1], tile)
+        images, masks, valid = cut_pair(image, mask, grid, in_channels)
+        if dense.any:
+            cells: Mapping[int, int] = cell_classes[number] if cell_classes is not None else {}
+            targets = cut_dense_targets(getattr(record, "labels", None), mask, grid, dense,
+                                        int(record.pattern), cells)  # type: ignore[attr-defined]
+            for name, value in targets.items():
+                parts[name].append(value)
         first_of_dtype.setdefault(images.dtype, record.image)  # type: ignore[attr-defined]
         n = len(images)
         parts["images"].append(images)
@@ -112,4 +145,4 @@ def build_tile_set(
     if len(first_of_dtype) > 1:
         shown = ", ".join(f"{path} is {dtype}" for dtype, path in first_of_dtype.items())
         raise DataError(f"the dataset mixes pixel types ({shown}); convert it to one bit depth")
-    return TileSet(**{name: np.concatenate(values) for name, values in parts.items()})
+    return TileSet(**{name: np.concatenate(values) for name, values in parts.items() if values})

@@ -1,4 +1,5 @@
-"""Task weighting: how the three task losses are combined into the one the network is trained on.
+"""Task weighting: how the T task losses (mask, pattern, intensity[, distance][, pattern_map]) are combined into
+the one the network is trained on; every method takes T from the length of its initial weights.
 
 - `fixed`: given weights.
 - `gradnorm`: Z. Chen, V. Badrinarayanan, C.-Y. Lee, A. Rabinovich, "GradNorm: Gradient Normalization

@@ -15,13 +15,14 @@ from hep2edge.errors import ConfigError
 from hep2edge.workspace import newest_run_dir
 
 
-def _floats(text: str, count: int, option: str) -> tuple[float, ...]:
+def _floats(text: str, counts: tuple[int, ...], option: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in str(text).replace(",", " ").split())
     except ValueError:
         values = ()
-    if len(values) != count:
-        raise ConfigError(f"{option} {text!r}: expected {count} numbers separated by commas")
+    if len(values) not in counts:
+        expected = " or ".join(str(c) for c in sorted(set(counts)))
+        raise ConfigError(f"{option} {text!r}: expected {expected} numbers separated by commas")
     return values
 
 
@@ -71,6 +72,10 @@ def _print_summary(summary_path: Path) -> None:
             cells.append("-" if mean is None else f"{mean:.3f} ± {std or 0:.3f}")
         table.add_row(level, *cells)
     console.print(table)
+    if "cells" in summary:
+        cells = [f"{key} {summary['mean']['patch'][key]:.3f} ± {summary['std']['patch'].get(key) or 0:.3f}"
+                 for key in ("aji", "pq", "f1", "miou") if summary["mean"]["patch"].get(key) is not None]
+        console.print(f"cells (patch level): {', '.join(cells)}", highlight=False)
     console.print(f"wrote {summary_path} and {summary_path.with_suffix('.md')}", highlight=False)
 
 
@@ -87,7 +92,18 @@ def train(
     encoder_weights: str = typer.Option("none", "--encoder-weights", help="none | imagenet | PATH to a state dict."),
     in_channels: int = typer.Option(1, "--in-channels", help="1 (gray) or 3 (gray replicated)."),
     channel_policy: str = typer.Option("luminance", "--channel-policy", help="How colour images become gray."),
-    decoder_channels: str = typer.Option("256,128,64,32,16", "--decoder-channels", help="U-Net decoder widths."),
+    decoder_channels: str = typer.Option("256,128,64,32,16", "--decoder-channels",
+                                         help="Decoder widths per stage (unet, unetplusplus, manet)."),
+    arch: str = typer.Option("unet", "--arch", help="Decoder: unet | unetplusplus | manet | linknet | fpn | pspnet "
+                             "| pan | deeplabv3 | deeplabv3plus | upernet | segformer."),
+    attention: str = typer.Option("none", "--attention", help="Decoder attention: none | scse (unet, unetplusplus)."),
+    instances: bool = typer.Option(False, "--instances/--no-instances",
+                                   help="Distance-map head: cells split by watershed; per-cell metrics (AJI, PQ)."),
+    pattern_map: bool = typer.Option(False, "--pattern-map/--no-pattern-map",
+                                     help="Per-pixel pattern head (background + 7 patterns; cells.csv classes)."),
+    distance_loss: str = typer.Option("l1", "--distance-loss", help="Distance head loss: l1 | mse."),
+    pattern_map_dice: bool = typer.Option(True, "--pattern-map-dice/--no-pattern-map-dice",
+                                          help="Pattern map loss: cross-entropy + soft Dice (or cross-entropy only)."),
     pool_levels: int = typer.Option(1, "--pool-levels", help="Encoder stages pooled into the heads (1-5)."),
     dropout: float = typer.Option(0.3, "--dropout", help="Dropout before the classification heads."),
     tile: int = typer.Option(384, "--tile", help="Tile size in pixels (multiple of 32)."),
@@ -108,7 +124,8 @@ def train(
     weighting: str = typer.Option("fixed", "--weighting",
                                   help="fixed | gradnorm (the seeds' choice) | uncertainty."),
     task_weights: str = typer.Option("1,1,1", "--task-weights",
-                                     help="Initial / fixed weights: mask,pattern,intensity."),
+                                     help="Initial / fixed weights: mask,pattern,intensity[,distance][,pattern_map] "
+                                          "(3 given: the dense heads take 1)."),
     alpha: float = typer.Option(0.12, "--alpha", help="GradNorm asymmetry alpha."),
     weighting_lr: float = typer.Option(0.025, "--weighting-lr", help="GradNorm weight learning rate."),
     monitor: str = typer.Option("score", "--monitor",
@@ -126,11 +143,13 @@ def train(
         data=_data_dirs(data), out=_out_dir(out, resume), manifest=manifest, allow_outside=allow_outside,
         folds_file=folds_file, encoder=encoder, encoder_weights=encoder_weights, in_channels=in_channels,
         channel_policy=channel_policy, decoder_channels=_ints(decoder_channels, "--decoder-channels"),
-        pool_levels=pool_levels, dropout=dropout,
+        arch=arch, attention=attention, instances=instances, pattern_map=pattern_map,
+        distance_loss=distance_loss, pattern_map_dice=pattern_map_dice, pool_levels=pool_levels, dropout=dropout,
         tile=tile, normalization=normalization, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, scheduler=scheduler, folds=folds, fold=config_module.parse_fold(fold), seed=seed,
         seg_loss=seg_loss, class_weights=class_weights, label_smoothing=label_smoothing, weighting=weighting,
-        task_weights=_floats(task_weights, 3, "--task-weights"), alpha=alpha, weighting_lr=weighting_lr,
+        task_weights=_floats(task_weights, (3, 3 + instances + pattern_map), "--task-weights"), alpha=alpha,
+        weighting_lr=weighting_lr,
         monitor=monitor, patience=patience, amp=amp, device=device, resume=resume, progress=progress,
     )
     if int(os.environ.get("RANK", "0")) == 0:

@@ -15,6 +15,7 @@ from test_runtime_support import hep2edge, write_pngs
 from hep2edge.contract import FIELD_OUTPUTS, OUTPUTS, ModelContract
 from hep2edge.errors import ConfigError, ContractError
 from hep2edge.export.onnx_contract import attach_contract, read_contract
+from hep2edge.normalization import NormalizationSpec
 from hep2edge.runtime.field import (
     check_inference_mode,
     field_input,
@@ -81,6 +82,9 @@ def test_unknown_modes_and_tile_only_models_are_refused_in_one_line() -> None:
     with pytest.raises(ConfigError, match="m.onnx has no whole-field outputs.*re-export"):
         check_inference_mode("field", ModelContract(tile=64), "m.onnx")
     check_inference_mode("tiles", ModelContract(tile=64), "m.onnx")
+    minmax = ModelContract(tile=64, normalization=NormalizationSpec("minmax")).with_field_outputs()
+    with pytest.raises(ConfigError, match="normalises each tile by its own range"):
+        check_inference_mode("field", minmax, "m.onnx")
 
 
 def test_the_contract_keeps_field_stride_and_outputs_in_step() -> None:

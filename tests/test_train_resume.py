@@ -74,3 +74,16 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(synth_tiny: Path, tm
             assert torch.equal(a["weighting"]["module"]["weights"], b["weighting"]["module"]["weights"])
             assert a["progress"]["next_epoch"] == b["progress"]["next_epoch"] == EPOCHS
     assert _rows(straight / "metrics.csv") == _rows(killed / "metrics.csv")
+
+
+def test_a_checkpoint_is_readable_by_the_other_users_of_a_shared_workstation(tmp_path: Path) -> None:
+    """Saved through hep2edge.atomic: the mode a plain open() gives under the umask, not mkstemp's 0600."""
+
+    from hep2edge.train.checkpoint import save_checkpoint
+
+    previous = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "ckpt.pt", {"format": "x"})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "ckpt.pt").stat().st_mode & 0o777 == 0o644

@@ -6,9 +6,6 @@ Plain dicts of primitives and tensors, so `torch.load(weights_only=True)` reads 
 from __future__ import annotations
 
 import hashlib
-import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +13,7 @@ from typing import Any
 import torch
 
 from hep2edge import __version__
-from hep2edge.atomic import OutputWriteError, describe_os_error
+from hep2edge.atomic import atomic_writer
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ContractError
 from hep2edge.train.model import ModelConfig, MultiTaskUnet
@@ -62,25 +59,10 @@ def make_checkpoint(
 
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    """Write atomically: a killed process leaves the previous file or none, never half of one."""
-    path = Path(path)
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    tmp = ""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        tmp = ""
-    except OSError as exc:
-        raise OutputWriteError(f"{path}: cannot write checkpoint ({describe_os_error(exc)})") from exc
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write atomically (hep2edge.atomic: a killed process leaves the previous file or none, and the file gets the
+    mode a plain open() would, so a second user on the workstation can export it), streamed, not buffered."""
+    with atomic_writer(Path(path)) as handle:  # OutputWriteError "<path>: cannot write (<reason>)"
+        torch.save(checkpoint, handle)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

@@ -185,7 +185,7 @@ def prepare_random_set(spec: ModelSpec, folder: Path, data: Path, precisions: tu
     """A random-weight model of `spec` exported to every precision this machine can write (cached)."""
     if (folder / MANIFEST).is_file():
         cached = ModelSet.load(folder)
-        if cached.spec == _spec_dict(spec):
+        if cached.spec == _spec_dict(spec) and cached.contract().whole_field:  # older exports lack the field graph
             say(f"reusing the models in {folder}")
             return cached
         shutil.rmtree(folder)

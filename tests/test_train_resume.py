@@ -78,7 +78,6 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(synth_tiny: Path, tm
 
 def test_a_checkpoint_is_readable_by_the_other_users_of_a_shared_workstation(tmp_path: Path) -> None:
     """Saved through hep2edge.atomic: the mode a plain open() gives under the umask, not mkstemp's 0600."""
-
     from hep2edge.train.checkpoint import save_checkpoint
 
     previous = os.umask(0o022)

@@ -13,47 +13,15 @@ from rich.markup import escape
 
 from hep2edge.cli.app import app, err_console
 from hep2edge.cli.common import console, import_stage, show_resolved
-from hep2edge.runtime.cells import CELL_MODES
-from hep2edge.runtime.field import INFERENCE_MODES
-from hep2edge.runtime.specimens import METHODS as SPECIMEN_METHODS
+from hep2edge.cli.runtime_options import (
+    FILE_OPTIONS,
+    MODEL_OPTIONS,
+    OUTPUT_OPTIONS,
+    PIPELINE_OPTIONS,
+    defaults,
+    shared_options,
+)
 from hep2edge.workspace import RUNS_DIR, resolve_out_dir
-
-MODEL = typer.Option(None, "--model", "-m", help="Engine, ONNX, checkpoint or export folder "
-                     "(default: the newest runs/export/<n>).")
-OUT = typer.Option(None, "--out", "-o", help="RESULTS folder.")
-BACKEND = typer.Option("auto", "--backend", help="auto | tensorrt | onnxruntime | openvino | torch.")
-DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda (| gpu | npu: Intel, OpenVINO).")
-CHANNEL = typer.Option(None, "--channel", help="Colour -> gray policy (luminance, green, red, blue, max); "
-                       "default: the model contract's.")
-OVERLAY = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png (mask contours + verdict).")
-STATS = typer.Option(False, "--stats", help="Print p50/p95/p99 per stage and end to end at the end.")
-RETRY = typer.Option(False, "--retry-failed", help="Queue inputs that failed in an earlier run again.")
-READERS = typer.Option(2, "--readers", min=1, help="Reader/decoder threads.")
-WRITERS = typer.Option(2, "--writers", min=1, help="Writer threads (stitch, mask PNG, result files, journal).")
-QUEUE = typer.Option(8, "--queue", min=1, help="Frames waiting between stages (bounds memory).")
-MAX_BATCH = typer.Option(32, "--max-batch", min=1, help="Most tiles per inference call (filled across images).")
-PREPROCESS = typer.Option("auto", "--preprocess", help="auto | host | cuda (TensorRT + pycuda, or a checkpoint "
-                          "on a GPU: tiles cut and masks thresholded there).")
-CUDA_GRAPH = typer.Option(False, "--cuda-graph", help="TensorRT, torch on CUDA: replay CUDA graphs.")
-TORCH_PRECISION = typer.Option("fp32", "--torch-precision", help="Checkpoint (torch backend): fp32 | fp16.")
-CHANNELS_LAST = typer.Option(False, "--channels-last", help="Checkpoint (torch backend): NHWC memory format.")
-PRECISION_HINT = typer.Option("auto", "--precision-hint", help="OpenVINO: auto | f32 | bf16, the precision of "
-                              "layers the file does not quantize (auto: bf16 where the CPU computes it natively).")
-INFERENCE = typer.Option("tiles", "--inference", help=" | ".join(INFERENCE_MODES) + ": overlapping tiles, or the "
-                         "whole field in one pass (tiles pooled from it; fields smaller than a tile run in tiles).")
-CELLS = typer.Option("auto", "--cells", help=" | ".join(CELL_MODES) + ": per-cell analysis (cells in the result "
-                     "JSON): from the model's distance head (auto: where it has one), connected components of the "
-                     "mask (touching cells stay merged), or off.")
-INSTANCE_LABELS = typer.Option(False, "--instance-labels", help="Also write <stem>_instances.png (16-bit cell ids).")
-STITCH = typer.Option("majority", "--stitch", help="Tile masks -> image mask: majority | or.")
-SPECIMEN_PATTERN = typer.Option(r"^(\d{5})_p\d+", "--specimen-pattern",
-                                help="Regex on the file stem; group 1 is the specimen id.")
-SPECIMEN_IMAGES = typer.Option(4, "--specimen-images", min=1, help="Images that complete a specimen.")
-SPECIMEN_METHOD = typer.Option("vote", "--specimen-method", help=" | ".join(SPECIMEN_METHODS) + ": images vote, "
-                               "mean probabilities, or the pattern most of the specimen's cells carry.")
-MAX_FILE_MB = typer.Option(1024, "--max-file-mb", min=1, help="Larger files fail as absurdly large.")
-MAX_INFLIGHT_MB = typer.Option(1024, "--max-inflight-mb", min=1, help="Memory for images between reading and "
-                               "writing (decodes wait for room; one larger image still runs alone).")
 
 
 def _require(value: Any, what: str, key: str) -> Any:
@@ -72,7 +40,7 @@ def stable_watch_dir(folder: Path) -> Path:
     return Path(RUNS_DIR) / "watch" / name
 
 
-def _config(command: str, out: Path | None, options: dict[str, Any], source: dict[str, Any]) -> Any:
+def _config(command: str, options: dict[str, Any], source: dict[str, Any]) -> Any:
     """Check the options and resolve the model, then RESULTS (so bad input leaves no empty run folder and no
     journal entry), and build the RunConfig."""
     select = import_stage("hep2edge.runtime.backends.select")
@@ -90,7 +58,7 @@ def _config(command: str, out: Path | None, options: dict[str, Any], source: dic
     service.check_backend_options(chosen.backend, options["device"], options["torch_precision"],
                                   options["channels_last"], options["precision_hint"])
     return service.RunConfig(
-        command=command, out=resolve_out_dir(out, command), model=chosen.model, backend=chosen.backend,
+        command=command, out=resolve_out_dir(options["out"], command), model=chosen.model, backend=chosen.backend,
         model_reason=chosen.reason,
         device=options["device"], channel=options["channel"], preprocess=options["preprocess"],
         inference=options["inference"],
@@ -141,37 +109,27 @@ def _print_summary(summary: Any) -> None:
 
 
 @app.command()
+@shared_options(MODEL_OPTIONS, OUTPUT_OPTIONS, PIPELINE_OPTIONS, FILE_OPTIONS)
 def analyze(
     paths: list[str] = typer.Argument(None, help="Image files, folders or glob patterns.", show_default=False),
-    model: Path = MODEL, out: Path = OUT, backend: str = BACKEND, device: str = DEVICE, channel: str = CHANNEL,
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of folder inputs."),
-    overlay: bool = OVERLAY, stats: bool = STATS, retry_failed: bool = RETRY, readers: int = READERS,
-    queue: int = QUEUE, max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
-    torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, precision_hint: str = PRECISION_HINT,
-    inference: str = INFERENCE, cells: str = CELLS, instance_labels: bool = INSTANCE_LABELS,
-    writers: int = WRITERS,
-    stitch: str = STITCH, specimen_pattern: str = SPECIMEN_PATTERN, specimen_images: int = SPECIMEN_IMAGES,
-    specimen_method: str = SPECIMEN_METHOD, max_file_mb: int = MAX_FILE_MB, max_inflight_mb: int = MAX_INFLIGHT_MB,
+    **options: Any,
 ) -> None:
     """Analyse files once and exit with a summary (exit 1 if any input failed, now or in an earlier run)."""
-    options = dict(locals())
     specs = _require(paths, "PATH...", "analyze.paths")
     from hep2edge.runtime.sources.files import FileListSource, expand_inputs
 
     inputs = expand_inputs([str(p) for p in specs], recursive)
-    config = _config("analyze", out, options, {"paths": list(specs)})
-    summary = _run(config, lambda journal: FileListSource(inputs), stats)
+    config = _config("analyze", options, {"paths": list(specs)})
+    summary = _run(config, lambda journal: FileListSource(inputs), options["stats"])
     if summary.failed or summary.skipped_failed:
         raise typer.Exit(1)
 
 
 @app.command()
+@shared_options(MODEL_OPTIONS, OUTPUT_OPTIONS, PIPELINE_OPTIONS, FILE_OPTIONS)
 def watch(
     folder: Path = typer.Argument(None, help="Folder the scanner writes into.", show_default=False),
-    model: Path = MODEL,
-    out: Path = typer.Option(None, "--out", "-o", help="RESULTS folder (default: runs/watch/<folder name>, "
-                             "the same on every restart)."),
-    backend: str = BACKEND, device: str = DEVICE, channel: str = CHANNEL,
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Watch sub-folders too."),
     poll: bool = typer.Option(False, "--poll", help="Poll instead of inotify (network shares)."),
     poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.05, help="Seconds between polls."),
@@ -181,25 +139,21 @@ def watch(
                                   "for, whatever its age)."),
     max_files: int = typer.Option(0, "--max-files", min=0, help="Exit after this many files were taken in "
                                   "and written (0: run until SIGINT/SIGTERM)."),
-    overlay: bool = OVERLAY, stats: bool = STATS, retry_failed: bool = RETRY, readers: int = READERS,
-    queue: int = QUEUE, max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
-    torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, precision_hint: str = PRECISION_HINT,
-    inference: str = INFERENCE, cells: str = CELLS, instance_labels: bool = INSTANCE_LABELS,
-    writers: int = WRITERS,
-    stitch: str = STITCH, specimen_pattern: str = SPECIMEN_PATTERN, specimen_images: int = SPECIMEN_IMAGES,
-    specimen_method: str = SPECIMEN_METHOD, max_file_mb: int = MAX_FILE_MB, max_inflight_mb: int = MAX_INFLIGHT_MB,
+    **options: Any,
 ) -> None:
-    """Analyse every image that appears in FOLDER until SIGINT/SIGTERM (then finish in-flight work, exit 0)."""
-    options = dict(locals())
+    """Analyse every image that appears in FOLDER until SIGINT/SIGTERM (then finish in-flight work, exit 0).
+
+    RESULTS (--out) defaults to runs/watch/<folder name>, the same on every restart."""
     root = Path(_require(folder, "FOLDER", "watch.folder"))
     from hep2edge.runtime.sources.watch import WatchConfig
     from hep2edge.runtime.watch_restart import restart_source
 
     watch_config = WatchConfig(root, recursive, poll, poll_interval, settle, existing, max_files)
-    if out is None:
-        out = stable_watch_dir(root)
-        console.print(f"results: {out} (stable for {root}; pass --out to choose)", highlight=False, markup=False)
-    config = _config("watch", out, options, {"folder": str(root)})
+    if options["out"] is None:
+        options["out"] = stable_watch_dir(root)
+        console.print(f"results: {options['out']} (stable for {root}; pass --out to choose)", highlight=False,
+                      markup=False)
+    config = _config("watch", options, {"folder": str(root)})
 
     def make_source(journal: Any) -> Any:
         source = restart_source(journal, watch_config)
@@ -207,29 +161,23 @@ def watch(
             console.print(f"restart: {len(source.first)} unfinished file(s) queued first", highlight=False)
         return source
 
-    _run(config, make_source, stats)
+    _run(config, make_source, options["stats"])
 
 
 @app.command()
+@shared_options(MODEL_OPTIONS, OUTPUT_OPTIONS, PIPELINE_OPTIONS)
 def camera(
     source: str = typer.Argument(None, help="Device index, stream URL or video file.", show_default=False),
-    model: Path = MODEL, out: Path = OUT, backend: str = BACKEND, device: str = DEVICE, channel: str = CHANNEL,
     fps: float = typer.Option(2.0, "--fps", help="Frames analysed per second (stream time for files)."),
     buffer: int = typer.Option(2, "--buffer", min=1, help="Frames kept waiting; the oldest is dropped when behind."),
     max_frames: int = typer.Option(0, "--max-frames", min=0, help="Stop after this many sampled frames (0: never)."),
-    overlay: bool = OVERLAY, stats: bool = STATS, readers: int = READERS, queue: int = QUEUE,
-    max_batch: int = MAX_BATCH, preprocess: str = PREPROCESS, cuda_graph: bool = CUDA_GRAPH,
-    torch_precision: str = TORCH_PRECISION, channels_last: bool = CHANNELS_LAST, precision_hint: str = PRECISION_HINT,
-    inference: str = INFERENCE, cells: str = CELLS, instance_labels: bool = INSTANCE_LABELS,
-    writers: int = WRITERS,
-    stitch: str = STITCH,
+    **options: Any,
 ) -> None:
     """Analyse camera or video frames at --fps until the stream ends or SIGINT/SIGTERM."""
-    options = {**dict(locals()), "retry_failed": False, "specimen_pattern": r"^(\d{5})_p\d+",
-               "specimen_images": 4, "specimen_method": "vote", "max_file_mb": 1024, "max_inflight_mb": 1024}
+    options = {**defaults(FILE_OPTIONS), **options}  # frames are not files: the file options keep their defaults
     spec = str(_require(source, "SOURCE", "camera.source"))
     from hep2edge.runtime.sources.camera import CameraConfig, CameraSource
 
     camera_config = CameraConfig(spec, fps, buffer, max_frames)
-    config = _config("camera", out, options, {"camera": spec, "fps": fps})
-    _run(config, lambda journal: CameraSource(camera_config), stats)
+    config = _config("camera", options, {"camera": spec, "fps": fps})
+    _run(config, lambda journal: CameraSource(camera_config), options["stats"])

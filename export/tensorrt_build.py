@@ -17,6 +17,7 @@ from hep2edge.errors import Hep2EdgeError, MissingExtraError
 from hep2edge.export.engine_plan import EnginePlan, sidecar_content
 from hep2edge.export.gpu_info import gpu_info
 from hep2edge.export.tensorrt_probe import real_tensorrt
+from hep2edge.extras import EXTRA_OF
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -81,7 +82,7 @@ def _timing_cache(config: trt.IBuilderConfig, path: Path) -> tuple[trt.ITimingCa
 def build_engine(plan: EnginePlan, say: Callable[[str], None] = print) -> BuiltEngine:
     """Parse, build, and write engine + timing cache + sidecar (sidecar first, engine renamed in last)."""
     if real_tensorrt() is None:
-        raise MissingExtraError("tensorrt", "tensorrt")
+        raise MissingExtraError("tensorrt", EXTRA_OF["tensorrt"])
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)

@@ -18,6 +18,7 @@ import numpy as np
 
 from hep2edge.contract import ModelContract
 from hep2edge.errors import MissingExtraError
+from hep2edge.extras import EXTRA_OF
 from hep2edge.tiling import TileGrid
 
 THREADS = 256  # minmax (one block per tile, a shared-memory reduction sized for 256) and threshold
@@ -119,7 +120,7 @@ def import_pycuda() -> tuple[ModuleType, Any]:
         compiler = importlib.import_module("pycuda.compiler")
         return importlib.import_module("pycuda.driver"), compiler.SourceModule
     except ImportError as exc:
-        raise MissingExtraError("pycuda", "gpu") from exc
+        raise MissingExtraError("pycuda", EXTRA_OF["pycuda"]) from exc
 
 
 class CudaPreprocessor:

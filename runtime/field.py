@@ -31,7 +31,8 @@ def check_inference_mode(mode: str, contract: ModelContract, source: str) -> Non
                           "hep2edge); re-export it with `hep2edge export`, or use --inference tiles")
     if mode == "field" and contract.normalization.mode != "fixed":
         raise ConfigError(f"--inference field: {source} normalises each tile by its own range "
-                          f"({contract.normalization.mode}), which a whole field cannot reproduce; use --inference tiles")
+                          f"({contract.normalization.mode}), which a whole field cannot reproduce; "
+                          "use --inference tiles")
 
 
 def field_shape(height: int, width: int, stride: int) -> tuple[int, int]:

@@ -99,3 +99,14 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     block = readme.split("**Run the tests**", 1)[1].split("```bash\n", 1)[1].split("\n```", 1)[0].strip()
     ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
     assert ci[-1] == block
+
+
+def test_the_one_module_to_extra_map_names_extras_that_exist() -> None:
+    from hep2edge.extras import EXTRA_OF, missing_extra
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {extra for extra in EXTRA_OF.values()} <= set(extras)
+    error = missing_extra(ModuleNotFoundError("No module named 'onnxruntime.capi'", name="onnxruntime.capi"))
+    assert "pip install 'hep2edge[onnx]'" in str(error)
+    own = ModuleNotFoundError("No module named 'hep2edge.nothing'", name="hep2edge.nothing")
+    assert missing_extra(own) is own  # not an optional dependency: a real bug, raised as it is

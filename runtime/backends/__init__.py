@@ -9,7 +9,7 @@ import importlib
 import importlib.util
 from collections.abc import Callable
 
-from hep2edge.errors import MissingExtraError
+from hep2edge.extras import import_optional
 from hep2edge.registry import Registry
 from hep2edge.runtime.backends.base import Backend, BackendConfig
 
@@ -17,20 +17,12 @@ BackendLoader = Callable[[], type[Backend]]
 BACKENDS: Registry[BackendLoader] = Registry("backend")
 
 
-EXTRA_OF = {"onnxruntime": "onnx", "torch": "train", "segmentation_models_pytorch": "train", "tensorrt": "tensorrt",
-            "openvino": "openvino"}
 MODULE_OF = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "torch"}  # what each backend imports
 
 
 def _lazy(module: str, cls: str) -> BackendLoader:
     def load() -> type[Backend]:
-        try:
-            loaded = importlib.import_module(f"hep2edge.runtime.backends.{module}")
-        except ModuleNotFoundError as exc:
-            top = (exc.name or "").split(".")[0]
-            if top in EXTRA_OF:
-                raise MissingExtraError(top, EXTRA_OF[top]) from exc
-            raise
+        loaded = import_optional(f"hep2edge.runtime.backends.{module}")
         backend: type[Backend] = getattr(loaded, cls)
         return backend
 

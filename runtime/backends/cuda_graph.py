@@ -12,13 +12,14 @@ from types import ModuleType
 from typing import Any
 
 from hep2edge.errors import MissingExtraError
+from hep2edge.extras import EXTRA_OF
 
 
 def _driver() -> ModuleType:
     try:
         return importlib.import_module("cuda.bindings.driver")
     except ImportError as exc:
-        raise MissingExtraError("cuda.bindings (cuda-python)", "gpu") from exc
+        raise MissingExtraError("cuda.bindings (cuda-python)", EXTRA_OF["cuda"]) from exc
 
 
 def _check(result: tuple[Any, ...], what: str) -> tuple[Any, ...]:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hep2edge.errors import ConfigError, Hep2EdgeError
-from hep2edge.runtime.backends import BACKENDS, EXTRA_OF, MODULE_OF, is_available
+from hep2edge.extras import EXTRA_OF
+from hep2edge.runtime.backends import BACKENDS, MODULE_OF, is_available
 from hep2edge.runtime.backends.base import gpu_present
 from hep2edge.workspace import newest_run_dir
 

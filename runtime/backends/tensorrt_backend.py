@@ -25,6 +25,7 @@ import numpy as np
 
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError, ContractError, MissingExtraError
+from hep2edge.extras import EXTRA_OF
 from hep2edge.runtime.backends.base import Backend, check_io
 from hep2edge.runtime.backends.engine_sidecar import EngineSidecar, read_sidecar
 
@@ -39,9 +40,9 @@ def import_tensorrt() -> ModuleType:
     try:
         module = importlib.import_module("tensorrt")
     except ImportError as exc:
-        raise MissingExtraError("tensorrt", "tensorrt") from exc
+        raise MissingExtraError("tensorrt", EXTRA_OF["tensorrt"]) from exc
     if not hasattr(module, "Runtime"):  # tensorrt-stubs alone installs an importable namespace package
-        raise MissingExtraError("tensorrt", "tensorrt")
+        raise MissingExtraError("tensorrt", EXTRA_OF["tensorrt"])
     return module
 
 
@@ -51,7 +52,7 @@ def import_pycuda() -> ModuleType:
         importlib.import_module("pycuda.autoprimaryctx")
         return importlib.import_module("pycuda.driver")
     except ImportError as exc:
-        raise MissingExtraError("pycuda", "gpu") from exc
+        raise MissingExtraError("pycuda", EXTRA_OF["pycuda"]) from exc
 
 
 def primary_context() -> Any:

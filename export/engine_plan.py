@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hep2edge import __version__
-from hep2edge.contract import INPUT_NAME, ModelContract, file_sha256
+from hep2edge.contract import INPUT_NAME, ModelContract, file_sha256, model_file_name
 from hep2edge.export.config import BatchProfile
 
 TIMING_CACHE = "timing.cache"
@@ -63,7 +63,7 @@ class EnginePlan:
 
 def engine_path_for(onnx_path: Path, precision: str, out_dir: Path | None = None) -> Path:
     """`model.<precision>.engine` in `out_dir` (default: next to the ONNX file)."""
-    return Path(out_dir or Path(onnx_path).parent) / f"model.{precision}.engine"
+    return Path(out_dir or Path(onnx_path).parent) / model_file_name(precision, ".engine")
 
 
 def plan_engine(

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from hep2edge.contract import model_file_name
 from hep2edge.export.config import Int8Options
 from hep2edge.registry import Registry
 
@@ -63,6 +64,6 @@ def _int8(inputs: ConversionInputs) -> Converted:
 
 
 PRECISIONS: Registry[Precision] = Registry("precision")
-PRECISIONS.add("fp32", Precision("fp32", "model.onnx", None))
-PRECISIONS.add("fp16", Precision("fp16", "model.fp16.onnx", _fp16, calibration="optional"))
-PRECISIONS.add("int8", Precision("int8", "model.int8.onnx", _int8, calibration="required"))
+PRECISIONS.add("fp32", Precision("fp32", model_file_name("fp32"), None))
+PRECISIONS.add("fp16", Precision("fp16", model_file_name("fp16"), _fp16, calibration="optional"))
+PRECISIONS.add("int8", Precision("int8", model_file_name("int8"), _int8, calibration="required"))

@@ -44,6 +44,23 @@ CELL_OUTPUTS: dict[str, str] = {
 }
 OPTIONAL_OUTPUTS: dict[str, str] = {**FIELD_OUTPUTS, **CELL_OUTPUTS}
 PRECISIONS = ("fp32", "fp16", "int8")
+MODEL_STEM = "model"  # exported files: model.onnx (fp32), model.<precision>.onnx, model.<precision>.engine
+
+
+def model_file_name(precision: str, suffix: str = ".onnx") -> str:
+    """The file-name rule of exported models: `model.onnx` for fp32 ONNX, else `model.<precision><suffix>`."""
+    if precision not in PRECISIONS:
+        raise ContractError(f"unknown precision '{precision}'; valid: {', '.join(PRECISIONS)}")
+    return f"{MODEL_STEM}{suffix}" if (precision, suffix) == ("fp32", ".onnx") else f"{MODEL_STEM}.{precision}{suffix}"
+
+
+def precision_of_file(name: str) -> str | None:
+    """The precision a model file's name states (`x.fp16.onnx` -> fp16, `x.onnx` -> fp32), None for one this
+    hep2edge does not know (`model.bf16.onnx`)."""
+    parts = name.split(".")
+    if len(parts) <= 2:
+        return "fp32"
+    return parts[-2] if parts[-2] in PRECISIONS else None
 TILE_MULTIPLE, MAX_TILE = 32, 4096  # smp U-Nets halve the tile 5 times; train/config.py asks the same
 CHANNELS = (1, 3)
 INPUT_DTYPES = ("float32",)  # every backend feeds float32 (fp16/int8 graphs keep float32 I/O)

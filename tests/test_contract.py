@@ -165,3 +165,16 @@ def test_json_is_stable_and_sha(tmp_path: Path) -> None:
     path = tmp_path / "w.bin"
     path.write_bytes(b"abc")
     assert file_sha256(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_the_model_file_name_rule_is_said_once_and_reads_back() -> None:
+    from hep2edge.contract import PRECISIONS, model_file_name, precision_of_file
+
+    assert model_file_name("fp32") == "model.onnx" and model_file_name("int8") == "model.int8.onnx"
+    assert model_file_name("fp32", ".engine") == "model.fp32.engine"
+    for precision in PRECISIONS:
+        assert precision_of_file(model_file_name(precision)) == precision
+        assert precision_of_file(model_file_name(precision, ".engine")) == precision
+    assert precision_of_file("model.bf16.onnx") is None  # unknown: never ranked as fp32
+    with pytest.raises(ContractError, match="unknown precision 'bf16'"):
+        model_file_name("bf16")

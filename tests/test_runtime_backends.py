@@ -367,3 +367,14 @@ def test_a_file_whose_backend_is_missing_names_the_extra(tmp_path: Path, monkeyp
     (tmp_path / "m.onnx").write_bytes(b"x")
     with pytest.raises(ConfigError, match=rf"pip install 'hep2edge\[{extra}\]'"):
         select_model(tmp_path / "m.onnx")
+
+
+def test_a_file_of_an_unknown_precision_is_not_taken_for_fp32(tiny_onnx: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    shutil.copy(tiny_onnx, folder / "model.bf16.onnx")
+    shutil.copy(tiny_onnx, folder / "model.int8.onnx")
+    chosen = select_model(folder, "onnxruntime")
+    assert chosen.model.name == "model.int8.onnx"

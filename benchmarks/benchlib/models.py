@@ -18,8 +18,10 @@ from typing import Any
 
 import yaml
 
+from hep2edge.contract import PRECISIONS, model_file_name
+
 MANIFEST = "models.json"
-ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+ONNX_FILES = {precision: model_file_name(precision) for precision in PRECISIONS}
 Say = Callable[[str], None]
 
 
@@ -108,8 +110,8 @@ def scan_folder(folder: Path) -> ModelSet:
     for precision, name in ONNX_FILES.items():
         if (folder / name).is_file():
             found.onnx[precision] = folder / name
-        if (folder / f"model.{precision}.engine").is_file():
-            found.engines[precision] = folder / f"model.{precision}.engine"
+        if (folder / model_file_name(precision, ".engine")).is_file():
+            found.engines[precision] = folder / model_file_name(precision, ".engine")
     return found
 
 

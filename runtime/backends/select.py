@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from hep2edge.contract import precision_of_file
 from hep2edge.errors import ConfigError, Hep2EdgeError
 from hep2edge.extras import EXTRA_OF
 from hep2edge.runtime.backends import BACKENDS, MODULE_OF, is_available
@@ -81,15 +82,11 @@ def backend_for_file(path: Path) -> str:
     )
 
 
-def _precision_of(path: Path) -> str:
-    """`model.fp16.onnx` -> fp16; `model.onnx` -> fp32."""
-    parts = path.name.split(".")
-    return parts[-2] if len(parts) >= 3 and parts[-2] in PRECISION_ORDER else "fp32"
-
-
 def _by_precision(files: list[Path], order: tuple[str, ...]) -> list[Path]:
+    """`files` whose name states a precision in `order` (hep2edge.contract's file-name rule), best first."""
     rank = {p: i for i, p in enumerate(order)}
-    return sorted((f for f in files if _precision_of(f) in rank), key=lambda f: rank[_precision_of(f)])
+    known = [(rank[p], f) for f in files if (p := precision_of_file(f.name)) in rank]
+    return [f for _, f in sorted(known, key=lambda pair: pair[0])]
 
 
 def _engine_for_this_gpu(folder: Path) -> tuple[Path | None, str]:

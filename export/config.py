@@ -93,6 +93,8 @@ class Limits:
     fp32_rel_error: float = 1e-4
     dice_drop: float = 0.01
     accuracy_drop: float = 0.02
+    aji_drop: float = 0.02  # per-cell AJI and pattern-map mIoU: only for a model with dense heads
+    miou_drop: float = 0.02
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from hep2edge.export.tiles import (
     verification_tiles,
 )
 from hep2edge.export.verify import (
+    CELL_METRICS,
     TASK_METRICS,
     Outputs,
     onnx_outputs,
@@ -42,19 +43,15 @@ from hep2edge.export.verify import (
     task_metrics,
     torch_outputs,
 )
+from hep2edge.extras import missing_extra
+from hep2edge.instances import InstanceParams
 from hep2edge.train.checkpoint import LoadedCheckpoint, load_checkpoint
 from hep2edge.workspace import resolve_out_dir, write_resolved_config
 
 log = logging.getLogger(__name__)
-EXTRA_OF = {"modelopt": "export", "onnxruntime": "onnx", "onnxslim": "export", "onnx": "export"}
-
-
-def missing_extra(exc: ModuleNotFoundError) -> Exception:
-    top = (exc.name or "").split(".")[0]
-    return MissingExtraError(top, EXTRA_OF[top]) if top in EXTRA_OF else exc
-
 Say = Callable[[str], None]
 LOG_FILE = "export.log"
+CELL_LIMITS = ("aji_drop", "miou_drop")
 
 
 def _checkpoint(config: ExportConfig) -> SelectedCheckpoint:
@@ -136,7 +133,8 @@ def _verify(result: PrecisionResult, outputs: Outputs, prepared: Prepared, refer
             config: ExportConfig) -> None:
     """Output differences and task metrics against PyTorch fp32, checked against the limits."""
     result.set_diffs(output_diffs(reference.outputs, outputs))
-    result.set_metrics(task_metrics(outputs, prepared.tiles, reference.threshold), reference.metrics)
+    metrics = task_metrics(outputs, prepared.tiles, reference.threshold, reference.params)
+    result.set_metrics(metrics, reference.metrics)
     result.check(config.limits)
 
 
@@ -152,11 +150,12 @@ class Prepared:
 
 @dataclass
 class Reference:
-    """PyTorch fp32 on the held-out tiles: outputs and patch-level metrics."""
+    """PyTorch fp32 on the held-out tiles: outputs and patch-level metrics (cell metrics with dense heads)."""
 
     outputs: Outputs
     metrics: dict[str, float]
     threshold: float
+    params: InstanceParams | None = None  # how cells are found from mask + distance (the contract's)
 
 
 def prepare(config: ExportConfig, say: Say) -> Prepared:
@@ -175,20 +174,28 @@ def prepare(config: ExportConfig, say: Say) -> Prepared:
 
 
 def reference_run(prepared: Prepared, config: ExportConfig, say: Say) -> Reference:
-    say(f"PyTorch fp32 on {len(prepared.tiles)} held-out tiles")
+    cells = " (cells scored per tile: AJI, PQ, F1, mIoU)" if prepared.tiles.instances is not None else ""
+    say(f"PyTorch fp32 on {len(prepared.tiles)} held-out tiles{cells}")
     outputs = torch_outputs(prepared.loaded.model, prepared.tiles.images, config.verify_batch)
-    threshold = prepared.loaded.contract.mask_threshold
-    return Reference(outputs, task_metrics(outputs, prepared.tiles, threshold)["patch"], threshold)
+    contract = prepared.loaded.contract
+    threshold, params = contract.mask_threshold, InstanceParams.from_dict(contract.instances)
+    return Reference(outputs, task_metrics(outputs, prepared.tiles, threshold, params)["patch"], threshold, params)
+
+
+def _limits(config: ExportConfig, heads: tuple[str, ...]) -> dict[str, float]:
+    """The limits that apply: the cell-metric ones (AJI, mIoU) only for a model with dense heads."""
+    limits = asdict(config.limits)
+    return limits if heads else {k: v for k, v in limits.items() if k not in CELL_LIMITS}
 
 
 def _new_report(prepared: Prepared, config: ExportConfig, out_dir: Path, reference: Reference) -> ExportReport:
     contract, calibration = prepared.loaded.contract, prepared.calibration
     return ExportReport(
         out_dir=str(out_dir), checkpoint=str(prepared.chosen.path), checkpoint_reason=prepared.chosen.reason,
-        model_id=contract.model_id, contract=contract.to_dict(), limits=asdict(config.limits),
+        model_id=contract.model_id, contract=contract.to_dict(), limits=_limits(config, contract.cell_outputs),
         verification={"source": prepared.tiles.source, "tiles": len(prepared.tiles), "level": "patch"},
         calibration={"source": calibration.source, "tiles": config.int8.calib_images} if calibration else {},
-        reference={k: reference.metrics[k] for k in TASK_METRICS},
+        reference={k: reference.metrics[k] for k in (*TASK_METRICS, *CELL_METRICS) if k in reference.metrics},
     )
 
 

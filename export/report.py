@@ -14,10 +14,11 @@ from typing import Any
 
 from hep2edge.atomic import atomic_write_json, atomic_write_text
 from hep2edge.export.config import Limits
-from hep2edge.export.verify import TASK_METRICS, OutputDiff
+from hep2edge.export.verify import CELL_METRICS, TASK_METRICS, OutputDiff
 
 REPORT_JSON = "export_report.json"
 REPORT_MD = "export_report.md"
+CELL_LABELS = {"aji": "AJI", "pq": "PQ", "f1": "cell F1", "miou": "mIoU"}
 
 
 @dataclass
@@ -35,6 +36,7 @@ class PrecisionResult:
     pattern_accuracy: float = float("nan")
     intensity_accuracy: float = float("nan")
     changes: dict[str, float] = field(default_factory=dict)
+    cells: dict[str, float] = field(default_factory=dict)  # aji, pq, f1, miou (dense heads); flat in to_dict
     image_level: dict[str, float] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
@@ -62,6 +64,8 @@ class PrecisionResult:
         self.dice, self.pattern_accuracy = patch["dice"], patch["pattern_accuracy"]
         self.intensity_accuracy = patch["intensity_accuracy"]
         self.changes = {name: patch[name] - reference[name] for name in TASK_METRICS}
+        self.cells = {name: patch[name] for name in CELL_METRICS if name in patch}
+        self.changes |= {name: value - reference.get(name, float("nan")) for name, value in self.cells.items()}
         self.image_level = {name: metrics["image"][name] for name in TASK_METRICS}
 
     def check(self, limits: Limits) -> None:
@@ -72,13 +76,17 @@ class PrecisionResult:
             )
         allowed = {"dice": limits.dice_drop, "pattern_accuracy": limits.accuracy_drop,
                    "intensity_accuracy": limits.accuracy_drop}
+        allowed |= {name: limit for name, limit in (("aji", limits.aji_drop), ("miou", limits.miou_drop))
+                    if name in self.cells}
         for name, limit in allowed.items():
             drop = 0.0 - self.changes.get(name, float("nan"))
             if not drop <= limit:
                 self.failures.append(f"{name} drops by {drop:.4f} > {limit:g}")
 
     def to_dict(self) -> dict[str, Any]:
+        """Its fields, the cell metrics (if any) flat beside dice, and `passed`."""
         data = asdict(self)
+        data |= data.pop("cells")
         data["passed"] = self.passed
         return data
 
@@ -144,14 +152,32 @@ def _others(report: ExportReport) -> set[str]:
     return {runtime for r in report.precisions.values() for runtime in r.under}
 
 
-def _row(name: str, runtime: str, file: str | None, figures: dict[str, Any], ok: bool) -> str:
+def _cell_metrics(report: ExportReport) -> tuple[str, ...]:
+    """The cell metrics the report carries (those of the PyTorch reference); () for a model without dense heads."""
+    return tuple(name for name in CELL_METRICS if name in report.reference)
+
+
+def _row(name: str, runtime: str, file: str | None, figures: dict[str, Any], ok: bool,
+         cell_metrics: tuple[str, ...] = ()) -> str:
     """One table row: a precision's figures under one runtime."""
     cells = [name, runtime, f"`{file}`" if file else "-", _sci(figures.get("max_abs_diff", float("nan"))),
              _sci(figures.get("mean_abs_diff", float("nan")))]
     changes = figures.get("changes", {})
-    cells += [f"{_fmt(figures.get(m))} ({_fmt(changes.get(m), signed=True)})" for m in TASK_METRICS]
+    cells += [f"{_fmt(figures.get(m))} ({_fmt(changes.get(m), signed=True)})" for m in (*TASK_METRICS, *cell_metrics)]
     cells.append("yes" if ok else "**no**")
     return "| " + " | ".join(cells) + " |"
+
+
+def _reference_cells(report: ExportReport) -> str:
+    """', AJI 0.71, PQ ..., mIoU ...' of the reference: cells from mask + distance per tile; '' without heads."""
+    return "".join(f", {CELL_LABELS[m]} {_fmt(report.reference.get(m))}" for m in _cell_metrics(report))
+
+
+def _table_head(cell_metrics: tuple[str, ...]) -> list[str]:
+    """The precision table's header and rule, with a column per cell metric the report carries."""
+    columns = ["precision", "runtime", "file", "max abs diff", "mean abs diff", "Dice (Δ)", "pattern acc (Δ)",
+               "intensity acc (Δ)", *(f"{CELL_LABELS[m]} (Δ)" for m in cell_metrics), "ok"]
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
 
 
 def to_markdown(report: ExportReport) -> str:
@@ -166,15 +192,13 @@ def to_markdown(report: ExportReport) -> str:
         f"- result: {'PASSED' if report.passed else 'FAILED'}", "",
         "Patch level; changes are against PyTorch fp32 "
         f"(Dice {_fmt(report.reference.get('dice'))}, pattern acc {_fmt(report.reference.get('pattern_accuracy'))}, "
-        f"intensity acc {_fmt(report.reference.get('intensity_accuracy'))}).", "",
-        "| precision | runtime | file | max abs diff | mean abs diff | Dice (Δ) | pattern acc (Δ) | "
-        "intensity acc (Δ) | ok |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"intensity acc {_fmt(report.reference.get('intensity_accuracy'))}{_reference_cells(report)}).", "",
+        *_table_head(_cell_metrics(report)),
     ]
     for name, r in report.precisions.items():
-        lines.append(_row(name, r.runtime, r.file, r.to_dict(), r.passed))
+        lines.append(_row(name, r.runtime, r.file, r.to_dict(), r.passed, _cell_metrics(report)))
         for runtime, figures in r.under.items():
-            lines.append(_row(name, runtime, r.file, figures, not figures.get("failures")))
+            lines.append(_row(name, runtime, r.file, figures, not figures.get("failures"), _cell_metrics(report)))
     lines += ["", "Per output (max / mean abs diff):", ""]
     for name, r in report.precisions.items():
         per = ", ".join(f"{o} {_sci(d['max_abs_diff'])} / {_sci(d['mean_abs_diff'])}" for o, d in r.outputs.items())

@@ -20,11 +20,13 @@ from hep2edge.errors import ConfigError, DataError
 from hep2edge.imageio import read_image, read_mask
 from hep2edge.normalization import normalize_tiles
 from hep2edge.tiling import TileGrid, extract_tiles, tile_grid
+from hep2edge.train.targets import CellClasses, DenseNeeds, cut_dense_targets
 
 ROOT_KEYS = ("root", "dataset_root", "data_root", "dataset", "data_dir")
 ROOTS_KEY = "roots"  # several folders trained together (hep2edge train --data A --data B)
 TRAIN_KEYS = ("train_patients",)
 VAL_KEYS = ("val_patients", "valid_patients", "validation_patients")
+Columns = tuple[np.ndarray, ...]  # one image's tile arrays, in TileSet field order
 
 
 @dataclass
@@ -32,7 +34,8 @@ class TileSet:
     """Normalised network inputs with their ground truth, enough to score every precision.
 
     images (N, C, t, t) float32; masks and valid (N, t, t) bool (valid = inside the image, not pad);
-    pattern, intensity (N,) int; image_ids, patient_ids (N,) str.
+    pattern, intensity (N,) int; image_ids, patient_ids (N,) str; for a model with dense heads, instances
+    (N, t, t) uint16 cell ids (0 = background) and, with a pattern map, classes (N, t, t) uint8 (0 = background).
     """
 
     images: np.ndarray
@@ -43,6 +46,8 @@ class TileSet:
     image_ids: np.ndarray
     patient_ids: np.ndarray
     source: str
+    instances: np.ndarray | None = None
+    classes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -101,8 +106,8 @@ def _recorded_roots(data: dict[str, Any]) -> tuple[Path, ...]:
     return () if root is None else (Path(str(root)),)
 
 
-def load_records(selection: DataSelection) -> list[Any]:
-    """The dataset's image records (the folders combined as training did), restricted to the selected patients."""
+def _load_dataset(selection: DataSelection) -> Any:
+    """The selection's folders combined as training did (hep2edge.data.combined.Datasets)."""
     from hep2edge.data.combined import load_datasets
 
     gone = next((root for root in selection.roots if not root.is_dir()), None)
@@ -113,6 +118,16 @@ def load_records(selection: DataSelection) -> list[Any]:
     except DataError as exc:  # its message lists every problem on its own line: keep the first
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise DataError(f"{selection.origin}: " + " ".join(lines[:2])) from exc
+    return dataset
+
+
+def load_records(selection: DataSelection) -> list[Any]:
+    """The dataset's image records (the folders combined as training did), restricted to the selected patients."""
+    return _selected(_load_dataset(selection), selection)
+
+
+def _selected(dataset: Any, selection: DataSelection) -> list[Any]:
+    """`dataset`'s records of the selected patients; DataError when there are none."""
     records = list(dataset.records)
     if selection.patients is not None:
         records = [r for r in records if patient_key(r.patient) in selection.patients]
@@ -178,24 +193,62 @@ def _valid_tiles(grid: TileGrid) -> np.ndarray:
     return valid
 
 
-def verification_tiles(selection: DataSelection, contract: ModelContract, images: int, seed: int) -> TileSet:
-    """Every tile of up to `images` held-out images (spread over patients) with masks and labels."""
-    records = spread_over_patients(load_records(selection), images, seed)
-    parts: list[tuple[np.ndarray, ...]] = []
-    for record in records:
-        _, grid, inputs = _read_tiles(selection.root, record, contract)
-        if getattr(record, "mask", None) is None:
-            raise DataError(f"{record.image}: has no mask; verification needs masked images ({selection.origin})")
-        mask = read_mask(_image_path(selection.root, record.mask))
-        if mask.shape != (grid.height, grid.width):
-            raise DataError(f"{record.mask}: mask is {mask.shape}, image is {(grid.height, grid.width)}")
-        n = len(grid)
-        parts.append((
-            inputs, extract_tiles(mask, grid), _valid_tiles(grid),
-            np.full(n, int(record.pattern)), np.full(n, int(record.intensity)),
-            np.full(n, str(record.image)), np.full(n, patient_key(record.patient)),
-        ))
-    inputs, masks, valid, pattern, intensity, image_ids, patient_ids = (np.concatenate(c) for c in zip(*parts))
-    return TileSet(inputs, masks, valid, pattern, intensity, image_ids, patient_ids,
-                   source=f"{len(records)} images of {selection.shown} ({selection.origin})")
+def _cell_classes(dataset: Any, selection: DataSelection) -> dict[str, CellClasses]:
+    """Image path -> its cells.csv classes (cell id -> pattern), per folder as training reads them."""
+    from hep2edge.data.cells import load_cell_classes
 
+    found: dict[str, CellClasses] = {}
+    for part in dataset.parts:
+        classes = load_cell_classes(part.root, part.records, selection.allow_outside)
+        found |= {str(record.image): classes.get(record.image.stem, {}) for record in part.records}
+    return found
+
+
+def _dense_targets(root: Path, record: Any, mask: np.ndarray, grid: TileGrid, needs: DenseNeeds,
+                   classes: dict[str, CellClasses]) -> Columns:
+    """(instances[, classes]) tiles of one image: its label image, else the mask's connected components."""
+    labels = getattr(record, "labels", None)
+    labels_path = None if labels is None else _image_path(root, labels)
+    targets = cut_dense_targets(labels_path, mask, grid, needs, int(record.pattern),
+                                classes.get(str(record.image), {}))
+    return (targets["instances"], targets["classes"]) if needs.pattern_map else (targets["instances"],)
+
+
+def _image_parts(root: Path, record: Any, contract: ModelContract, origin: str) -> tuple[Columns, np.ndarray, TileGrid]:
+    """One image's (inputs, masks, valid, pattern, intensity, image_ids, patient_ids) tiles, its mask and grid."""
+    _, grid, inputs = _read_tiles(root, record, contract)
+    if getattr(record, "mask", None) is None:
+        raise DataError(f"{record.image}: has no mask; verification needs masked images ({origin})")
+    mask = read_mask(_image_path(root, record.mask))
+    if mask.shape != (grid.height, grid.width):
+        raise DataError(f"{record.mask}: mask is {mask.shape}, image is {(grid.height, grid.width)}")
+    n = len(grid)
+    return (
+        inputs, extract_tiles(mask, grid), _valid_tiles(grid),
+        np.full(n, int(record.pattern)), np.full(n, int(record.intensity)),
+        np.full(n, str(record.image)), np.full(n, patient_key(record.patient)),
+    ), mask, grid
+
+
+def verification_tiles(selection: DataSelection, contract: ModelContract, images: int, seed: int) -> TileSet:
+    """Every tile of up to `images` held-out images (spread over patients) with masks and labels.
+
+    A model with dense heads (contract.cell_outputs) also gets each tile's true cells (and pattern classes for a
+    pattern map), made as training makes them (hep2edge.train.targets).
+    """
+    dataset = _load_dataset(selection)
+    records = spread_over_patients(_selected(dataset, selection), images, seed)
+    heads = contract.cell_outputs
+    needs = DenseNeeds(pattern_map="pattern_map" in heads)
+    classes = _cell_classes(dataset, selection) if needs.pattern_map else {}
+    parts: list[Columns] = []
+    for record in records:
+        part, mask, grid = _image_parts(selection.root, record, contract, selection.origin)
+        dense = _dense_targets(selection.root, record, mask, grid, needs, classes) if heads else ()
+        parts.append(part + dense)
+    inputs, masks, valid, pattern, intensity, image_ids, patient_ids, *dense_columns = (
+        np.concatenate(c) for c in zip(*parts))
+    dense_fields = dict(zip(("instances", "classes"), dense_columns))
+    return TileSet(inputs, masks, valid, pattern, intensity, image_ids, patient_ids,
+                   source=f"{len(records)} images of {selection.shown} ({selection.origin})",
+                   instances=dense_fields.get("instances"), classes=dense_fields.get("classes"))

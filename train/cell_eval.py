@@ -28,16 +28,23 @@ class CellScorer:
     def add(self, out: dict[str, torch.Tensor], pred_mask: np.ndarray, valid: np.ndarray, instances: np.ndarray,
             classes: np.ndarray | None) -> None:
         """One batch: model outputs, (N, t, t) bool predicted mask and in-image pixels, truth ids and classes."""
+        distance = torch.sigmoid(out["distance"].float())[:, 0].cpu().numpy() if "distance" in out else None
+        predicted = None
+        if "pattern_map" in out and classes is not None:
+            predicted = out["pattern_map"].float().argmax(dim=1).to(torch.uint8).cpu().numpy()
+        self.add_maps(pred_mask, valid, instances, classes, distance, predicted)
+
+    def add_maps(self, pred_mask: np.ndarray, valid: np.ndarray, instances: np.ndarray, classes: np.ndarray | None,
+                 distance: np.ndarray | None = None, predicted: np.ndarray | None = None) -> None:
+        """As `add`, from numpy maps: (N, t, t) distance in 0..1 (sigmoid applied) and predicted pattern-map classes."""
         mask = pred_mask & valid
-        distance = None
-        if "distance" in out:
-            distance = torch.sigmoid(out["distance"].float())[:, 0].cpu().numpy() * valid
+        if distance is not None:
+            distance = distance * valid
         for i in range(len(mask)):
             pred = (instances_from_maps(mask[i], distance[i], self.params) if distance is not None
                     else connected_instances(mask[i], self.params.min_area))
             self.scores.append(instance_scores(instances[i], pred))
-        if "pattern_map" in out and classes is not None:
-            predicted = out["pattern_map"].float().argmax(dim=1).to(torch.uint8).cpu().numpy()
+        if predicted is not None and classes is not None:
             self.truth_classes.append(classes[valid])
             self.pred_classes.append(predicted[valid])
 

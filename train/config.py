@@ -12,17 +12,16 @@ from hep2edge.errors import ConfigError
 from hep2edge.imageio import channel_policy_names
 from hep2edge.normalization import MODES as NORMALIZATION_MODES
 from hep2edge.train.archs import arch_problem
+from hep2edge.train.losses import DISTANCE_LOSSES, SEG_LOSSES
 from hep2edge.train.model import DEFAULT_ENCODER, ModelConfig, available_encoders
+from hep2edge.train.weighting import WEIGHTINGS
 
-SEG_LOSSES = ("dice", "bce", "dice+bce")
-WEIGHTINGS = ("fixed", "gradnorm", "uncertainty")
 SCHEDULERS = ("cosine", "plateau", "none")
 MONITORS = ("score", "val_loss", "dice", "pattern_accuracy", "pattern_mca", "intensity_accuracy", "aji", "pq",
             "miou")
 CELL_MONITORS = ("aji", "pq", "miou")  # need a dense head (miou: the pattern map)
 TASKS = ("mask", "pattern", "intensity")  # always trained
 DENSE_TASKS = ("distance", "pattern_map")  # optional: --instances, --pattern-map
-DISTANCE_LOSSES = ("l1", "mse")
 DEFAULT_TILE = 384
 
 
@@ -80,8 +79,10 @@ class TrainConfig:
         arch = arch_problem(self.arch, self.attention, self.tile, tuple(self.decoder_channels))
         checks = [
             (not arch, arch),
-            (self.seg_loss in SEG_LOSSES, f"--seg-loss {self.seg_loss}: valid: {', '.join(SEG_LOSSES)}"),
-            (self.weighting in WEIGHTINGS, f"--weighting {self.weighting}: valid: {', '.join(WEIGHTINGS)}"),
+            (self.seg_loss in SEG_LOSSES.names(),
+             f"--seg-loss {self.seg_loss}: valid: {', '.join(SEG_LOSSES.names())}"),
+            (self.weighting in WEIGHTINGS.names(),
+             f"--weighting {self.weighting}: valid: {', '.join(WEIGHTINGS.names())}"),
             (self.scheduler in SCHEDULERS, f"--scheduler {self.scheduler}: valid: {', '.join(SCHEDULERS)}"),
             (self.monitor in MONITORS, f"--monitor {self.monitor}: valid: {', '.join(MONITORS)}"),
             (self.normalization in NORMALIZATION_MODES,
@@ -107,8 +108,8 @@ class TrainConfig:
              and sum(self.task_weights) > 0,
              f"--task-weights needs {' or '.join(sorted({'3', str(len(self.tasks))}))} non-negative numbers "
              f"({' '.join(self.tasks)}), got {list(self.task_weights)}"),
-            (self.distance_loss in DISTANCE_LOSSES,
-             f"--distance-loss {self.distance_loss}: valid: {', '.join(DISTANCE_LOSSES)}"),
+            (self.distance_loss in DISTANCE_LOSSES.names(),
+             f"--distance-loss {self.distance_loss}: valid: {', '.join(DISTANCE_LOSSES.names())}"),
             (self.monitor not in CELL_MONITORS or self.instances or self.pattern_map,
              f"--monitor {self.monitor} needs --instances or --pattern-map"),
             (self.monitor != "miou" or self.pattern_map, "--monitor miou needs --pattern-map"),

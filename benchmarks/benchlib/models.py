@@ -159,7 +159,7 @@ def export_set(checkpoint: Path, folder: Path, val_data: Path, precisions: tuple
     config = ExportConfig(checkpoint=checkpoint, out=folder, precisions=wanted,
                           calib_data=calib_data if calib_data or strict else val_data, val_data=val_data,
                           val_images=val_images, int8=Int8Options(calib_images=calib_images),
-                          limits=Limits() if strict else Limits(1.0, 1.0, 1.0),
+                          limits=Limits() if strict else Limits(1.0, 1.0, 1.0, 1.0, 1.0),
                           batch=BatchProfile(*engine_batch), engine=tensorrt().ok,
                           simplify=importlib.util.find_spec("onnxslim") is not None)
     try:

@@ -67,6 +67,10 @@ def export(
                                             "pattern or intensity accuracy."),
     max_fp32_error: float = typer.Option(1e-4, "--max-fp32-error", help="Fail when fp32 ONNX differs from "
                                          "PyTorch by more (relative)."),
+    max_aji_drop: float = typer.Option(0.02, "--max-aji-drop", help="Fail when a precision loses more per-cell "
+                                       "AJI (models with a distance or pattern-map head)."),
+    max_miou_drop: float = typer.Option(0.02, "--max-miou-drop", help="Fail when a precision loses more "
+                                        "pattern-map mIoU (models with a pattern-map head)."),
 ) -> None:
     """Export a checkpoint to ONNX (fp32, and fp16 / int8 in the graph), verify each, optionally build engines."""
     jetson = {"onnx": "jetson", "pycuda": "jetson"}
@@ -80,7 +84,7 @@ def export(
             exclude_op_types=config_mod.parse_names(int8_exclude_ops),
             exclude_nodes=config_mod.parse_names(int8_exclude_nodes),
         ),
-        limits=config_mod.Limits(max_fp32_error, max_dice_drop, max_accuracy_drop),
+        limits=config_mod.Limits(max_fp32_error, max_dice_drop, max_accuracy_drop, max_aji_drop, max_miou_drop),
         batch=config_mod.parse_batch(batch, field_size), engine=engine, workspace_gib=workspace, opset=opset,
         simplify=simplify,
     )

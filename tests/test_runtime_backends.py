@@ -283,7 +283,7 @@ def test_runtime_and_onnxruntime_backend_do_not_import_torch(tmp_path: Path) -> 
     code = (
         "import sys, hep2edge.runtime, hep2edge.runtime.service, hep2edge.runtime.backends.select;"
         "from hep2edge.runtime.backends import BACKENDS;"
-        "BACKENDS.get('onnxruntime')(); BACKENDS.get('tensorrt')();"
+        "BACKENDS.get('onnxruntime').load(); BACKENDS.get('tensorrt').load();"
         "import hep2edge.runtime.cuda_preprocess, hep2edge.cli.runtime_commands;"
         "print(sorted(m for m in ('torch', 'tensorrt', 'pycuda', 'hep2edge.train') if m in sys.modules))"
     )

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import typer
 
+from hep2edge.runtime.backends import BACKENDS
 from hep2edge.runtime.cells import CELL_MODES
 from hep2edge.runtime.executors import PREPROCESS_MODES
 from hep2edge.runtime.field import INFERENCE_MODES
@@ -44,7 +45,7 @@ MB = 1 << 20
 MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {
     "model": (Path, typer.Option(None, "--model", "-m", help="Engine, ONNX, checkpoint or export folder "
                                  "(default: the newest runs/export/<n>).")),
-    "backend": (str, typer.Option("auto", "--backend", help="auto | tensorrt | onnxruntime | openvino | torch.")),
+    "backend": (str, typer.Option("auto", "--backend", help=_modes(("auto", *BACKENDS.names())) + ".")),
     "device": (str, typer.Option(default_of(RunConfig, "device"), "--device",
                                  help="auto | cpu | cuda (| gpu | npu: Intel, OpenVINO).")),
     "channel": (str, typer.Option(None, "--channel", help="Colour -> gray policy (luminance, green, red, blue, "

@@ -8,45 +8,61 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from hep2edge.extras import import_optional
+from hep2edge.extras import EXTRA_OF, import_optional
 from hep2edge.registry import Registry
 from hep2edge.runtime.backends.base import Backend, BackendConfig
 
-BackendLoader = Callable[[], type[Backend]]
-BACKENDS: Registry[BackendLoader] = Registry("backend")
 
+@dataclass(frozen=True)
+class BackendSpec:
+    """Everything said about one backend: its module and class (imported only when chosen), the third-party
+    module it needs (whose extra hep2edge.extras names), the model files it runs, and how to tell it can run."""
 
-MODULE_OF = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "torch"}  # what each backend imports
+    module: str  # hep2edge.runtime.backends.<module>
+    cls: str
+    requires: str  # top-level third-party module
+    suffixes: tuple[str, ...]  # model files it runs
+    probe: Callable[[], bool] | None = None  # availability beyond `requires` importing (TensorRT: pycuda + GPU)
 
+    @property
+    def extra(self) -> str:
+        return EXTRA_OF[self.requires]
 
-def _lazy(module: str, cls: str) -> BackendLoader:
-    def load() -> type[Backend]:
-        loaded = import_optional(f"hep2edge.runtime.backends.{module}")
-        backend: type[Backend] = getattr(loaded, cls)
+    def load(self) -> type[Backend]:
+        loaded = import_optional(f"hep2edge.runtime.backends.{self.module}")
+        backend: type[Backend] = getattr(loaded, self.cls)
         return backend
 
-    return load
+    def available(self) -> bool:
+        if self.probe is not None:
+            return self.probe()
+        return importlib.util.find_spec(self.requires) is not None
 
 
-BACKENDS.add("tensorrt", _lazy("tensorrt_backend", "TensorRTBackend"))
-BACKENDS.add("onnxruntime", _lazy("onnxruntime_backend", "OnnxRuntimeBackend"))
-BACKENDS.add("openvino", _lazy("openvino_backend", "OpenVinoBackend"))
-BACKENDS.add("torch", _lazy("torch_backend", "TorchBackend"))
+def _tensorrt_available() -> bool:
+    from hep2edge.runtime.backends.tensorrt_backend import tensorrt_available
+
+    return tensorrt_available()
+
+
+BACKENDS: Registry[BackendSpec] = Registry("backend")
+BACKENDS.add("tensorrt", BackendSpec("tensorrt_backend", "TensorRTBackend", "tensorrt", (".engine", ".plan"),
+                                     _tensorrt_available))
+BACKENDS.add("onnxruntime", BackendSpec("onnxruntime_backend", "OnnxRuntimeBackend", "onnxruntime", (".onnx",)))
+BACKENDS.add("openvino", BackendSpec("openvino_backend", "OpenVinoBackend", "openvino", (".onnx",)))
+BACKENDS.add("torch", BackendSpec("torch_backend", "TorchBackend", "torch", (".pt", ".pth", ".ckpt")))
 
 
 def create_backend(name: str, config: BackendConfig) -> Backend:
     """An (inactive) backend of a registered name; `auto` must be resolved first (see select.py)."""
-    return BACKENDS.get(name)()(config)
+    return BACKENDS.get(name).load()(config)
 
 
 def is_available(name: str) -> bool:
     """Whether a backend's dependencies import here (TensorRT also needs pycuda and a GPU)."""
-    if name == "tensorrt":
-        from hep2edge.runtime.backends.tensorrt_backend import tensorrt_available
-
-        return tensorrt_available()
-    return importlib.util.find_spec(MODULE_OF[name]) is not None
+    return BACKENDS.get(name).available()
 
 
-__all__ = ["BACKENDS", "Backend", "BackendConfig", "create_backend", "is_available"]
+__all__ = ["BACKENDS", "Backend", "BackendConfig", "BackendSpec", "create_backend", "is_available"]

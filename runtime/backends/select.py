@@ -14,14 +14,13 @@ from pathlib import Path
 
 from hep2edge.contract import precision_of_file
 from hep2edge.errors import ConfigError, Hep2EdgeError
-from hep2edge.extras import EXTRA_OF
-from hep2edge.runtime.backends import BACKENDS, MODULE_OF, is_available
+from hep2edge.runtime.backends import BACKENDS, is_available
 from hep2edge.runtime.backends.base import gpu_present
 from hep2edge.workspace import newest_run_dir
 
-ENGINE_SUFFIXES = (".engine", ".plan")
-ONNX_SUFFIXES = (".onnx",)
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+ENGINE_SUFFIXES = BACKENDS.get("tensorrt").suffixes
+ONNX_SUFFIXES = BACKENDS.get("onnxruntime").suffixes
+CHECKPOINT_SUFFIXES = BACKENDS.get("torch").suffixes
 PRECISION_ORDER = ("fp16", "fp32", "int8")
 
 log = logging.getLogger(__name__)
@@ -151,6 +150,6 @@ def select_model(model: Path | None, backend: str = "auto") -> Selection:
         return Selection(backend, model, "as requested")
     chosen = backend_for_file(model)
     if not is_available(chosen):
-        extra = EXTRA_OF[MODULE_OF.get(chosen, chosen)]
+        extra = BACKENDS.get(chosen).extra
         raise ConfigError(f"{model}: needs the {chosen} backend, not installed here: pip install 'hep2edge[{extra}]'")
     return Selection(chosen, model, f"{model.suffix} file")

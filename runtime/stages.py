@@ -8,7 +8,7 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -196,7 +196,7 @@ class Reader:
             problem = field_problem(grid.height, grid.width, self.contract, self.largest_field)
             if problem is None:
                 return field_input(gray, self.contract), grid, True
-            log.info("%s: %s; analysed in tiles", item.key, problem)
+            log.warning("%s: %s; analysed in tiles", item.key, problem)
         if self.tiles_on_host:
             return frame_to_batch(gray, self.contract)[0], grid, False
         return None, grid, False
@@ -229,7 +229,8 @@ class Writer:
         facts = ImageFacts(frame.item.key, frame.content_hash, frame.stem, specimen, frame.grid.height,
                            frame.grid.width, str(frame.gray.dtype), frame.timings)
         section = cells.section("pattern_map" in self.contract.cell_outputs) if cells is not None else None
-        result = image_result(facts, outputs, frame.grid, mask, foreground, self.model, self.contract, section)
+        model = self.model if frame.field or self.model.inference == "tiles" else replace(self.model, inference="tiles")
+        result = image_result(facts, outputs, frame.grid, mask, foreground, model, self.contract, section)
         with self.stats.time("write"):
             for sink in self.sinks:
                 sink.write(ImageOutput(result, mask, frame.gray, cells))

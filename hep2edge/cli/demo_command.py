@@ -16,15 +16,22 @@ def _results_table(result: Any) -> Any:
     from rich.table import Table
 
     table = Table(title="fresh fields, as the scanner delivered them (image level)")
-    for column in ("image", "true pattern", "predicted (p)", "true int.", "predicted", "Dice", "ms"):
+    for column in ("image", "true pattern", "predicted (p)", "true int.", "predicted", "Dice", "cells (true)", "ms"):
         table.add_column(column, no_wrap=True)
     for i in result.outcome.images:
         pattern = "green" if i.pattern == i.true_pattern else "red"
         intensity = "green" if i.intensity == i.true_intensity else "red"
         table.add_row(Path(i.name).stem, i.true_pattern,
                       f"[{pattern}]{i.pattern}[/{pattern}] ({i.pattern_probability:.2f})", i.true_intensity,
-                      f"[{intensity}]{i.intensity}[/{intensity}]", f"{i.dice:.3f}", f"{i.analyse_ms:.0f}")
+                      f"[{intensity}]{i.intensity}[/{intensity}]", f"{i.dice:.3f}", _cells(i), f"{i.analyse_ms:.0f}")
     return table
+
+
+def _cells(image: Any) -> str:
+    """'found (true)' cell counts of a fresh field, '-' where no cells were analysed."""
+    if image.cells is None:
+        return "-"
+    return f"{image.cells} ({image.true_cells})" if image.true_cells is not None else str(image.cells)
 
 
 def _print_result(result: Any) -> None:

@@ -1,7 +1,8 @@
 """The demo's verdicts against the truth: per image, per specimen, and the image-level figures.
 
-Truth comes from the fresh dataset's manifest and masks; predictions from what the runtime wrote
-(`<stem>.json`, `<stem>_mask.png`, results.db). Metrics are hep2edge.metrics, as everywhere else.
+Truth comes from the fresh dataset's manifest, masks and instance labels (`{stem}_Labels.tif`); predictions from
+what the runtime wrote (`<stem>.json` with its `cells`, `<stem>_mask.png`, `<stem>_instances.png`, results.db).
+Metrics are hep2edge.metrics, as everywhere else.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from typing import Any
 import numpy as np
 
 from hep2edge.data.manifest import load_dataset
-from hep2edge.imageio import read_mask
+from hep2edge.imageio import read_labels, read_mask
 from hep2edge.labels import INTENSITIES, PATTERNS
-from hep2edge.metrics import accuracy, confusion_matrix, dice, mean_class_accuracy
+from hep2edge.metrics import accuracy, aji, confusion_matrix, dice, mean_class_accuracy
+from hep2edge.runtime.specimens import cell_shares
 
 
 @dataclass(frozen=True)
 class ImageOutcome:
-    """One fresh field: truth, verdict, mask Dice and timings (ms)."""
+    """One fresh field: truth, verdict, mask Dice, cells and timings (ms)."""
 
     name: str
     patient: str
@@ -35,6 +37,11 @@ class ImageOutcome:
     analyse_ms: float  # pipeline: picked up -> result written
     landed_to_result_ms: float | None  # scanner's rename -> result JSON on disk
     overlay: Path | None
+    cells: int | None = None  # the result JSON's cells.count; None: the run found no cells
+    cell_method: str | None = None  # distance (watershed on the distance head) | components
+    cell_patterns: dict[str, int] = field(default_factory=dict)  # cells per pattern (the pattern-map head)
+    true_cells: int | None = None  # cells in the truth's {stem}_Labels.tif
+    aji: float | None = None  # <stem>_instances.png against the truth's labels
 
 
 @dataclass
@@ -44,7 +51,8 @@ class Outcome:
     missing: list[str] = field(default_factory=list)  # fresh images without a result
 
     def figures(self) -> dict[str, float]:
-        """Image-level pattern accuracy / mean class accuracy, intensity accuracy, mean Dice; specimen accuracy."""
+        """Image-level pattern accuracy / mean class accuracy, intensity accuracy, mean Dice; specimen accuracy;
+        where cells were found, cells per field (found and true), their relative count error and the mean AJI."""
         if not self.images:
             return {}
         truth = np.array([PATTERNS.index(i.true_pattern) for i in self.images])
@@ -58,6 +66,16 @@ class Outcome:
         if self.specimens:
             figures["specimen_pattern_accuracy"] = float(np.mean([s["pattern"] == s["true_pattern"]
                                                                   for s in self.specimens]))
+        counts = [(i.cells, i.true_cells) for i in self.images if i.cells is not None]
+        if counts:
+            figures["cells_per_field"] = float(np.mean([found for found, _ in counts]))
+        labelled = [(found, true) for found, true in counts if true is not None]
+        if labelled:
+            figures["true_cells_per_field"] = float(np.mean([true for _, true in labelled]))
+            figures["cell_count_error"] = float(np.mean([abs(found - true) / max(true, 1) for found, true in labelled]))
+        scored = [i.aji for i in self.images if i.aji is not None]
+        if scored:
+            figures["aji"] = float(np.mean(scored))
         return figures
 
     def confusion(self) -> np.ndarray:
@@ -73,13 +91,41 @@ def _results_by_source(results: Path) -> dict[str, str]:
     return {Path(source).name: stem for source, stem in rows}
 
 
+def _most_cells(results: Path) -> dict[str, str]:
+    """Specimen -> the pattern most of its cells carry (what `--specimen-method cells` gives), where known."""
+    with sqlite3.connect(results / "results.db") as db:
+        rows = db.execute("SELECT specimen, cell_patterns FROM results").fetchall()
+    by_specimen: dict[str, list[str | None]] = {}
+    for specimen, counts in rows:
+        by_specimen.setdefault(specimen, []).append(counts)
+    shares = {specimen: cell_shares(counts) for specimen, counts in by_specimen.items()}
+    return {specimen: PATTERNS[int(np.argmax(s))] for specimen, s in shares.items() if s is not None}
+
+
 def _specimens(results: Path, truth: dict[str, tuple[str, str]]) -> list[dict[str, Any]]:
     with sqlite3.connect(results / "results.db") as db:
         rows = db.execute("SELECT specimen, images, complete, pattern, intensity FROM specimens "
                           "ORDER BY specimen").fetchall()
+    most_cells = _most_cells(results)
     return [{"specimen": s, "images": n, "complete": bool(c), "pattern": p, "intensity": i,
+             "most_cells": most_cells.get(s),
              "true_pattern": truth.get(s, ("?", "?"))[0], "true_intensity": truth.get(s, ("?", "?"))[1]}
             for s, n, c, p, i in rows]
+
+
+def _cells(record: Any, results: Path, stem: str, document: dict[str, Any]) -> dict[str, Any]:
+    """The ImageOutcome fields about cells: what the result JSON says, the truth's count, AJI where both exist."""
+    truth = read_labels(record.labels) if record.labels is not None and record.labels.is_file() else None
+    found: dict[str, Any] = {"true_cells": None if truth is None else len(np.unique(truth[truth > 0]))}
+    section = document.get("cells")
+    if section is None:
+        return found
+    found.update(cells=int(section["count"]), cell_method=section.get("method"),
+                 cell_patterns={name: int(n) for name, n in section.get("patterns", {}).items() if n})
+    instances = results / f"{stem}_instances.png"
+    if truth is not None and instances.is_file():
+        found["aji"] = aji(truth, read_labels(instances, truth.shape))
+    return found
 
 
 def _image(record: Any, results: Path, stem: str, landed: dict[str, float]) -> ImageOutcome:
@@ -96,7 +142,7 @@ def _image(record: Any, results: Path, stem: str, landed: dict[str, float]) -> I
         true_intensity=INTENSITIES[record.intensity], intensity=document["intensity"]["class"],
         dice=dice(predicted, true_mask), analyse_ms=float(document["timings_ms"].get("total", float("nan"))),
         landed_to_result_ms=None if landed_at is None else (json_path.stat().st_mtime - landed_at) * 1000,
-        overlay=overlay if overlay.is_file() else None,
+        overlay=overlay if overlay.is_file() else None, **_cells(record, results, stem, document),
     )
 
 

@@ -1,8 +1,9 @@
-"""`report.html`: one self-contained page to look at what the demo did (overlays, confusion, curves, export)."""
+"""`report.html`: one self-contained page to look at what the demo did (overlays, cells, confusion, curves, export)."""
 
 from __future__ import annotations
 
 import csv
+import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,9 +12,10 @@ from typing import Any
 
 import cv2
 
-from hep2edge.demo.outcome import Outcome
+from hep2edge.demo.outcome import ImageOutcome, Outcome
 from hep2edge.html_report import HtmlReport, confusion_table, line_chart_svg
 from hep2edge.labels import PATTERNS
+from hep2edge.runtime.sinks.files import PATTERN_RGB
 
 THUMBNAIL_WIDTH = 480
 
@@ -84,7 +86,49 @@ def _figures_paragraph(outcome: Outcome) -> str:
             f"{f['intensity_accuracy']:.2f}, mask Dice {f['dice']:.3f}.")
     if "specimen_pattern_accuracy" in f:
         text += f" Specimen (patient) level pattern accuracy {f['specimen_pattern_accuracy']:.2f}."
+    if "cells_per_field" in f:
+        text += f" Cells: {f['cells_per_field']:.1f} found per field"
+        if "true_cells_per_field" in f:
+            text += (f" ({f['true_cells_per_field']:.1f} in the truth, count error "
+                     f"{f['cell_count_error']:.0%})")
+        text += f", AJI {f['aji']:.3f} against the label images." if "aji" in f else "."
     return text + " Synthetic data: these figures say the pipeline works, not how it does on real sera."
+
+
+def _pattern_counts(counts: dict[str, int]) -> str:
+    """'speckled 18, homogeneous 5': the patterns the cells carry, most cells first."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], PATTERNS.index(item[0])))
+    return ", ".join(f"{name} {n}" for name, n in ranked if n) or "-"
+
+
+def _cell_rows(outcome: Outcome) -> tuple[list[list[object]], list[str]]:
+    """Per field with cells: found (method), truth, AJI, cells per pattern; `ok` where most cells carry the
+    true pattern."""
+    rows: list[list[object]] = []
+    classes: list[str] = []
+    for i in outcome.images:
+        if i.cells is None:
+            continue
+        rows.append([i.name, i.true_pattern, f"{i.cells} ({i.cell_method})",
+                     "-" if i.true_cells is None else i.true_cells, "-" if i.aji is None else f"{i.aji:.3f}",
+                     _pattern_counts(i.cell_patterns)])
+        top = max(i.cell_patterns, key=lambda name: i.cell_patterns[name], default=None)
+        classes.append("" if top is None else "ok" if top == i.true_pattern else "bad")
+    return rows, classes
+
+
+def _legend() -> str:
+    """The overlay colours: one swatch per pattern, as runtime/sinks/files.py draws each cell's contour."""
+    swatches = "".join(
+        f'<span style="white-space:nowrap;margin-right:1em"><span style="display:inline-block;width:1.4em;height:.3em;'
+        f'vertical-align:middle;background:rgb{PATTERN_RGB[name]}"></span> {html.escape(name)}</span>'
+        for name in PATTERNS)
+    return f'<p class="legend">{swatches}</p>'
+
+
+def _caption(i: ImageOutcome) -> str:
+    cells = "" if i.cells is None else f", {i.cells} cells"
+    return f"{i.name}: {i.pattern} / {i.intensity}{cells} (true {i.true_pattern} / {i.true_intensity})"
 
 
 def _finite(value: object) -> bool:
@@ -121,15 +165,30 @@ def build_report(inputs: ReportInputs, out_dir: Path) -> Path:
     rows, classes = _image_rows(inputs.outcome)
     report.table(["image", "patient", "true pattern", "predicted (p)", "true intensity", "predicted", "mask Dice",
                   "analysis ms", "landed -> result ms"], rows, classes)
-    if inputs.outcome.specimens:
-        report.heading("Specimen verdicts (vote over each patient's images)")
-        report.table(["specimen", "images", "true pattern", "verdict", "true intensity", "verdict"],
-                     [[s["specimen"], s["images"], s["true_pattern"], s["pattern"], s["true_intensity"],
-                       s["intensity"]] for s in inputs.outcome.specimens],
-                     ["ok" if s["pattern"] == s["true_pattern"] else "bad" for s in inputs.outcome.specimens])
-    report.heading("Overlays: predicted cell contours and the verdict")
-    report.gallery([(thumbnail(i.overlay, out_dir / "thumbnails"), f"{i.name}: {i.pattern} / {i.intensity} "
-                     f"(true {i.true_pattern} / {i.true_intensity})") for i in inputs.outcome.images if i.overlay])
+    cell_rows, cell_classes = _cell_rows(inputs.outcome)
+    if cell_rows:
+        report.heading("Cells per fresh field (instances and per-cell patterns from the result JSON)")
+        report.table(["image", "true pattern", "cells found (method)", "true cells", "AJI", "cells per pattern"],
+                     cell_rows, cell_classes)
+    specimens = inputs.outcome.specimens
+    if specimens:
+        most_cells = any(s.get("most_cells") for s in specimens)
+        report.heading("Specimen verdicts (vote over each patient's images"
+                       + ("; most cells: the pattern most of its cells carry, as --specimen-method cells gives)"
+                          if most_cells else ")"))
+        report.table(["specimen", "images", "true pattern", "verdict", *(["most cells"] if most_cells else []),
+                      "true intensity", "verdict"],
+                     [[s["specimen"], s["images"], s["true_pattern"], s["pattern"],
+                       *([s.get("most_cells") or "-"] if most_cells else []), s["true_intensity"], s["intensity"]]
+                      for s in specimens],
+                     ["ok" if s["pattern"] == s["true_pattern"] else "bad" for s in specimens])
+    if any(i.cell_patterns for i in inputs.outcome.images):
+        report.heading("Overlays: each cell's contour coloured by its pattern, and the verdict")
+        report.raw(_legend())
+    else:
+        report.heading("Overlays: predicted cell contours and the verdict")
+    report.gallery([(thumbnail(i.overlay, out_dir / "thumbnails"), _caption(i))
+                    for i in inputs.outcome.images if i.overlay])
     report.heading("Pattern confusion")
     held_out = inputs.train_summary.get("confusion", {}).get("patch")
     matrices = [("fresh fields, image level", inputs.outcome.confusion().tolist())]

@@ -62,7 +62,7 @@ def _artefacts(paths: DemoPaths, report: Path) -> dict[str, Path]:
         "ONNX models (fp32, int8) + export_report": paths.export,
         "fresh fields and their truth": paths.fresh,
         "the watched scanner folder": paths.inbox,
-        "results: <stem>.json, masks, overlays, results.csv, results.db": paths.results,
+        "results: <stem>.json (with cells), masks, overlays, instance labels, results.csv, results.db": paths.results,
     }
 
 
@@ -78,12 +78,14 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
                              f"{config.fresh_patients} fresh patients for the scanner"):
         steps.synthesize(config, paths)
     device = steps.training_device(config.device)
-    with clock.step("train", f"{config.encoder} U-Net, {config.epochs} epochs on {device}"):
+    heads = " + ".join(name for name, on in (("distance", config.instances), ("pattern-map", config.pattern_map)) if on)
+    with clock.step("train", f"{config.encoder} U-Net{f' with {heads} heads' if heads else ''}, "
+                             f"{config.epochs} epochs on {device}"):
         summary = steps.train(config, paths, console)
     with clock.step("export", "fp32 and int8 ONNX, each verified on held-out patients"):
         report = steps.export(config, paths, _checkpoint(summary, paths.train), console)
     with clock.step("watch", f"the scanner drops {config.fresh_images} fields into {paths.inbox}; "
-                             "hep2edge watch analyses each as it lands"):
+                             f"hep2edge watch analyses each as it lands ({config.inference} inference)"):
         service, scanner = steps.watch_inbox(config, paths, console)
     outcome = collect_outcome(paths.fresh, paths.results, scanner.landed)
     page = paths.root / "report.html"

@@ -69,14 +69,15 @@ def training_device(requested: str) -> str:
 
 
 def train(config: DemoConfig, paths: DemoPaths, console: Console) -> dict[str, Any]:
-    """One fold of patient-wise 5-fold CV; returns summary.json."""
+    """One fold of patient-wise 5-fold CV, with the distance and pattern-map heads; returns summary.json."""
     from hep2edge.train.config import TrainConfig
     from hep2edge.train.display import Display
     from hep2edge.train.run import run_training
 
     train_config = TrainConfig(
         data=paths.data, out=paths.train, encoder=config.encoder, decoder_channels=config.decoder_channels,
-        pool_levels=config.pool_levels, tile=config.tile, augment=True, epochs=config.epochs,
+        pool_levels=config.pool_levels, instances=config.instances, pattern_map=config.pattern_map,
+        tile=config.tile, augment=True, epochs=config.epochs,
         batch_size=config.batch_size, lr=config.lr, folds=config.folds, fold=0, seed=config.seed,
         device=config.device, progress=config.progress,
     )
@@ -105,7 +106,9 @@ def fresh_images(paths: DemoPaths) -> list[Path]:
 
 
 def watch_inbox(config: DemoConfig, paths: DemoPaths, console: Console) -> tuple[Any, ScannerDrop]:
-    """`hep2edge watch` on the inbox (newest model of the export, auto backend) while the scanner drops files."""
+    """`hep2edge watch --overlay --instance-labels --inference <config.inference>` on the inbox (newest model of the
+    export, auto backend, `--cells auto`: cells wherever the model has a distance head) while the scanner drops
+    files."""
     from hep2edge.runtime.backends.select import select_model
     from hep2edge.runtime.service import RunConfig, run_service
     from hep2edge.runtime.sources.watch import WatchConfig
@@ -120,7 +123,7 @@ def watch_inbox(config: DemoConfig, paths: DemoPaths, console: Console) -> tuple
     watch_config = WatchConfig(paths.inbox, settle_ms=200, existing=True, max_files=len(images))
     run_config = RunConfig(
         command="watch", out=resolve_out_dir(paths.results, "watch"), model=chosen.model, backend=chosen.backend,
-        model_reason=chosen.reason, overlay=True,
+        model_reason=chosen.reason, inference=config.inference, overlay=True, instance_labels=True,
         specimens=SpecimenConfig(images=config.fresh_images_per_patient), source={"folder": str(paths.inbox)},
     )
     scanner = ScannerDrop(images, paths.inbox, config.drop_interval_s).start()

@@ -43,7 +43,7 @@ from benchlib.tables import fmt, markdown_table
 QUICK = {"patients": 7, "images_per_patient": 2, "size": "128x128", "tile": 64, "epochs": 1, "test_patients": 7,
          "test_images_per_patient": 1, "encoder": "resnet18", "decoder_channels": "32,16,16,8,8", "calib_images": 8,
          "pool_levels": 1}
-FIELD_BACKENDS = ("onnxruntime",)  # whole-field rows: the CPU path the field mode is for
+FIELD_BACKENDS = ("onnxruntime", "openvino")  # whole-field rows: the CPU paths the field mode is for
 SHOWN = ("dice", "pattern_accuracy", "pattern_mca", "intensity_accuracy", "intensity_auc")
 
 
@@ -126,6 +126,9 @@ def choices(models: ModelSet) -> list[tuple[Choice | None, str]]:
         path = models.onnx.get(precision)
         rows.append((Choice("onnxruntime", path, precision, ort_device), "") if path else
                     (None, f"onnxruntime {precision}: {models.missing.get(precision, 'not exported')}"))
+    if devices.openvino().ok:  # the CPU path without an NVIDIA GPU: the same files under OpenVINO
+        rows += [(Choice("openvino", models.onnx[p], p, "cpu", hint="f32"), "") for p in ("fp32", "int8")
+                 if p in models.onnx]
     for precision, engine in models.engines.items():
         rows.append((Choice("tensorrt", engine, precision, "cuda"), ""))
     if not models.engines:

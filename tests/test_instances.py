@@ -20,6 +20,7 @@ from hep2edge.instances import (
 )
 from hep2edge.labels import PATTERNS
 
+SMALL = InstanceParams(min_area=30)  # the hand-made cells here are small (9 x 9 px squares, r = 10 disks)
 
 def touching_disks(count: int = 5, radius: int = 10, step: int = 19) -> np.ndarray:
     """A row of `count` disks, each overlapping the next by a few pixels (later ones drawn on top)."""
@@ -64,7 +65,7 @@ def test_distance_target_keeps_cells_cut_by_the_image_edge_open() -> None:
 def test_watershed_recovers_touching_disks_that_components_merge() -> None:
     truth = touching_disks()
     d = distance_target(truth)
-    labels = instances_from_maps(truth > 0, d, InstanceParams())
+    labels = instances_from_maps(truth > 0, d, SMALL)
     assert labels.dtype == np.int32 and labels.max() == 5
     assert sorted(np.unique(labels).tolist()) == list(range(6))
     assert min(best_iou(truth, labels, cell) for cell in range(1, 6)) > 0.95
@@ -77,7 +78,7 @@ def test_a_confluent_sheet_of_more_than_255_cells_is_split() -> None:
     for i in range(16):
         for j in range(20):
             truth[2 + i * 9:11 + i * 9, 2 + j * 9:11 + j * 9] = i * 20 + j + 1
-    labels = instances_from_maps(truth > 0, distance_target(truth), InstanceParams())
+    labels = instances_from_maps(truth > 0, distance_target(truth), SMALL)
     assert labels.max() == 320 and ((labels > 0) == (truth > 0)).all()
     assert len(set(zip(truth[truth > 0].tolist(), labels[truth > 0].tolist()))) == 320  # one instance per square
 
@@ -85,8 +86,8 @@ def test_a_confluent_sheet_of_more_than_255_cells_is_split() -> None:
 def test_uint8_and_float_distance_give_the_same_labels() -> None:
     truth = touching_disks(4)
     d = distance_target(truth)
-    as_float = instances_from_maps(truth > 0, d, InstanceParams())
-    as_uint8 = instances_from_maps(truth > 0, np.round(d * 255).astype(np.uint8), InstanceParams())
+    as_float = instances_from_maps(truth > 0, d, SMALL)
+    as_uint8 = instances_from_maps(truth > 0, np.round(d * 255).astype(np.uint8), SMALL)
     assert as_float.max() == 4
     assert (as_float == as_uint8).all()
 
@@ -95,7 +96,7 @@ def test_min_area_removes_a_speck() -> None:
     truth = touching_disks(2)
     truth[1:4, -4:-1] = 9  # a 3 x 3 speck, away from the disks
     d = distance_target(truth)
-    assert instances_from_maps(truth > 0, d, InstanceParams()).max() == 2
+    assert instances_from_maps(truth > 0, d, SMALL).max() == 2
     kept = instances_from_maps(truth > 0, d, InstanceParams(min_area=0))
     speck = kept[1:4, -4:-1]
     assert kept.max() == 3 and (speck == speck[0, 0]).all() and speck[0, 0] not in kept[truth != 9]
@@ -127,7 +128,7 @@ def test_a_cell_inside_the_hole_of_another_stays_apart() -> None:
     cv2.circle(truth, (30, 30), 24, 1, -1)
     cv2.circle(truth, (30, 30), 12, 0, -1)
     cv2.circle(truth, (30, 30), 6, 2, -1)
-    labels = instances_from_maps(truth > 0, distance_target(truth), InstanceParams())
+    labels = instances_from_maps(truth > 0, distance_target(truth), SMALL)
     assert labels.max() == 2 and len(np.unique(labels[truth == 1])) == 1 and len(np.unique(labels[truth == 2])) == 1
     assert labels[30, 30] != labels[30, 8]
     assert connected_instances(truth > 0, 30).max() == 2

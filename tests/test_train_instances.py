@@ -24,7 +24,7 @@ from hep2edge.cli.app import app  # noqa: E402
 from hep2edge.data.combined import load_datasets  # noqa: E402
 from hep2edge.errors import ConfigError  # noqa: E402
 from hep2edge.imageio import read_labels  # noqa: E402
-from hep2edge.instances import distance_target  # noqa: E402
+from hep2edge.instances import InstanceParams, distance_target  # noqa: E402
 from hep2edge.tiling import tile_grid  # noqa: E402
 from hep2edge.train.augment import Augmenter  # noqa: E402
 from hep2edge.train.cell_eval import CellScorer  # noqa: E402
@@ -210,7 +210,7 @@ def test_cells_csv_classes_reach_the_pattern_map_targets(synth_tiny: Path, tmp_p
 
 
 def test_losses_of_the_dense_heads_and_perfect_maps_score_one() -> None:
-    labels = np.zeros((32, 32), np.int32)  # cells of >= InstanceParams().min_area px, two of them touching
+    labels = np.zeros((32, 32), np.int32)  # small hand-made cells (>= 100 px), two of them touching
     labels[2:12, 2:12], labels[2:12, 12:24], labels[16:26, 4:14] = 1, 2, 3
     mask = labels > 0
     target = distance_target(labels)
@@ -225,7 +225,7 @@ def test_losses_of_the_dense_heads_and_perfect_maps_score_one() -> None:
     assert losses.shape == (5,) and float(losses[3]) < 1e-6 and float(losses[4]) < 1e-3
     with pytest.raises(ValueError, match="no distance target"):
         loss_fn(out, torch.from_numpy(mask)[None, None].float(), torch.tensor([2]), torch.tensor([1]))
-    scorer = CellScorer()
+    scorer = CellScorer(InstanceParams(min_area=30))
     scorer.add(out, mask[None], valid_pixels(np.array([[28, 30]]), 32), labels[None].astype(np.uint16),
                classes[None])
     metrics = scorer.metrics()

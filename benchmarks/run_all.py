@@ -27,9 +27,9 @@ from benchlib.summary import readme_markdown, targets, targets_markdown
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {"backends": "bench_backends.py", "pipeline": "bench_pipeline.py", "host": "bench_host.py",
-           "preprocess": "bench_preprocess.py", "accuracy": "bench_accuracy.py", "soak": "bench_soak.py"}
-OWN_FILES = {"soak"}  # scripts that write `<machine>-<name>-<date>` files, not a section of the day's file
-SCRIPTS["cells"], OWN_FILES = "bench_cells.py", OWN_FILES | {"cells"}  # own instances-accuracy files
+           "preprocess": "bench_preprocess.py", "accuracy": "bench_accuracy.py", "soak": "bench_soak.py",
+           "cells": "bench_cells.py"}
+OWN_FILES = {"soak", "cells"}  # scripts that write `<machine>-<name>-<date>` files, not a section of the day's file
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -191,6 +191,7 @@ class Row:
     stitch_ms: list[float] = field(default_factory=list)
     cells_ms: list[float] = field(default_factory=list)
     dense_ms: list[float] = field(default_factory=list)  # the full_dense part of cells_ms
+    distance: list[dict[str, float]] = field(default_factory=list)  # per field: predicted vs true, inside cells
     infer_ms: list[float] = field(default_factory=list)
     cells_right: int = 0
     cells_with_pattern: int = 0
@@ -215,6 +216,8 @@ class Row:
                 "timings_ms": {"inference": summarize(self.infer_ms), "stitch": summarize(self.stitch_ms),
                                "cells": summarize(self.cells_ms), "full_dense": summarize(self.dense_ms),
                                "post_processing": summarize(post)},
+                "distance_inside_cells": ({k: float(np.mean([d[k] for d in self.distance])) for k in self.distance[0]}
+                                          if self.distance else None),
                 "targets": {k: verdict(metrics.get(k), t, higher) for k, (t, higher) in TARGETS.items()}}
 
 
@@ -284,10 +287,24 @@ def score(row: Row, outputs: Any, grid: Any, gray: np.ndarray, truth: np.ndarray
         top = int(np.argmax(outputs.pattern.mean(axis=0)))
         classes = np.where(mask > 0, np.uint8(1 + top), np.uint8(0))
     row.pred_classes.append(classes.ravel())
+    if row.method == "distance":
+        row.distance.append(distance_fit(dense["distance"][0], truth))
 
 
-def evaluate(onnx: Path, name: str, test: Path, args: argparse.Namespace) -> tuple[list[Row], str]:
-    """Every row of one model over the test set; (rows, backend description)."""
+def distance_fit(distance: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """The predicted distance map (uint8) against `distance_target(truth)` on true cell pixels: percentiles of
+    each, their L1 and correlation (how sharp the peaks the watershed seeds from are)."""
+    from hep2edge.instances import distance_target
+
+    inside = truth > 0
+    pred, target = distance[inside].astype(np.float32) / 255, distance_target(truth)[inside]
+    fit = {f"pred_p{q}": float(np.percentile(pred, q)) for q in (50, 90, 99)}
+    fit |= {f"target_p{q}": float(np.percentile(target, q)) for q in (50, 90, 99)}
+    return fit | {"l1": float(np.abs(pred - target).mean()), "correlation": float(np.corrcoef(pred, target)[0, 1])}
+
+
+def evaluate(onnx: Path, name: str, test: Path, args: argparse.Namespace) -> tuple[list[Row], str, dict[str, Any]]:
+    """Every row of one model over the test set; (rows, backend description, the instance params used)."""
     from hep2edge.data.manifest import load_dataset
     from hep2edge.imageio import read_image, read_labels
     from hep2edge.instances import InstanceParams
@@ -319,11 +336,11 @@ def evaluate(onnx: Path, name: str, test: Path, args: argparse.Namespace) -> tup
                 score(row, outputs, grid, gray, truth, record.pattern, params, infer_ms)
             if index % 7 == 6 or index == len(records) - 1:
                 say(f"{name}: {index + 1}/{len(records)} fields scored")
-        return rows, backend.describe()
+        return rows, backend.describe(), params.to_dict()
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    load = os.getloadavg()[0]
+    load, started = os.getloadavg()[0], time.strftime("%Y-%m-%d %H:%M:%S")
     chosen = [name.strip() for name in args.models.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(MODELS))
     if unknown or not chosen:
@@ -340,11 +357,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for name in chosen:
         checkpoint, facts = train(args, work, data, name)
         onnx = export(checkpoint, work / f"cells-export-{facts['run']}", data)
-        found, described = evaluate(onnx, name, test, args)
+        found, described, params = evaluate(onnx, name, test, args)
         rows += [r.result() for r in found]
         models[name] = {**facts, **MODELS[name], "checkpoint": str(checkpoint), "onnx": str(onnx),
-                        "backend": described}
-    return {"command": command_line(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                        "backend": described, "instance_params": params}
+    return {"command": command_line(), "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "load_average": [round(load, 2), round(os.getloadavg()[0], 2)], "threads": args.threads or None,
             "training": {k: getattr(args, k) for k in TRAIN_KEYS},
             "test_set": {"patients": args.test_patients, "images": args.test_patients * args.test_images_per_patient,
@@ -357,7 +374,7 @@ def markdown(data: dict[str, Any]) -> str:
     t, test = data["training"], data["test_set"]
     env = data["environment"]
     lines = [f"# Per-cell accuracy on {data['machine']} ({data['date']})", "",
-             f"`{data['command']}` ({data['started']})", "",
+             f"`{data['command']}` ({data['started']} to {data['finished']})", "",
              f"CPU: {env.get('cpu')} ({env.get('cpus_usable')} cores usable); 1-minute load average "
              f"{data['load_average'][0]} at the start, {data['load_average'][1]} at the end; torch / ONNX Runtime "
              f"threads: {data['threads'] or 'their defaults'} (other work on the machine slows every step).", "",
@@ -369,7 +386,9 @@ def markdown(data: dict[str, Any]) -> str:
              f"Test set: {test['patients']} fresh synthetic patients, {test['images']} fields of {test['size']} "
              f"(seed {test['seed']}), never seen in training or model selection. Scores per field, mean over "
              "fields (F1, precision, recall, DQ at IoU 0.5; centroid F1 within 12 px); mIoU pooled over every pixel "
-             "(background + 7 patterns). Synthetic figures: not a claim about real I3A data.", ""]
+             "(background + 7 patterns). Instance params (the contract's): "
+             f"{next(iter(data['models'].values())).get('instance_params')}. "
+             "Synthetic figures: not a claim about real I3A data.", ""]
     rows = data["rows"]
     lines += [markdown_table(["cells from", *SHOWN],
                              [[r["label"], *(fmt(r["metrics"].get(k), 3) for k in SHOWN)] for r in rows],
@@ -389,6 +408,15 @@ def markdown(data: dict[str, Any]) -> str:
                                *(fmt(r["timings_ms"][k]["p50"], 1)
                                  for k in ("inference", "stitch", "cells", "full_dense", "post_processing"))]
                               for r in rows], right=(1, 2, 3, 4, 6, 7, 8, 9, 10)), ""]
+    fits = [(r["label"], r["distance_inside_cells"]) for r in rows if r.get("distance_inside_cells")]
+    if fits:
+        keys = ("pred_p50", "pred_p90", "pred_p99", "target_p50", "target_p90", "target_p99", "l1", "correlation")
+        lines += ["The distance head on true cell pixels against its training target (`distance_target` of the "
+                  "truth; percentiles, L1, correlation; mean over fields). Markers are where it exceeds "
+                  "marker_threshold, peaks split at depth h:", "",
+                  markdown_table(["cells from", *keys],
+                                 [[label, *(fmt(fit[k], 3) for k in keys)] for label, fit in fits],
+                                 right=range(1, len(keys) + 1)), ""]
     lines += ["Training runs (train s: the epochs' summed seconds; resumed: continued from its last epoch after the "
               "process was killed; validation: fold 0's held-out tiles at the best epoch, patch level):", "",
               markdown_table(["model", "train s", "torch threads", "best epoch", "val dice", "val aji", "val pq",

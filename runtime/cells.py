@@ -22,7 +22,7 @@ from hep2edge.instances import (
     pattern_cell_counts,
 )
 from hep2edge.runtime.results import TileOutputs
-from hep2edge.tiling import TileGrid, stitch_mean
+from hep2edge.tiling import TileGrid, stitch_mean_channels
 
 CELL_MODES = ("auto", "distance", "components", "off")
 
@@ -49,7 +49,7 @@ def to_u8(probabilities: np.ndarray) -> np.ndarray:
 
 def stitch_dense(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
     """(N, C, t, t) uint8 per-tile maps -> (C, H, W) uint8, the mean of the tiles covering each pixel."""
-    return np.stack([to_u8(stitch_mean(tiles[:, channel], grid) / 255) for channel in range(tiles.shape[1])])
+    return to_u8(stitch_mean_channels(tiles, grid) / 255)
 
 
 def full_dense(outputs: TileOutputs, grid: TileGrid) -> dict[str, np.ndarray]:

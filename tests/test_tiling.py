@@ -123,3 +123,16 @@ def test_binary_stitchers_match_the_vote_fraction(shape: tuple[int, int], tile: 
     fraction = stitch_mean(tiles.astype(np.float32), grid)
     np.testing.assert_array_equal(stitch_majority(tiles, grid), fraction > 0.5)
     np.testing.assert_array_equal(stitch_or(tiles * 7, grid), fraction > 0)  # any non-zero value is a vote
+
+
+def test_stitching_channels_in_one_pass_equals_stitch_mean_per_channel() -> None:
+    from hep2edge.tiling import stitch_mean, stitch_mean_channels
+
+    grid = tile_grid(150, 200, 64)
+    tiles = np.random.default_rng(3).integers(0, 256, (len(grid), 3, 64, 64), dtype=np.uint8)
+    stitched = stitch_mean_channels(tiles, grid)
+    assert stitched.shape == (3, 150, 200) and stitched.dtype == np.float32
+    for channel in range(3):
+        np.testing.assert_array_equal(stitched[channel], stitch_mean(tiles[:, channel], grid))
+    with pytest.raises(ValueError, match="C, 64, 64"):
+        stitch_mean_channels(tiles[:, 0], grid)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from cli_support import run_cli
 
 pytest.importorskip("onnx")
 pytest.importorskip("modelopt.onnx")
@@ -51,15 +51,6 @@ def headed_export(headed_checkpoint: Path, synth_small: Path,
     return out, report
 
 
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
-    from hep2edge.cli.app import main
-
-    monkeypatch.setattr(sys, "argv", ["hep2edge", *args])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def test_headed_fp32_export_passes_with_cell_metrics(headed_export: tuple[Path, Any]) -> None:

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli
 
 pytest.importorskip("onnx")
 pytest.importorskip("modelopt.onnx")
 
 
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
-    from hep2edge.cli.app import main
-
-    monkeypatch.setattr(sys, "argv", ["hep2edge", *args])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import run_cli
 
 pytest.importorskip("onnx")
 pytest.importorskip("modelopt.onnx")
@@ -29,16 +29,6 @@ def make_data_checkpoint(tiny_checkpoint: Path, data_root: Path, dest: Path) -> 
     return dest
 
 
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
-    """Run the console entry point in-process; returns its exit code."""
-    from hep2edge.cli.app import main
-
-    monkeypatch.setattr(sys, "argv", ["hep2edge", *args])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from cli_support import run_cli
 from test_runtime_support import hep2edge, write_pngs
 
 from hep2edge.contract import ModelContract
@@ -147,14 +147,10 @@ def test_analyze_writes_cells_counts_and_instance_labels(cells_onnx: Path, tmp_p
 def test_per_cell_output_from_a_model_without_the_head_is_one_line(tiny_onnx: Path, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from hep2edge.cli.app import main
-
     (image,) = write_pngs(tmp_path / "in", 1, shape=(64, 64))
     out = tmp_path / "results"
-    monkeypatch.setattr(sys, "argv", ["hep2edge", "analyze", str(image), "--model", str(tiny_onnx), "--out", str(out),
-                                      "--backend", "onnxruntime", "--cells", "distance"])
-    with pytest.raises(SystemExit) as info:
-        main()
+    code = run_cli(["analyze", str(image), "--model", str(tiny_onnx), "--out", str(out), "--backend", "onnxruntime",
+                    "--cells", "distance"], monkeypatch)
     err = capsys.readouterr().err.strip()
-    assert info.value.code == 2 and "has no distance head" in err and "\n" not in err, err
+    assert code == 2 and "has no distance head" in err and "\n" not in err, err
     assert list(out.iterdir()) == []  # made and checked writable up front, nothing written in it

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import onnx
 import pytest
+from cli_support import run_cli
 from test_runtime_support import hep2edge, write_pngs
 
 from hep2edge.contract import FIELD_OUTPUTS, OUTPUTS, ModelContract
@@ -133,8 +133,6 @@ def test_a_model_without_field_outputs_is_refused_before_results_exist(tiny_onnx
                                                                        monkeypatch: pytest.MonkeyPatch,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """An ONNX file exported before whole-field inference (its contract has no field outputs)."""
-    from hep2edge.cli.app import main
-
     proto = onnx.load(str(tiny_onnx))
     contract = read_contract(proto)
     old = ModelContract.from_dict({**contract.to_dict(), "field_stride": 0, "outputs": dict(OUTPUTS)})
@@ -143,10 +141,8 @@ def test_a_model_without_field_outputs_is_refused_before_results_exist(tiny_onnx
     onnx.save(proto, str(model))
     (image,) = write_pngs(tmp_path / "in", 1)
     out = tmp_path / "results"
-    monkeypatch.setattr(sys, "argv", ["hep2edge", "analyze", str(image), "--model", str(model), "--out", str(out),
-                                      "--backend", "onnxruntime", "--inference", "field"])
-    with pytest.raises(SystemExit) as info:
-        main()
+    code = run_cli(["analyze", str(image), "--model", str(model), "--out", str(out), "--backend", "onnxruntime",
+                    "--inference", "field"], monkeypatch)
     err = capsys.readouterr().err.strip()
-    assert info.value.code == 2 and "has no whole-field outputs" in err and "\n" not in err, err
+    assert code == 2 and "has no whole-field outputs" in err and "\n" not in err, err
     assert list(out.iterdir()) == []  # made and checked writable up front, nothing written in it

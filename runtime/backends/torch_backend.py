@@ -147,7 +147,8 @@ class TorchBackend(Backend):
     def _allocate(self, contract: ModelContract) -> None:
         """Pinned host buffers for the I/O of the largest batch, and the CUDA graphs' static input."""
         n, c, t = self.max_batch, contract.channels, contract.tile
-        shapes = {"input": (n, c, t, t), **{name: output_shapes(contract, n)[name] for name in self.tile_outputs}}
+        outputs = output_shapes(contract, n)
+        shapes = {"input": (n, c, t, t), **{name: outputs[name] for name in self.tile_outputs}}
         self._host = {name: torch.empty(shape, dtype=torch.float32).pin_memory() for name, shape in shapes.items()}
         if self.config.cuda_graph:
             assert self._forward is not None

@@ -11,7 +11,7 @@ import pytest
 from trt_stubs import StubsNotInstalled, installed_stub_dirs, mypy_config, patch_stub, prepare_stubs
 
 REPO = Path(__file__).resolve().parents[1]
-TENSORRT_MODULES = ("export/tensorrt_build.py", "runtime/backends/tensorrt_backend.py")
+TENSORRT_MODULES = ("export/tensorrt/build.py", "runtime/backends/tensorrt_backend.py")
 PROBE = (
     "import tensorrt as trt\n\n\n"
     "def probe(context: trt.IExecutionContext) -> None:\n"

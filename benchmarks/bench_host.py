@@ -53,8 +53,8 @@ class HostStages:
         from hep2edge.runtime.results import ModelInfo
         from hep2edge.runtime.settings import SpecimenConfig, StageConfig
         from hep2edge.runtime.sinks import IMAGE_SINKS
+        from hep2edge.runtime.stage_timings import StageStats
         from hep2edge.runtime.stages import Reader, Writer
-        from hep2edge.runtime.stats import StageStats
         from hep2edge.runtime.status import StatusBoard
 
         shutil.rmtree(results, ignore_errors=True)

@@ -33,8 +33,8 @@ from hep2edge.runtime.journal import Journal
 from hep2edge.runtime.settings import PipelineConfig
 from hep2edge.runtime.sinks import TableSink
 from hep2edge.runtime.sources import Item, Source
+from hep2edge.runtime.stage_timings import StageStats
 from hep2edge.runtime.stages import Frame, Reader, Writer
-from hep2edge.runtime.stats import StageStats
 from hep2edge.runtime.status import StatusBoard
 
 log = logging.getLogger(__name__)

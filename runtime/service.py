@@ -36,8 +36,8 @@ from hep2edge.runtime.sinks import IMAGE_SINKS, TABLE_SINKS
 from hep2edge.runtime.sinks.files import read_complete_result
 from hep2edge.runtime.sources import Source
 from hep2edge.runtime.specimens import all_specimens, update_specimen
+from hep2edge.runtime.stage_timings import StageStats
 from hep2edge.runtime.stages import Reader, Writer
-from hep2edge.runtime.stats import StageStats
 from hep2edge.runtime.status import StatusBoard
 from hep2edge.workspace import write_resolved_config
 

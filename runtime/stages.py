@@ -33,7 +33,7 @@ from hep2edge.runtime.settings import SpecimenConfig, StageConfig
 from hep2edge.runtime.sinks import ImageOutput, ImageSink
 from hep2edge.runtime.sources.base import Item
 from hep2edge.runtime.specimens import update_specimen
-from hep2edge.runtime.stats import StageStats
+from hep2edge.runtime.stage_timings import StageStats
 from hep2edge.runtime.status import StatusBoard
 from hep2edge.tiling import TileGrid
 

@@ -209,7 +209,7 @@ def test_one_run_per_results_folder(tmp_path: Path) -> None:
 
 
 def test_stage_percentiles() -> None:
-    from hep2edge.runtime.stats import StageStats, percentile_table
+    from hep2edge.runtime.stage_timings import StageStats, percentile_table
 
     stats = StageStats()
     for value in range(1, 101):

@@ -25,8 +25,8 @@ from hep2edge.runtime.settings import SpecimenConfig, StageConfig
 from hep2edge.runtime.sources import Item
 from hep2edge.runtime.sources.watch import FolderWatchSource, StartupScan, WatchConfig
 from hep2edge.runtime.specimens import update_specimen
+from hep2edge.runtime.stage_timings import StageStats
 from hep2edge.runtime.stages import Reader
-from hep2edge.runtime.stats import StageStats
 from hep2edge.runtime.status import StatusBoard
 
 

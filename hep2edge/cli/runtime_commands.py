@@ -87,7 +87,7 @@ def _run(config: Any, make_source: Any, show_stats: bool) -> Any:
     summary = run_service(config, make_source, console)
     _print_summary(summary)
     if show_stats:
-        from hep2edge.runtime.stats import percentile_table
+        from hep2edge.runtime.stage_timings import percentile_table
 
         console.print(percentile_table(summary.stages))
     return summary

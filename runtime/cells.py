@@ -22,9 +22,8 @@ from hep2edge.instances import (
     pattern_cell_counts,
 )
 from hep2edge.runtime.results import TileOutputs
+from hep2edge.runtime.settings import CELL_MODES
 from hep2edge.tiling import TileGrid, stitch_inner_channels
-
-CELL_MODES = ("auto", "distance", "components", "off")
 
 
 def cell_method(mode: str, contract: ModelContract, source: str) -> str | None:

@@ -13,7 +13,8 @@ from hep2edge.imageio import channel_policy_names
 from hep2edge.normalization import MODES as NORMALIZATION_MODES
 from hep2edge.train.archs import arch_problem
 from hep2edge.train.losses import DISTANCE_LOSSES, SEG_LOSSES
-from hep2edge.train.model import DEFAULT_ENCODER, ModelConfig, available_encoders
+from hep2edge.train.model import ModelConfig, available_encoders
+from hep2edge.train.settings import TrainSettings
 from hep2edge.train.weighting import WEIGHTINGS
 
 SCHEDULERS = ("cosine", "plateau", "none")
@@ -21,56 +22,12 @@ MONITORS = ("score", "val_loss", "dice", "pattern_accuracy", "pattern_mca", "int
             "miou")
 CELL_MONITORS = ("aji", "pq", "miou")  # need a dense head (miou: the pattern map)
 TASKS = ("mask", "pattern", "intensity")  # always trained
-DENSE_TASKS = ("distance", "pattern_map")  # optional: --instances, --pattern-map
-DEFAULT_TILE = 384
+DENSE_TASKS = ("distance", "pattern_map")  # optional: instances, pattern_map
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything one `hep2edge train` run needs; `fold=None` means every fold."""
-
-    data: Path | tuple[Path, ...]  # one folder, or several trained together (a 1-tuple becomes the Path)
-    out: Path | None = None  # None: the next runs/train/<n>, made once the inputs are checked
-    manifest: Path | None = None
-    allow_outside: bool = False  # manifest paths may resolve outside `data`
-    folds_file: Path | None = None
-    encoder: str = DEFAULT_ENCODER
-    encoder_weights: str = "none"
-    in_channels: int = 1
-    channel_policy: str = "luminance"
-    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
-    arch: str = "unet"
-    attention: str = "none"
-    instances: bool = False  # the distance head (per-cell instances by watershed)
-    pattern_map: bool = False  # the per-pixel pattern head (background + 7 patterns)
-    distance_loss: str = "l1"
-    pattern_map_dice: bool = True  # pattern map loss: cross-entropy + soft Dice over the 8 classes
-    pool_levels: int = 1
-    dropout: float = 0.3
-    tile: int = DEFAULT_TILE
-    normalization: str = "fixed"
-    augment: bool = False
-    epochs: int = 30
-    batch_size: int = 8
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    scheduler: str = "cosine"
-    folds: int = 5
-    fold: int | None = None
-    seed: int = 0
-    seg_loss: str = "dice"
-    class_weights: bool = False
-    label_smoothing: float = 0.0
-    weighting: str = "fixed"  # gradnorm starves the pattern task on synth data (see the learning benchmark)
-    task_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # per task of `tasks`; 3 given: dense heads take 1.0
-    alpha: float = 0.12
-    weighting_lr: float = 0.025
-    monitor: str = "score"
-    patience: int = 0
-    amp: bool = True
-    device: str = "auto"
-    resume: bool = False
-    progress: bool = True
+class TrainConfig(TrainSettings):
+    """Everything one `hep2edge train` run needs (the fields: TrainSettings), checked once."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", _data_field(self.data))

@@ -22,8 +22,8 @@ from torch import nn
 from hep2edge.errors import ConfigError
 from hep2edge.labels import PATTERNS
 from hep2edge.train.archs import build_smp_model
+from hep2edge.train.settings import DEFAULT_ENCODER
 
-DEFAULT_ENCODER = "efficientnet-b4"
 PATTERN_MAP_CLASSES = ("background", *PATTERNS)  # the pattern map's channels, in order
 
 

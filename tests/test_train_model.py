@@ -69,7 +69,7 @@ def test_imagenet_offline_fails_fast_with_one_line(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ConfigError) as info:
         build_model(ModelConfig(encoder="resnet18", decoder_channels=SMALL_DECODER), "imagenet")
     message = str(info.value)
-    assert "offline" in message and "--encoder-weights PATH" in message and "\n" not in message
+    assert "offline" in message and "`encoder_weights` PATH" in message and "\n" not in message
 
 
 def test_imagenet_for_an_encoder_without_imagenet_weights_says_what_it_has() -> None:

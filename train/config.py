@@ -37,42 +37,42 @@ class TrainConfig(TrainSettings):
         checks = [
             (not arch, arch),
             (self.seg_loss in SEG_LOSSES.names(),
-             f"--seg-loss {self.seg_loss}: valid: {', '.join(SEG_LOSSES.names())}"),
+             f"`seg_loss` {self.seg_loss}: valid: {', '.join(SEG_LOSSES.names())}"),
             (self.weighting in WEIGHTINGS.names(),
-             f"--weighting {self.weighting}: valid: {', '.join(WEIGHTINGS.names())}"),
-            (self.scheduler in SCHEDULERS, f"--scheduler {self.scheduler}: valid: {', '.join(SCHEDULERS)}"),
-            (self.monitor in MONITORS, f"--monitor {self.monitor}: valid: {', '.join(MONITORS)}"),
+             f"`weighting` {self.weighting}: valid: {', '.join(WEIGHTINGS.names())}"),
+            (self.scheduler in SCHEDULERS, f"`scheduler` {self.scheduler}: valid: {', '.join(SCHEDULERS)}"),
+            (self.monitor in MONITORS, f"`monitor` {self.monitor}: valid: {', '.join(MONITORS)}"),
             (self.normalization in NORMALIZATION_MODES,
-             f"--normalization {self.normalization}: valid: {', '.join(NORMALIZATION_MODES)}"),
+             f"`normalization` {self.normalization}: valid: {', '.join(NORMALIZATION_MODES)}"),
             (self.encoder in available_encoders(),
-             f"--encoder {self.encoder}: not a segmentation_models_pytorch encoder "
+             f"`encoder` {self.encoder}: not a segmentation_models_pytorch encoder "
              "(e.g. efficientnet-b4, resnet34, vgg19_bn, inceptionv4, mobilenet_v2)"),
             (len(self.decoder_channels) == 5 and all(c > 0 for c in self.decoder_channels),
-             f"--decoder-channels needs 5 positive widths, got {list(self.decoder_channels)}"),
+             f"`decoder_channels` needs 5 positive widths, got {list(self.decoder_channels)}"),
             (self.channel_policy in channel_policy_names(),
-             f"--channel-policy {self.channel_policy}: valid: {', '.join(channel_policy_names())}"),
-            (self.in_channels in (1, 3), f"--in-channels must be 1 or 3, got {self.in_channels}"),
-            (self.tile >= 32 and self.tile % 32 == 0, f"--tile must be a multiple of 32 (>= 32), got {self.tile}"),
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (self.folds >= 2, f"--folds must be >= 2, got {self.folds}"),
+             f"`channel_policy` {self.channel_policy}: valid: {', '.join(channel_policy_names())}"),
+            (self.in_channels in (1, 3), f"`in_channels` must be 1 or 3, got {self.in_channels}"),
+            (self.tile >= 32 and self.tile % 32 == 0, f"`tile` must be a multiple of 32 (>= 32), got {self.tile}"),
+            (self.epochs >= 1, f"`epochs` must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"`batch_size` must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"`lr` must be positive, got {self.lr}"),
+            (self.folds >= 2, f"`folds` must be >= 2, got {self.folds}"),
             (self.fold is None or 0 <= self.fold < self.folds,
-             f"--fold must be 'all' or 0-{self.folds - 1}, got {self.fold}"),
-            (0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}"),
+             f"`fold` must be 'all' or 0-{self.folds - 1}, got {self.fold}"),
+            (0.0 <= self.label_smoothing < 1.0, f"`label_smoothing` must be in [0, 1), got {self.label_smoothing}"),
+            (0.0 <= self.dropout < 1.0, f"`dropout` must be in [0, 1), got {self.dropout}"),
             (len(self.task_weights) in (3, len(self.tasks)) and all(w >= 0 for w in self.task_weights)
              and sum(self.task_weights) > 0,
-             f"--task-weights needs {' or '.join(sorted({'3', str(len(self.tasks))}))} non-negative numbers "
+             f"`task_weights` needs {' or '.join(sorted({'3', str(len(self.tasks))}))} non-negative numbers "
              f"({' '.join(self.tasks)}), got {list(self.task_weights)}"),
             (self.distance_loss in DISTANCE_LOSSES.names(),
-             f"--distance-loss {self.distance_loss}: valid: {', '.join(DISTANCE_LOSSES.names())}"),
+             f"`distance_loss` {self.distance_loss}: valid: {', '.join(DISTANCE_LOSSES.names())}"),
             (self.monitor not in CELL_MONITORS or self.instances or self.pattern_map,
-             f"--monitor {self.monitor} needs --instances or --pattern-map"),
-            (self.monitor != "miou" or self.pattern_map, "--monitor miou needs --pattern-map"),
-            (self.seed >= 0, f"--seed must be >= 0, got {self.seed}"),
-            (self.alpha >= 0, f"--alpha must be >= 0, got {self.alpha}"),
-            (self.patience >= 0, f"--patience must be >= 0 (0 = no early stopping), got {self.patience}"),
+             f"`monitor` {self.monitor} needs `instances` or `pattern_map`"),
+            (self.monitor != "miou" or self.pattern_map, "`monitor` miou needs `pattern_map`"),
+            (self.seed >= 0, f"`seed` must be >= 0, got {self.seed}"),
+            (self.alpha >= 0, f"`alpha` must be >= 0, got {self.alpha}"),
+            (self.patience >= 0, f"`patience` must be >= 0 (0 = no early stopping), got {self.patience}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -136,7 +136,7 @@ class TrainConfig(TrainSettings):
                 if f.default is not dataclasses.MISSING and f.name not in _NOT_KEY}
 
 
-_NOT_KEY = frozenset({"resume", "progress", "out", "device", "allow_outside"})  # may change on --resume
+_NOT_KEY = frozenset({"resume", "progress", "out", "device", "allow_outside"})  # may change on `resume`
 
 
 def _plain(value: Any) -> Any:
@@ -162,4 +162,4 @@ def parse_fold(value: str | int | None) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise ConfigError(f"--fold must be 'all' or a fold number, got {value!r}") from None
+        raise ConfigError(f"`fold` must be 'all' or a fold number, got {value!r}") from None

@@ -57,9 +57,9 @@ class StageConfig:
     def __post_init__(self) -> None:
         # checked here, before any input: found per image it would fail (and journal) every input
         if self.stitch not in MASK_STITCHERS:
-            raise ConfigError(f"--stitch {self.stitch}: valid methods are {', '.join(MASK_STITCHERS)}")
+            raise ConfigError(f"`stitch` {self.stitch}: valid methods are {', '.join(MASK_STITCHERS)}")
         if self.cells not in CELL_MODES:
-            raise ConfigError(f"--cells {self.cells}: valid modes are {', '.join(CELL_MODES)}")
+            raise ConfigError(f"`cells` {self.cells}: valid modes are {', '.join(CELL_MODES)}")
 
 
 @dataclass
@@ -79,7 +79,7 @@ class Frame:
     parts: list[TileOutputs] = field(default_factory=list)
     received: int = 0
     reserved: int = 0  # bytes held in the reader's in-flight budget until the writer is done
-    field: bool = False  # `tiles` holds the whole-field input (--inference field)
+    field: bool = False  # `tiles` holds the whole-field input (`inference` field)
 
     @property
     def complete(self) -> bool:

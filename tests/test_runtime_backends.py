@@ -267,7 +267,7 @@ def test_select_by_file_and_folder(tiny_onnx: Path, tmp_path: Path, monkeypatch:
 
 def test_select_without_any_export_says_what_to_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match="--model"):
+    with pytest.raises(ConfigError, match="`model`"):
         select_model(None)
 
 
@@ -320,7 +320,7 @@ def test_cuda_preprocessing_needs_the_tensorrt_backend(tiny_onnx: Path) -> None:
 
     with create_backend("onnxruntime", BackendConfig(tiny_onnx, 4, "cpu")) as backend:
         assert isinstance(make_executor(backend, "auto"), HostExecutor)
-        with pytest.raises(ConfigError, match="--preprocess cuda needs the tensorrt or torch backend"):
+        with pytest.raises(ConfigError, match="`preprocess` cuda needs the tensorrt or torch backend"):
             make_executor(backend, "cuda")
 
 

@@ -13,10 +13,12 @@ from hep2edge.cli.flags import command_flags, in_flags
 
 
 def test_the_running_commands_options_map_to_their_long_flags() -> None:
-    flags = command_flags(typer.main.get_command(app), ["train", "--data", "x"])
+    group = typer.main.get_command(app)
+    flags = command_flags(group, ["train", "--data", "x"])
     assert flags["batch_size"] == "--batch-size" and flags["instances"] == "--instances"
-    assert command_flags(typer.main.get_command(app), ["analyze"])["model"] == "--model"  # not -m
-    assert command_flags(typer.main.get_command(app), ["--version"]) == {}
+    assert command_flags(group, ["analyze"])["model"] == "--model"  # not -m
+    assert command_flags(group, ["results", "to-dataset", "R"])["skip_missing"] == "--skip-missing"  # a subcommand
+    assert command_flags(group, ["--version"]) == {}
 
 
 def test_only_backticked_options_of_the_command_become_flags() -> None:

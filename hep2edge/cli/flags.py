@@ -10,9 +10,14 @@ PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)`")
 
 
 def command_flags(group: Any, argv: Sequence[str]) -> dict[str, str]:
-    """Parameter name -> long flag of the command `argv` runs (`batch_size` -> `--batch-size`); {} for none."""
-    command = getattr(group, "commands", {}).get(next((a for a in argv if not a.startswith("-")), ""))
-    if command is None:
+    """Parameter name -> long flag of the (sub)command `argv` runs (`batch_size` -> `--batch-size`); {} for none."""
+    command = group
+    for word in (a for a in argv if not a.startswith("-")):
+        found = getattr(command, "commands", {}).get(word)
+        if found is None:
+            break
+        command = found
+    if command is group:
         return {}
     return {p.name: next(o for o in p.opts if o.startswith("--")) for p in command.params
             if p.param_type_name == "option" and p.name and any(o.startswith("--") for o in p.opts)}

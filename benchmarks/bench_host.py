@@ -51,10 +51,10 @@ class HostStages:
         from hep2edge.contract import ModelContract
         from hep2edge.runtime.journal import Journal
         from hep2edge.runtime.results import ModelInfo
+        from hep2edge.runtime.settings import SpecimenConfig, StageConfig
         from hep2edge.runtime.sinks import IMAGE_SINKS
-        from hep2edge.runtime.specimens import SpecimenConfig
-        from hep2edge.runtime.stages import Reader, StageConfig, Writer
-        from hep2edge.runtime.stats import StageStats
+        from hep2edge.runtime.stage_timings import StageStats
+        from hep2edge.runtime.stages import Reader, Writer
         from hep2edge.runtime.status import StatusBoard
 
         shutil.rmtree(results, ignore_errors=True)

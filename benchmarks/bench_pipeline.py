@@ -69,8 +69,7 @@ def bare_throughput(choice: Choice, batch: int, tiles: Any, seconds: float, per_
 
 
 def service_config(choice: Choice, args: argparse.Namespace, watched: Path, results: Path) -> Any:
-    from hep2edge.runtime.pipeline import PipelineConfig
-    from hep2edge.runtime.service import RunConfig
+    from hep2edge.runtime.settings import PipelineConfig, RunConfig
 
     opened = backend_config(choice, args.batch)  # one place decides the backend's options
     return RunConfig(command="watch", out=results, model=choice.model, backend=choice.backend,

@@ -3,7 +3,7 @@
     python benchmarks/run_all.py [--quick] [--out DIR] [--only backends,pipeline,host,preprocess,accuracy,soak]
         [--work DIR] [--backends-args "..."] [--pipeline-args "..."] [--host-args "..."]
         [--preprocess-args "..."] [--accuracy-args "..."] [--soak-args "..."]
-    python benchmarks/run_all.py --readme [--out DIR]     # print README's table from the latest results
+    python benchmarks/run_all.py --readme [--out DIR]     # print benchmarks/README.md's Results table
 
 Each script runs in its own process (clean memory figures, as a user would run it) with the same --out and
 a shared --work folder, so the model is exported once and reused. `hep2edge bench` runs this file.
@@ -40,7 +40,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=None, help="shared data/model folder, kept (default: temporary)")
     for name in SCRIPTS:
         parser.add_argument(f"--{name}-args", default="", help=f"extra options for {SCRIPTS[name]}")
-    parser.add_argument("--readme", action="store_true", help="only print README's table from the latest results")
+    parser.add_argument("--readme", action="store_true", help="only print benchmarks/README.md's Results table")
     return parser.parse_args(argv)
 
 

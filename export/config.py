@@ -11,7 +11,7 @@ from hep2edge.errors import ConfigError
 
 CALIBRATION_METHODS = ("entropy", "max")
 HIGH_PRECISION_DTYPES = ("fp16", "fp32")
-# names of the rules in hep2edge.export.int8.EXCLUSIONS (kept here so the CLI can check them cheaply)
+# names of the rules in hep2edge.export.int8.quantize.EXCLUSIONS (kept here so the CLI can check them cheaply)
 INT8_EXCLUSION_RULES = ("depthwise", "heads", "se", "sigmoid-mul")
 DEFAULT_BATCH = (1, 8, 16)
 
@@ -53,7 +53,7 @@ class BatchProfile:
 class Int8Options:
     """ModelOpt ONNX PTQ settings (per-channel weights always; Sigmoid/Softmax are never quantized)."""
 
-    calib_method: str = "max"  # entropy clipped ReLU6 ranges of a mobilenet_v2 U-Net: export/INT8_STUDY.md
+    calib_method: str = "max"  # entropy clipped ReLU6 ranges of a mobilenet_v2 U-Net: export/int8/STUDY.md
     calib_images: int = 32
     # fp16: the non-quantized layers run in fp16 in the strongly typed TensorRT engine (what the
     # target wants); fp32 makes the Q/DQ graph faster under ONNX Runtime CPU but slower on the GPU.

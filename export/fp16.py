@@ -16,7 +16,7 @@ import onnx
 from hep2edge.contract import INPUT_NAME
 from hep2edge.export.library_log import captured
 from hep2edge.export.precisions import ConversionInputs, Converted
-from hep2edge.export.tensorrt_probe import hide_stub_only_tensorrt
+from hep2edge.export.tensorrt.probe import hide_stub_only_tensorrt
 
 
 def convert_fp16(inputs: ConversionInputs) -> Converted:

@@ -19,11 +19,11 @@ from hep2edge.contract import file_sha256
 from hep2edge.errors import ConfigError, MissingExtraError
 from hep2edge.export.checkpoint_select import SelectedCheckpoint, select_checkpoint
 from hep2edge.export.config import ExportConfig
-from hep2edge.export.engines import engines_for
 from hep2edge.export.onnx_contract import attach_contract
 from hep2edge.export.onnx_graph import check_graph, export_checked_fp32, save_model_atomic
 from hep2edge.export.precisions import PRECISIONS, ConversionInputs
 from hep2edge.export.report import ExportReport, PrecisionResult, write_report
+from hep2edge.export.tensorrt.engines import engines_for
 from hep2edge.export.tiles import (
     TRAIN_KEYS,
     VAL_KEYS,

@@ -58,7 +58,7 @@ def _fp16(inputs: ConversionInputs) -> Converted:
 
 
 def _int8(inputs: ConversionInputs) -> Converted:
-    from hep2edge.export.int8 import convert_int8
+    from hep2edge.export.int8.quantize import convert_int8
 
     return convert_int8(inputs)
 

@@ -16,11 +16,10 @@ import tifffile
 
 from hep2edge.atomic import atomic_write_bytes
 from hep2edge.errors import ImageReadError, IncompleteImageError
+from hep2edge.limits import MAX_FILE_BYTES, MAX_PIXELS
 from hep2edge.registry import Registry
 from hep2edge.regular_file import read_regular_file
 
-MAX_PIXELS = 100_000_000
-MAX_FILE_BYTES = 1 << 30
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 
 ChannelPolicy = Callable[[np.ndarray], np.ndarray]

@@ -104,22 +104,27 @@ def stitch_mean(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
     return (total / count).astype(np.float32)
 
 
-def stitch_mean_channels(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
-    """(N, C, tile, tile) per-tile maps of small integers (uint8) -> (C, H, W) float32 mean over the covering tiles.
+def inner_spans(starts: tuple[int, ...], tile: int, length: int) -> list[tuple[int, int]]:
+    """Per tile along one axis, the [lo, hi) it owns when each overlap is split at its middle (tiles tile the axis)."""
+    cuts = [(starts[i + 1] + starts[i] + tile) // 2 for i in range(len(starts) - 1)]
+    return list(zip([0, *cuts], [*cuts, length]))
 
-    Channels first and float32 sums (exact for uint8 on any grid): one pass over the tiles, ~3x faster than
-    stitch_mean per channel.
-    """
+
+def stitch_inner_channels(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """(N, C, tile, tile) per-tile maps -> (C, H, W) of the same dtype: each pixel from the tile whose inner part
+    holds it (overlaps split at their middle), so no pixel comes from the rim of a tile where a neighbour sees more
+    context. One copy per tile: for the dense heads, where edge effects of small tiles show as seams."""
     if tiles.ndim != 4 or tiles.shape[0] != len(grid) or tiles.shape[2:] != (grid.tile, grid.tile):
         raise ValueError(f"expected ({len(grid)}, C, {grid.tile}, {grid.tile}) tiles, got {tiles.shape}")
-    ph, pw = grid.padded_shape
-    total = np.zeros((tiles.shape[1], ph, pw), dtype=np.float32)
-    count = np.zeros((ph, pw), dtype=np.float32)
-    t = grid.tile
-    for value, (top, left) in zip(tiles, grid.positions):
-        total[:, top : top + t, left : left + t] += value
-        count[top : top + t, left : left + t] += 1
-    return total[:, : grid.height, : grid.width] / count[: grid.height, : grid.width]
+    out = np.empty((tiles.shape[1], grid.height, grid.width), dtype=tiles.dtype)
+    rows = inner_spans(grid.tops, grid.tile, grid.height)
+    columns = inner_spans(grid.lefts, grid.tile, grid.width)
+    index = 0
+    for (top, (y0, y1)) in zip(grid.tops, rows):
+        for (left, (x0, x1)) in zip(grid.lefts, columns):
+            out[:, y0:y1, x0:x1] = tiles[index, :, y0 - top : y1 - top, x0 - left : x1 - left]
+            index += 1
+    return out
 
 
 def _binary_votes(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:

@@ -22,9 +22,8 @@ from hep2edge.instances import (
     pattern_cell_counts,
 )
 from hep2edge.runtime.results import TileOutputs
-from hep2edge.tiling import TileGrid, stitch_mean_channels
-
-CELL_MODES = ("auto", "distance", "components", "off")
+from hep2edge.runtime.settings import CELL_MODES
+from hep2edge.tiling import TileGrid, stitch_inner_channels
 
 
 def cell_method(mode: str, contract: ModelContract, source: str) -> str | None:
@@ -48,8 +47,9 @@ def to_u8(probabilities: np.ndarray) -> np.ndarray:
 
 
 def stitch_dense(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
-    """(N, C, t, t) uint8 per-tile maps -> (C, H, W) uint8, the mean of the tiles covering each pixel."""
-    return to_u8(stitch_mean_channels(tiles, grid) / 255)
+    """(N, C, t, t) uint8 per-tile maps -> (C, H, W) uint8, each pixel from the tile it lies deepest in (overlaps
+    split at their middle: a tile's rim, which sees least context, is not used where a neighbour covers it)."""
+    return stitch_inner_channels(to_u8(tiles), grid)
 
 
 def full_dense(outputs: TileOutputs, grid: TileGrid) -> dict[str, np.ndarray]:

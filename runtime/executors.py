@@ -22,14 +22,13 @@ from hep2edge.runtime.cells import to_u8
 from hep2edge.runtime.field import check_inference_mode, field_outputs
 from hep2edge.runtime.preprocess import threshold_masks
 from hep2edge.runtime.results import TileOutputs
+from hep2edge.runtime.settings import PREPROCESS_MODES
 from hep2edge.tiling import TileGrid
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from hep2edge.runtime.backends.tensorrt_backend import TensorRTBackend
-
-PREPROCESS_MODES = ("auto", "host", "cuda")
 
 
 @dataclass

@@ -16,9 +16,9 @@ from hep2edge.errors import ConfigError
 from hep2edge.normalization import normalize_tiles
 from hep2edge.runtime.cells import to_u8
 from hep2edge.runtime.results import TileOutputs
+from hep2edge.runtime.settings import INFERENCE_MODES
 from hep2edge.tiling import TileGrid
 
-INFERENCE_MODES = ("tiles", "field")
 MAX_FIELD_PIXELS = 4096 * 4096  # padded pixels of one whole-field pass; larger fields run in tiles
 
 

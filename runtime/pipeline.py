@@ -22,41 +22,25 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
 from hep2edge.atomic import OutputWriteError
-from hep2edge.errors import ConfigError, ContractError
+from hep2edge.errors import ContractError
 from hep2edge.runtime.executors import Chunk, Executor
 from hep2edge.runtime.heap import release_free_memory
 from hep2edge.runtime.journal import Journal
+from hep2edge.runtime.settings import PipelineConfig
 from hep2edge.runtime.sinks import TableSink
 from hep2edge.runtime.sources import Item, Source
+from hep2edge.runtime.stage_timings import StageStats
 from hep2edge.runtime.stages import Frame, Reader, Writer
-from hep2edge.runtime.stats import StageStats
 from hep2edge.runtime.status import StatusBoard
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 END = object()  # end-of-stream marker passed down the queues
 POLL_S = 0.1
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    readers: int = 2
-    writers: int = 2
-    queue_size: int = 8
-    max_batch: int = 32
-    batch_wait_ms: float = 2.0  # how long the GPU thread waits for another frame to fill a batch
-    table_interval_s: float = 1.0  # results.csv trails the journal by at most this (plus one regeneration)
-    table_cost_share: float = 0.25  # ... or longer, so that regenerating a large table takes at most this share
-
-    def __post_init__(self) -> None:
-        for name in ("readers", "writers", "queue_size", "max_batch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
 
 
 class Pipeline:

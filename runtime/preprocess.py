@@ -14,10 +14,10 @@ from hep2edge.errors import ConfigError, ImageReadError
 from hep2edge.imageio import CHANNEL_POLICIES
 from hep2edge.normalization import normalize_tiles
 from hep2edge.runtime.results import TileOutputs
+from hep2edge.runtime.settings import MASK_STITCHERS
 from hep2edge.tiling import STITCHERS, TileGrid, extract_tiles, tile_grid
 
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
-MASK_STITCHERS = ("majority", "or")
 
 
 def to_gray(frame: np.ndarray, channel_policy: str, source: str = "frame") -> np.ndarray:

@@ -14,99 +14,34 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 
 from hep2edge.atomic import OutputWriteError
-from hep2edge.contract import ModelContract
-from hep2edge.errors import ConfigError
 from hep2edge.imageio import CHANNEL_POLICIES
-from hep2edge.runtime.backends import Backend, BackendConfig, create_backend
-from hep2edge.runtime.backends.base import DEVICES, check_torch_precision
+from hep2edge.runtime.backends import create_backend
+from hep2edge.runtime.backends.base import Backend
 from hep2edge.runtime.cells import cell_method
-from hep2edge.runtime.executors import PREPROCESS_MODES, Executor, make_executor
-from hep2edge.runtime.field import INFERENCE_MODES, check_inference_mode
+from hep2edge.runtime.executors import Executor, make_executor
+from hep2edge.runtime.field import check_inference_mode
 from hep2edge.runtime.journal import Journal
-from hep2edge.runtime.pipeline import Pipeline, PipelineConfig
+from hep2edge.runtime.pipeline import Pipeline
 from hep2edge.runtime.preprocess import check_contract_channels
 from hep2edge.runtime.results import ModelInfo, result_row
+from hep2edge.runtime.settings import RunConfig
 from hep2edge.runtime.sinks import IMAGE_SINKS, TABLE_SINKS
 from hep2edge.runtime.sinks.files import read_complete_result
 from hep2edge.runtime.sources import Source
-from hep2edge.runtime.specimens import SpecimenConfig, all_specimens, update_specimen
-from hep2edge.runtime.stages import Reader, StageConfig, Writer
-from hep2edge.runtime.stats import StageStats
+from hep2edge.runtime.specimens import all_specimens, update_specimen
+from hep2edge.runtime.stage_timings import StageStats
+from hep2edge.runtime.stages import Reader, Writer
 from hep2edge.runtime.status import StatusBoard
 from hep2edge.workspace import write_resolved_config
 
 log = logging.getLogger(__name__)
-
-
-def check_run_options(device: str, channel: str | None, preprocess: str, inference: str = "tiles") -> None:
-    """ConfigError for an unknown `device`, `channel`, `preprocess` or `inference`, before RESULTS is touched."""
-    if inference not in INFERENCE_MODES:
-        raise ConfigError(f"`inference` {inference}: valid modes are {', '.join(INFERENCE_MODES)}")
-    if device not in DEVICES:
-        raise ConfigError(f"`device` {device}: valid devices are {', '.join(DEVICES)}")
-    if preprocess not in PREPROCESS_MODES:
-        raise ConfigError(f"`preprocess` {preprocess}: valid modes are {', '.join(PREPROCESS_MODES)}")
-    if channel is not None:
-        CHANNEL_POLICIES.get(channel)  # unknown names fail listing the valid ones
-
-
-def check_backend_options(backend: str, device: str, torch_precision: str, channels_last: bool,
-                          inference_precision: str) -> None:
-    """ConfigError for options the chosen backend does not take (checked before RESULTS is created)."""
-    check_torch_precision(torch_precision)
-    if backend != "torch" and (torch_precision != "fp32" or channels_last):
-        raise ConfigError(f"`torch_precision` and `channels_last` apply to a checkpoint (torch backend); "
-                          f"{backend} runs a model at the precision it was exported with")
-    if backend != "openvino" and (inference_precision != "auto" or device in ("gpu", "npu")):
-        raise ConfigError(f"--precision-hint and --device gpu|npu are OpenVINO's; {backend} takes "
-                          "--device auto|cpu|cuda")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything `analyze` / `watch` / `camera` resolved from their options."""
-
-    command: str
-    out: Path
-    model: Path
-    backend: str
-    model_reason: str = ""
-    device: str = "auto"
-    channel: str | None = None  # None: the contract's channel policy
-    preprocess: str = "auto"  # host | cuda | auto
-    inference: str = "tiles"  # tiles | field (runtime/field.py)
-    cuda_graph: bool = False
-    torch_precision: str = "fp32"  # torch backend only (a checkpoint); engines and ONNX carry their precision
-    channels_last: bool = False  # torch backend only
-    inference_precision: str = "auto"  # openvino backend only
-    overlay: bool = False
-    instance_labels: bool = False  # <stem>_instances.png where cells are analysed
-    retry_failed: bool = False
-    stage: StageConfig = field(default_factory=StageConfig)
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    specimens: SpecimenConfig = field(default_factory=SpecimenConfig)
-    source: dict[str, Any] = field(default_factory=dict)  # the source's own settings, for config.yaml
-
-    def __post_init__(self) -> None:
-        check_run_options(self.device, self.channel, self.preprocess, self.inference)
-        check_backend_options(self.backend, self.device, self.torch_precision, self.channels_last,
-                              self.inference_precision)
-
-    def channel_policy(self, contract: ModelContract) -> str:
-        """`channel` if given, else the model contract's policy."""
-        return self.channel or contract.channel_policy
-
-    def backend_config(self) -> BackendConfig:
-        return BackendConfig(self.model, self.pipeline.max_batch, self.device, self.cuda_graph,
-                             self.torch_precision, self.channels_last, self.inference_precision)
 
 
 @dataclass

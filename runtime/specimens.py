@@ -7,44 +7,14 @@ expected number of images, and for every group at the end of a one-shot run (mar
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import Counter
-from dataclasses import dataclass
 
 import numpy as np
 
-from hep2edge.errors import ConfigError
 from hep2edge.labels import INTENSITIES, PATTERNS
 from hep2edge.runtime.journal import Journal
-
-I3A_SPECIMEN = r"^(\d{5})_p\d+"
-METHODS = ("vote", "mean", "cells")  # cells: the pattern most cells of the specimen's images carry
-
-
-@dataclass(frozen=True)
-class SpecimenConfig:
-    """`pattern`: regex on the file stem whose group 1 is the specimen id (no match = no specimen)."""
-
-    pattern: str = I3A_SPECIMEN
-    images: int = 4
-    method: str = "vote"
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown specimen method '{self.method}'; valid: {', '.join(METHODS)}")
-        try:
-            compiled = re.compile(self.pattern)
-        except re.error as exc:
-            raise ConfigError(f"--specimen-pattern {self.pattern!r}: invalid regular expression ({exc})") from exc
-        if compiled.groups < 1:
-            raise ConfigError(f"--specimen-pattern {self.pattern!r}: needs one group, the specimen id")
-        if self.images < 1:
-            raise ConfigError(f"--specimen-images must be at least 1, got {self.images}")
-
-    def specimen_of(self, name: str) -> str:
-        match = re.match(self.pattern, name)
-        return match.group(1) if match else ""
+from hep2edge.runtime.settings import SpecimenConfig
 
 
 def cell_shares(cell_patterns: list[str | None]) -> np.ndarray | None:

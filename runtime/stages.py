@@ -13,16 +13,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from hep2edge.contract import ModelContract
-from hep2edge.errors import ConfigError, ImageReadError, IncompleteImageError
-from hep2edge.imageio import MAX_FILE_BYTES, MAX_PIXELS, decode_image
+from hep2edge.errors import ImageReadError, IncompleteImageError
+from hep2edge.imageio import decode_image
 from hep2edge.instances import InstanceParams
 from hep2edge.regular_file import FileBytes, OversizeFileError, read_regular_file
-from hep2edge.runtime.cells import CELL_MODES, CellAnalysis, analyse_cells, cell_method, full_dense
+from hep2edge.runtime.cells import CellAnalysis, analyse_cells, cell_method, full_dense
 from hep2edge.runtime.field import field_input, field_problem
 from hep2edge.runtime.inflight import InflightBudget, decode_estimate
 from hep2edge.runtime.journal import Journal
 from hep2edge.runtime.preprocess import (
-    MASK_STITCHERS,
     check_frame_size,
     frame_grid,
     frame_to_batch,
@@ -30,36 +29,16 @@ from hep2edge.runtime.preprocess import (
     to_gray,
 )
 from hep2edge.runtime.results import ImageFacts, ModelInfo, TileOutputs, image_result, result_row
+from hep2edge.runtime.settings import SpecimenConfig, StageConfig
 from hep2edge.runtime.sinks import ImageOutput, ImageSink
 from hep2edge.runtime.sources.base import Item
-from hep2edge.runtime.specimens import SpecimenConfig, update_specimen
-from hep2edge.runtime.stats import StageStats
+from hep2edge.runtime.specimens import update_specimen
+from hep2edge.runtime.stage_timings import StageStats
 from hep2edge.runtime.status import StatusBoard
 from hep2edge.tiling import TileGrid
 
 log = logging.getLogger(__name__)
-MAX_INFLIGHT_BYTES = 1 << 30
 INCOMPLETE_GRACE_S = 60.0  # a truncated file modified this recently may still be arriving: read it again later
-
-
-@dataclass(frozen=True)
-class StageConfig:
-    """Per-input settings of the reader and writer stages."""
-
-    channel_policy: str = "luminance"
-    retry_failed: bool = False
-    max_file_bytes: int = MAX_FILE_BYTES
-    max_pixels: int = MAX_PIXELS
-    max_inflight_bytes: int = MAX_INFLIGHT_BYTES
-    stitch: str = "majority"
-    cells: str = "auto"  # runtime/cells.py CELL_MODES
-
-    def __post_init__(self) -> None:
-        # checked here, before any input: found per image it would fail (and journal) every input
-        if self.stitch not in MASK_STITCHERS:
-            raise ConfigError(f"`stitch` {self.stitch}: valid methods are {', '.join(MASK_STITCHERS)}")
-        if self.cells not in CELL_MODES:
-            raise ConfigError(f"`cells` {self.cells}: valid modes are {', '.join(CELL_MODES)}")
 
 
 @dataclass

@@ -208,6 +208,7 @@ def test_readme_table_from_the_latest_results(tmp_path: Path) -> None:
     text = summary.readme_markdown(tmp_path)
     assert "| cpu-box (2026-01-02) | onnxruntime cpu fp32 | 5,000.0 | 0.20 (batch 32) |" in text
     assert "pipeline_ratio 0.97" in text
+    assert "](results/cpu-box-2026-01-02.md)" in text  # links relative to benchmarks/README.md
 
 
 def test_cli_bench_passes_through_and_says_when_the_suite_is_absent(monkeypatch: pytest.MonkeyPatch,

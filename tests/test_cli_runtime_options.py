@@ -11,10 +11,7 @@ import typer.main
 
 from hep2edge.cli.app import app
 from hep2edge.cli.runtime_options import FILE_OPTIONS, GROUPS, MODEL_OPTIONS, OUTPUT_OPTIONS, PIPELINE_OPTIONS, defaults
-from hep2edge.runtime.pipeline import PipelineConfig
-from hep2edge.runtime.service import RunConfig
-from hep2edge.runtime.specimens import SpecimenConfig
-from hep2edge.runtime.stages import StageConfig
+from hep2edge.runtime.settings import PipelineConfig, RunConfig, SpecimenConfig, StageConfig
 
 
 def test_default_options_resolve_to_the_library_defaults(tiny_onnx: Path, tmp_path: Path,

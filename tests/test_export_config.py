@@ -57,7 +57,7 @@ def test_options_are_checked_when_built() -> None:
 
 def test_cheap_rule_names_match_the_int8_registry() -> None:
     pytest.importorskip("onnx")
-    from hep2edge.export.int8 import EXCLUSIONS
+    from hep2edge.export.int8.quantize import EXCLUSIONS
 
     assert tuple(EXCLUSIONS.names()) == INT8_EXCLUSION_RULES
 

@@ -19,10 +19,10 @@ import onnx  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from hep2edge.contract import INPUT_NAME  # noqa: E402
-from hep2edge.export import int8  # noqa: E402
 from hep2edge.export.config import Int8Options  # noqa: E402
-from hep2edge.export.int8_qdq import QuantizeRewrite, fp16_quantizers, quantize_in_fp32, quantize_weight  # noqa: E402
-from hep2edge.export.int8_sensitivity import most_sensitive, quantized_inputs  # noqa: E402
+from hep2edge.export.int8 import quantize  # noqa: E402
+from hep2edge.export.int8.qdq import QuantizeRewrite, fp16_quantizers, quantize_in_fp32, quantize_weight  # noqa: E402
+from hep2edge.export.int8.sensitivity import most_sensitive, quantized_inputs  # noqa: E402
 from hep2edge.export.onnx_graph import run_onnx  # noqa: E402
 from hep2edge.export.precisions import ConversionInputs  # noqa: E402
 
@@ -128,11 +128,11 @@ def test_convert_int8_keeps_sensitive_nodes_out_and_quantizes_in_fp32(
         calls.append({"exclude": list(exclude), "high_precision": high_precision})
         return modelopt_like(np.float16 if high_precision == "fp16" else np.float32, act_scale=0.5)
 
-    monkeypatch.setattr(int8, "_quantize", fake_quantize)
+    monkeypatch.setattr(quantize, "_quantize", fake_quantize)
     fp32_path = tmp_path / "model.onnx"
     onnx.save(modelopt_like(np.float32), str(fp32_path))
     inputs = ConversionInputs(fp32_path, lambda: TILES, Int8Options(), tmp_path / "export.log")
-    converted = int8.convert_int8(inputs)
+    converted = quantize.convert_int8(inputs)
     assert [c["high_precision"] for c in calls] == ["fp32", "fp16"]
     assert calls[1]["exclude"] == ["^conv2$"]  # ceil(10% of 2 quantized nodes) = the most sensitive one
     assert converted.notes["sensitive_nodes_kept"] == ["conv2"]
@@ -150,7 +150,7 @@ def test_default_int8_conversion_of_a_real_graph(tiny_onnx: Path, synth_small: P
     from hep2edge.export.tiles import DataSelection, calibration_tiles
 
     tiles = calibration_tiles(DataSelection(synth_small, None, "test"), ModelContract(tile=64), 4, seed=0)
-    converted = int8.convert_int8(ConversionInputs(tiny_onnx, lambda: tiles, Int8Options(), tmp_path / "log"))
+    converted = quantize.convert_int8(ConversionInputs(tiny_onnx, lambda: tiles, Int8Options(), tmp_path / "log"))
     check_graph(converted.proto, "int8 graph")
     notes = converted.notes
     assert notes["high_precision_dtype"] == "fp16" and fp16_quantizers(converted.proto) == []
@@ -165,7 +165,7 @@ def test_default_int8_conversion_of_a_real_graph(tiny_onnx: Path, synth_small: P
 
 def test_sensitivity_ranking_is_bounded_to_early_nodes_and_few_tiles() -> None:
     """One graph run per candidate: a 300-node encoder must not mean 300 runs on every calibration tile."""
-    from hep2edge.export.int8_sensitivity import MAX_CANDIDATES, candidates, sensitivity_tiles
+    from hep2edge.export.int8.sensitivity import MAX_CANDIDATES, candidates, sensitivity_tiles
 
     wiring = {f"n{i}": [(0, f"t{i}")] for i in range(300)}
     chosen = candidates(wiring, keep=30)

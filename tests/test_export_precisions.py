@@ -15,7 +15,7 @@ import onnx  # noqa: E402
 
 from hep2edge.contract import ModelContract  # noqa: E402
 from hep2edge.export.config import Int8Options  # noqa: E402
-from hep2edge.export.int8 import EXCLUSIONS, excluded_nodes  # noqa: E402
+from hep2edge.export.int8.quantize import EXCLUSIONS, excluded_nodes  # noqa: E402
 from hep2edge.export.onnx_graph import run_onnx  # noqa: E402
 from hep2edge.export.precisions import PRECISIONS, ConversionInputs  # noqa: E402
 from hep2edge.export.tiles import DataSelection, calibration_tiles  # noqa: E402

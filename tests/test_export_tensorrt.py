@@ -12,11 +12,11 @@ import pytest
 
 from hep2edge.contract import ModelContract, file_sha256
 from hep2edge.export.config import BatchProfile, ExportConfig
-from hep2edge.export.engine_plan import TIMING_CACHE, engine_path_for, plan_engine, sidecar_content
-from hep2edge.export.gpu_info import parse_nvidia_smi
-from hep2edge.export.tensorrt_build import network_flags
-from hep2edge.export.tensorrt_probe import real_tensorrt
-from hep2edge.export.trtexec import trtexec_command
+from hep2edge.export.tensorrt.build import network_flags
+from hep2edge.export.tensorrt.gpu_info import parse_nvidia_smi
+from hep2edge.export.tensorrt.plan import TIMING_CACHE, engine_path_for, plan_engine, sidecar_content
+from hep2edge.export.tensorrt.probe import real_tensorrt
+from hep2edge.export.tensorrt.trtexec import trtexec_command
 
 CONTRACT = ModelContract(tile=64, encoder="resnet18", weights_sha256="ab" * 32)
 
@@ -105,7 +105,7 @@ needs_tensorrt = pytest.mark.skipif(real_tensorrt() is None, reason="TensorRT is
 
 @needs_no_tensorrt
 def test_without_tensorrt_engine_request_prints_trtexec(tmp_path: Path) -> None:
-    from hep2edge.export.engines import NO_TENSORRT, engines_for
+    from hep2edge.export.tensorrt.engines import NO_TENSORRT, engines_for
 
     for name in ("model.onnx", "model.fp16.onnx"):
         _onnx(tmp_path, name)
@@ -177,7 +177,7 @@ def test_build_engine_rejects_onnx_without_contract(tmp_path: Path, monkeypatch:
 def test_real_build_writes_plain_engine_sidecar_and_timing_cache(tiny_onnx: Path, tmp_path: Path) -> None:
     import tensorrt as trt
 
-    from hep2edge.export.engines import build_engine_for_onnx
+    from hep2edge.export.tensorrt.engines import build_engine_for_onnx
 
     engine = build_engine_for_onnx(tiny_onnx, BatchProfile(1, 2, 4), 1.0, tmp_path)
     assert engine == tmp_path / "model.fp32.engine"
@@ -188,7 +188,7 @@ def test_real_build_writes_plain_engine_sidecar_and_timing_cache(tiny_onnx: Path
     cache = tmp_path / TIMING_CACHE
     assert cache.stat().st_size > 0
     from hep2edge.export.onnx_contract import load_checked
-    from hep2edge.export.tensorrt_build import build_engine
+    from hep2edge.export.tensorrt.build import build_engine
 
     plan = plan_engine(tiny_onnx, load_checked(tiny_onnx)[1], BatchProfile(1, 2, 4), 1.0, tmp_path)
     assert build_engine(plan, say=lambda _: None).timing_cache_reused  # the second build reads the cache

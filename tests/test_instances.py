@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -20,7 +21,8 @@ from hep2edge.instances import (
 )
 from hep2edge.labels import PATTERNS
 
-SMALL = InstanceParams(min_area=30)  # the hand-made cells here are small (9 x 9 px squares, r = 10 disks)
+# the hand-made cells here are small (9 x 9 px squares, r = 10 disks): full size, no smoothing
+SMALL = InstanceParams(min_area=30, smooth=0, scale=1)
 
 def touching_disks(count: int = 5, radius: int = 10, step: int = 19) -> np.ndarray:
     """A row of `count` disks, each overlapping the next by a few pixels (later ones drawn on top)."""
@@ -97,7 +99,7 @@ def test_min_area_removes_a_speck() -> None:
     truth[1:4, -4:-1] = 9  # a 3 x 3 speck, away from the disks
     d = distance_target(truth)
     assert instances_from_maps(truth > 0, d, SMALL).max() == 2
-    kept = instances_from_maps(truth > 0, d, InstanceParams(min_area=0))
+    kept = instances_from_maps(truth > 0, d, replace(SMALL, min_area=0))
     speck = kept[1:4, -4:-1]
     assert kept.max() == 3 and (speck == speck[0, 0]).all() and speck[0, 0] not in kept[truth != 9]
     assert connected_instances(truth > 0, 30).max() == 1
@@ -110,17 +112,39 @@ def test_h_merges_shallow_peaks_and_splits_deep_ones() -> None:
     cones = [1 - np.hypot(yy - 10, xx - cx) / 20 for cx in (15, 25)]
     d = np.clip(np.maximum(*cones), 0, 1)
     mask = np.ones(d.shape, bool)
-    assert instances_from_maps(mask, d, InstanceParams(h=0.1)).max() == 2
-    assert instances_from_maps(mask, d, InstanceParams(h=0.3)).max() == 1
+    assert instances_from_maps(mask, d, replace(SMALL, h=0.1)).max() == 2
+    assert instances_from_maps(mask, d, replace(SMALL, h=0.3)).max() == 1
 
 
 def test_h_splits_a_marker_next_to_another_one_in_the_same_cluster() -> None:
     yy, xx = np.mgrid[0:21, 0:81].astype(np.float32)
     d = np.clip(np.max([1 - np.hypot(yy - 10, xx - cx) / 20 for cx in (15, 25, 60)], axis=0), 0, 1)
     mask = np.ones(d.shape, bool)
-    labels = instances_from_maps(mask, d, InstanceParams(h=0.1))
+    labels = instances_from_maps(mask, d, replace(SMALL, h=0.1))
     assert labels.max() == 3 and len({labels[10, 15], labels[10, 25], labels[10, 60]}) == 3
-    assert instances_from_maps(mask, d, InstanceParams(h=0.3)).max() == 2
+    assert instances_from_maps(mask, d, replace(SMALL, h=0.3)).max() == 2
+
+
+def test_shrunk_maps_find_the_same_full_size_cells() -> None:
+    """scale 2 works on a quarter of the pixels; the cells come back at full size, inside the full mask."""
+    truth = touching_disks(4, radius=30, step=56)
+    d = distance_target(truth)
+    full = instances_from_maps(truth > 0, d, SMALL)
+    half = instances_from_maps(truth > 0, d, replace(SMALL, scale=2))
+    assert full.max() == half.max() == 4 and half.shape == truth.shape
+    assert ((half > 0) == (truth > 0)).all()
+    assert min(best_iou(truth, half, cell) for cell in range(1, 5)) > 0.95
+
+
+def test_smoothing_merges_the_noise_peaks_of_one_cell() -> None:
+    """A disk whose distance map carries a ripple: raw, the ripple's crests split it; smoothed, it is one cell."""
+    truth = np.zeros((70, 70), np.int32)
+    cv2.circle(truth, (35, 35), 30, 1, -1)
+    xx = np.mgrid[0:70, 0:70][1].astype(np.float32)
+    d = distance_target(truth) * (0.75 + 0.25 * np.cos(xx * 2 * np.pi / 8)).astype(np.float32)
+    params = replace(SMALL, marker_threshold=0.5, h=0)
+    assert instances_from_maps(truth > 0, d, params).max() > 1
+    assert instances_from_maps(truth > 0, d, replace(params, smooth=4)).max() == 1
 
 
 def test_a_cell_inside_the_hole_of_another_stays_apart() -> None:
@@ -138,7 +162,7 @@ def test_a_cluster_without_a_marker_is_dropped_and_an_empty_mask_gives_nothing()
     mask = np.zeros((20, 20), bool)
     mask[5:15, 5:15] = True
     flat = np.full(mask.shape, 0.3, np.float32)
-    assert instances_from_maps(mask, flat, InstanceParams()).max() == 0
+    assert instances_from_maps(mask, flat, SMALL).max() == 0
     empty = instances_from_maps(np.zeros((8, 9), bool), np.zeros((8, 9), np.float32), InstanceParams())
     assert empty.shape == (8, 9) and empty.dtype == np.int32 and not empty.any()
     assert not connected_instances(np.zeros((8, 9), np.uint8), 0).any()
@@ -224,6 +248,10 @@ def test_params_round_trip_and_defaults() -> None:
     ({"h": float("nan")}, "h"),
     ({"min_area": -1}, "min_area"),
     ({"min_area": 2.5}, "min_area"),
+    ({"scale": 0}, "scale"),
+    ({"scale": 1.5}, "scale"),
+    ({"smooth": -1}, "smooth"),
+    ({"smooth": 80}, "smooth"),
     ({"bogus": 1}, "bogus"),
 ])
 def test_params_refuse_bad_values_naming_the_field(data: dict[str, object], field: str) -> None:

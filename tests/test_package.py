@@ -94,6 +94,15 @@ def test_runtime_and_base_do_not_import_torch(tmp_path: Path) -> None:
     assert result.stdout.strip().endswith("False")
 
 
+def test_cli_imports_no_heavy_library(tmp_path: Path) -> None:
+    """`hep2edge --help` stays fast: the CLI builds its options from hep2edge.runtime.settings, not the runtime."""
+    heavy = ("numpy", "cv2", "tifffile", "torch", "onnxruntime", "openvino", "tensorrt", "hep2edge.runtime.service")
+    result = _run("-c", f"import sys, hep2edge.cli.app; print([m for m in {heavy!r} if m in sys.modules])",
+                  cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_ci_runs_exactly_the_readme_test_command() -> None:
     readme = (REPO / "README.md").read_text()
     block = readme.split("**Run the tests**", 1)[1].split("```bash\n", 1)[1].split("\n```", 1)[0].strip()

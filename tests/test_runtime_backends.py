@@ -26,8 +26,8 @@ TILE = 64
 def tiny_engine(tiny_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny ONNX built into a TensorRT engine (+ sidecar) for this GPU; only where TensorRT exists."""
     from hep2edge.export.config import BatchProfile
-    from hep2edge.export.engine_plan import plan_engine
-    from hep2edge.export.tensorrt_build import build_engine
+    from hep2edge.export.tensorrt.build import build_engine
+    from hep2edge.export.tensorrt.plan import plan_engine
 
     contract = ModelContract.from_metadata({METADATA_KEY: _contract_json(tiny_onnx)})
     plan = plan_engine(tiny_onnx, contract, BatchProfile(1, 4, 8), 1.0, tmp_path_factory.mktemp("engine"))

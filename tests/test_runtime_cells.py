@@ -37,7 +37,7 @@ def test_the_cell_method_follows_the_option_and_the_model() -> None:
         cell_method("all", WITH_HEADS, "m")
 
 
-def test_uint8_maps_round_and_stitch_as_means() -> None:
+def test_uint8_maps_round_and_stitch_from_the_inner_part_of_each_tile() -> None:
     np.testing.assert_array_equal(to_u8(np.array([0.0, 0.5, 1.0, 1.7, -1.0])), [0, 128, 255, 255, 0])
     grid = tile_grid(64, 96, 64)  # two tiles overlapping on columns 32..63
     tiles = np.zeros((2, 1, 64, 64), np.uint8)
@@ -45,7 +45,9 @@ def test_uint8_maps_round_and_stitch_as_means() -> None:
     tiles[1] = 200
     stitched = stitch_dense(tiles, grid)
     assert stitched.shape == (1, 64, 96)
-    assert stitched[0, 0, 0] == 100 and stitched[0, 0, 40] == 150 and stitched[0, 0, 95] == 200
+    assert stitched.dtype == np.uint8  # the overlap is split at its middle, column 48
+    assert stitched[0, 0, 0] == 100 and stitched[0, 0, 47] == 100 and stitched[0, 0, 48] == 200
+    assert stitched[0, 0, 95] == 200
 
 
 def _two_touching_cells() -> tuple[np.ndarray, np.ndarray]:

@@ -132,8 +132,8 @@ def test_batches_fill_across_images_with_several_writers(tiny_onnx: Path, tmp_pa
 
     from rich.console import Console
 
-    from hep2edge.runtime.pipeline import PipelineConfig
-    from hep2edge.runtime.service import RunConfig, run_service
+    from hep2edge.runtime.service import run_service
+    from hep2edge.runtime.settings import PipelineConfig, RunConfig
     from hep2edge.runtime.sources.files import FileListSource
 
     inputs = write_pngs(tmp_path / "in", 16, shape=(64, 64))

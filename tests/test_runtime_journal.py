@@ -15,8 +15,9 @@ from hep2edge.errors import ConfigError
 from hep2edge.runtime.journal import Journal, safe_stem
 from hep2edge.runtime.results import ImageFacts, ModelInfo, TileOutputs, image_result, result_row
 from hep2edge.runtime.service import clean_temporaries, recover
+from hep2edge.runtime.settings import SpecimenConfig
 from hep2edge.runtime.sinks import IMAGE_SINKS, TABLE_SINKS, ImageOutput
-from hep2edge.runtime.specimens import SpecimenConfig, specimen_verdict, update_specimen
+from hep2edge.runtime.specimens import specimen_verdict, update_specimen
 from hep2edge.tiling import tile_grid
 
 MODEL = ModelInfo("resnet18-abc", "fp32", "onnxruntime", "model.onnx", "cpu")
@@ -208,7 +209,7 @@ def test_one_run_per_results_folder(tmp_path: Path) -> None:
 
 
 def test_stage_percentiles() -> None:
-    from hep2edge.runtime.stats import StageStats, percentile_table
+    from hep2edge.runtime.stage_timings import StageStats, percentile_table
 
     stats = StageStats()
     for value in range(1, 101):

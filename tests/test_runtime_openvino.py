@@ -13,8 +13,9 @@ from test_runtime_model_refusals import GOOD, NESTED, write_onnx
 from test_runtime_support import hep2edge, write_pngs
 
 from hep2edge.errors import ConfigError, ContractError
-from hep2edge.runtime.backends import Backend, BackendConfig, create_backend
-from hep2edge.runtime.service import RunConfig
+from hep2edge.runtime.backends import BackendConfig, create_backend
+from hep2edge.runtime.backends.base import Backend
+from hep2edge.runtime.settings import RunConfig
 
 pytest.importorskip("openvino")
 from hep2edge.runtime.backends.openvino_backend import CACHE_DIR, openvino_device, precision_hint  # noqa: E402

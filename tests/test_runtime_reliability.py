@@ -21,11 +21,12 @@ from hep2edge.regular_file import read_regular_file
 from hep2edge.runtime.inflight import InflightBudget, decode_estimate
 from hep2edge.runtime.journal import Journal, safe_stem
 from hep2edge.runtime.results import result_row
+from hep2edge.runtime.settings import SpecimenConfig, StageConfig
 from hep2edge.runtime.sources import Item
 from hep2edge.runtime.sources.watch import FolderWatchSource, StartupScan, WatchConfig
-from hep2edge.runtime.specimens import SpecimenConfig, update_specimen
-from hep2edge.runtime.stages import Reader, StageConfig
-from hep2edge.runtime.stats import StageStats
+from hep2edge.runtime.specimens import update_specimen
+from hep2edge.runtime.stage_timings import StageStats
+from hep2edge.runtime.stages import Reader
 from hep2edge.runtime.status import StatusBoard
 
 

@@ -28,9 +28,9 @@ TILE = 64
 
 def build(onnx_path: Path, out: Path, batch: tuple[int, int, int]) -> Path:
     from hep2edge.export.config import BatchProfile
-    from hep2edge.export.engine_plan import plan_engine
     from hep2edge.export.onnx_contract import load_checked
-    from hep2edge.export.tensorrt_build import build_engine
+    from hep2edge.export.tensorrt.build import build_engine
+    from hep2edge.export.tensorrt.plan import plan_engine
 
     plan = plan_engine(onnx_path, load_checked(onnx_path)[1], BatchProfile(*batch), 1.0, out)
     return build_engine(plan, say=lambda _: None).engine_path

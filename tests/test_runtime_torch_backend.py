@@ -241,7 +241,7 @@ def test_device_path_through_the_whole_pipeline(tiny_checkpoint: Path, tmp_path:
 
     from hep2edge.runtime import service
     from hep2edge.runtime.backends.torch_backend_executor import TorchDeviceExecutor
-    from hep2edge.runtime.pipeline import PipelineConfig
+    from hep2edge.runtime.settings import PipelineConfig
     from hep2edge.runtime.sources.files import FileListSource
 
     def analyse(out: Path) -> dict[str, Any]:

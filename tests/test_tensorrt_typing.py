@@ -1,4 +1,4 @@
-"""mypy checks the TensorRT code against `tensorrt-stubs` (10.13 API), prepared by hep2edge.export.trt_stubs."""
+"""mypy checks the TensorRT code against `tensorrt-stubs` (10.13 API), prepared by tools/trt_stubs.py."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from hep2edge.export.trt_stubs import StubsNotInstalled, installed_stub_dirs, mypy_config, patch_stub, prepare_stubs
+from trt_stubs import StubsNotInstalled, installed_stub_dirs, mypy_config, patch_stub, prepare_stubs
 
 REPO = Path(__file__).resolve().parents[1]
-TENSORRT_MODULES = ("export/tensorrt_build.py", "runtime/backends/tensorrt_backend.py")
+TENSORRT_MODULES = ("export/tensorrt/build.py", "runtime/backends/tensorrt_backend.py")
 PROBE = (
     "import tensorrt as trt\n\n\n"
     "def probe(context: trt.IExecutionContext) -> None:\n"

@@ -125,14 +125,24 @@ def test_binary_stitchers_match_the_vote_fraction(shape: tuple[int, int], tile: 
     np.testing.assert_array_equal(stitch_or(tiles * 7, grid), fraction > 0)  # any non-zero value is a vote
 
 
-def test_stitching_channels_in_one_pass_equals_stitch_mean_per_channel() -> None:
-    from hep2edge.tiling import stitch_mean, stitch_mean_channels
+@pytest.mark.parametrize(("height", "width", "tile"), [(150, 200, 64), (1040, 1388, 128), (40, 50, 64)])
+def test_inner_stitching_takes_each_pixel_from_the_tile_whose_centre_is_nearest(height: int, width: int,
+                                                                                 tile: int) -> None:
+    from hep2edge.tiling import stitch_inner_channels
 
-    grid = tile_grid(150, 200, 64)
-    tiles = np.random.default_rng(3).integers(0, 256, (len(grid), 3, 64, 64), dtype=np.uint8)
-    stitched = stitch_mean_channels(tiles, grid)
-    assert stitched.shape == (3, 150, 200) and stitched.dtype == np.float32
-    for channel in range(3):
-        np.testing.assert_array_equal(stitched[channel], stitch_mean(tiles[:, channel], grid))
+    grid = tile_grid(height, width, tile)
+    ids = np.arange(len(grid), dtype=np.int32)
+    tiles = np.broadcast_to(ids[:, None, None, None], (len(grid), 2, tile, tile)).copy()
+    stitched = stitch_inner_channels(tiles, grid)
+    assert stitched.shape == (2, height, width) and stitched.dtype == np.int32
+
+    def nearest(starts: tuple[int, ...], length: int) -> np.ndarray:  # ties: the later tile
+        centres = np.array(starts) + tile / 2
+        gap = np.abs(np.arange(length)[:, None] + 0.5 - centres[None, ::-1])
+        return len(starts) - 1 - gap.argmin(axis=1)
+
+    expected = nearest(grid.tops, height)[:, None] * len(grid.lefts) + nearest(grid.lefts, width)[None, :]
+    np.testing.assert_array_equal(stitched[0], expected)
+    np.testing.assert_array_equal(stitched[1], expected)
     with pytest.raises(ValueError, match="C, 64, 64"):
-        stitch_mean_channels(tiles[:, 0], grid)
+        stitch_inner_channels(tiles[:, 0], tile_grid(height, width, 64))

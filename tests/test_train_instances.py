@@ -225,7 +225,7 @@ def test_losses_of_the_dense_heads_and_perfect_maps_score_one() -> None:
     assert losses.shape == (5,) and float(losses[3]) < 1e-6 and float(losses[4]) < 1e-3
     with pytest.raises(ValueError, match="no distance target"):
         loss_fn(out, torch.from_numpy(mask)[None, None].float(), torch.tensor([2]), torch.tensor([1]))
-    scorer = CellScorer(InstanceParams(min_area=30))
+    scorer = CellScorer(InstanceParams(min_area=30, smooth=0, scale=1))  # 10 px cells: full size, unsmoothed
     scorer.add(out, mask[None], valid_pixels(np.array([[28, 30]]), 32), labels[None].astype(np.uint16),
                classes[None])
     metrics = scorer.metrics()

@@ -101,13 +101,18 @@ def test_existing_run_needs_resume_and_resume_needs_the_same_settings(synth_tiny
     ({"weighting": "magic"}, "`weighting` magic"),
     ({"tile": 100}, "multiple of 32"),
     ({"fold": 5, "folds": 5}, "`fold` must be"),
-    ({"encoder": "resnet9000"}, "not a segmentation_models_pytorch encoder"),
+    ({"encoder": "resnet9000"}, "`encoder` resnet9000: Wrong encoder name"),
+    ({"encoder": "tu-resnet9000"}, r"`encoder` tu-resnet9000: Unknown model \(resnet9000\)"),
     ({"decoder_channels": (16, 8)}, "5 positive widths"),
     ({"channel_policy": "purple"}, "`channel_policy` purple"),
 ])
 def test_bad_settings_are_one_line_config_errors(changes: dict[str, Any], message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=message):
         TrainConfig(data=tmp_path, out=tmp_path, **changes)
+
+
+def test_timm_universal_encoder_is_accepted(tmp_path: Path) -> None:
+    assert TrainConfig(data=tmp_path, out=tmp_path, encoder="tu-resnet18").model_config.encoder == "tu-resnet18"
 
 
 def test_all_folds_give_mean_and_std_over_folds(synth_tiny: Path, tmp_path: Path) -> None:

@@ -37,6 +37,20 @@ def test_seed_encoders_build_and_give_named_outputs(encoder: str) -> None:
     assert (norms > 0).all(), f"{encoder}: task gradients on the last shared layer are {norms.tolist()}"
 
 
+def test_timm_universal_encoders_are_smps_to_accept() -> None:
+    """`tu-` names smp builds through timm are accepted; a wrong one fails with smp's (timm's) one-line reason."""
+    torch.set_num_threads(1)
+    model = build_model(ModelConfig(encoder="tu-resnet18", decoder_channels=SMALL_DECODER, pool_levels=2))
+    out = model(torch.rand(2, 1, 64, 64))
+    assert out["mask"].shape == (2, 1, 64, 64) and out["pattern"].shape == (2, 7)
+    assert model.last_shared_layer().requires_grad
+    with pytest.raises(ConfigError, match=r"^`encoder` tu-resnet9000: Unknown model \(resnet9000\)$"):
+        build_model(ModelConfig(encoder="tu-resnet9000"))
+    with pytest.raises(ConfigError, match="^`encoder` resnet9000: Wrong encoder name `resnet9000`") as caught:
+        build_model(ModelConfig(encoder="resnet9000"))
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 250
+
+
 def test_any_input_size_three_channels_and_multiscale_pooling() -> None:
     torch.set_num_threads(1)
     model = build_model(ModelConfig(encoder="resnet18", in_channels=3, pool_levels=3,

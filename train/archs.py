@@ -9,6 +9,7 @@ encoders only, with an encoder that returns prefix tokens besides the features.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import segmentation_models_pytorch as smp
@@ -73,6 +74,25 @@ def arch_problem(name: str, attention: str | None, tile: int | None = None,
     return ""
 
 
+def smp_error(exc: BaseException) -> str:
+    """The first line of an error smp (or timm, for `tu-` encoders) raised, at most 200 characters."""
+    text = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)  # KeyError's str() adds quotes
+    return text.splitlines()[0][:200] if text else exc.__class__.__name__
+
+
+@cache
+def encoder_problem(encoder: str) -> str | None:
+    """Why smp cannot build `encoder`, in smp's own words, or None: a name of its registry is taken as is, any
+    other (`tu-` timm universal encoders) is built once, without weights."""
+    if encoder in smp.encoders.get_encoder_names():
+        return None
+    try:
+        smp.encoders.get_encoder(encoder, weights=None)
+    except (ValueError, KeyError, RuntimeError) as exc:  # KeyError: not smp's; RuntimeError: timm's unknown model
+        return f"`encoder` {encoder}: {smp_error(exc)}"
+    return None
+
+
 def build_smp_model(arch: str, encoder: str, in_channels: int, classes: int, decoder_channels: tuple[int, ...],
                     attention: str | None) -> nn.Module:
     """The smp model (random weights) with `classes` output channels; ConfigError for an impossible combination."""
@@ -88,6 +108,5 @@ def build_smp_model(arch: str, encoder: str, in_channels: int, classes: int, dec
     try:
         return smp.create_model(spec.smp_name, encoder_name=encoder, encoder_weights=None,
                                 in_channels=in_channels, classes=classes, **kwargs)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # smp refuses an encoder the arch cannot use
-        first = str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__
-        raise ConfigError(f"`arch` {arch} with `encoder` {encoder}: {first}") from exc
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:  # an encoder the arch cannot use
+        raise ConfigError(f"`arch` {arch} with `encoder` {encoder}: {smp_error(exc)}") from exc

@@ -11,9 +11,9 @@ from hep2edge.data.combined import check_roots
 from hep2edge.errors import ConfigError
 from hep2edge.imageio import channel_policy_names
 from hep2edge.normalization import MODES as NORMALIZATION_MODES
-from hep2edge.train.archs import arch_problem
+from hep2edge.train.archs import arch_problem, encoder_problem
 from hep2edge.train.losses import DISTANCE_LOSSES, SEG_LOSSES
-from hep2edge.train.model import ModelConfig, available_encoders
+from hep2edge.train.model import ModelConfig
 from hep2edge.train.settings import TrainSettings
 from hep2edge.train.weighting import WEIGHTINGS
 
@@ -34,6 +34,7 @@ class TrainConfig(TrainSettings):
         object.__setattr__(self, "task_weights", tuple(float(w) for w in self.task_weights))
         check_roots(self.data_dirs, self.manifest)
         arch = arch_problem(self.arch, self.attention, self.tile, tuple(self.decoder_channels))
+        encoder = encoder_problem(self.encoder)  # smp decides: its own names and timm's (`tu-...`)
         checks = [
             (not arch, arch),
             (self.seg_loss in SEG_LOSSES.names(),
@@ -44,9 +45,7 @@ class TrainConfig(TrainSettings):
             (self.monitor in MONITORS, f"`monitor` {self.monitor}: valid: {', '.join(MONITORS)}"),
             (self.normalization in NORMALIZATION_MODES,
              f"`normalization` {self.normalization}: valid: {', '.join(NORMALIZATION_MODES)}"),
-            (self.encoder in available_encoders(),
-             f"`encoder` {self.encoder}: not a segmentation_models_pytorch encoder "
-             "(e.g. efficientnet-b4, resnet34, vgg19_bn, inceptionv4, mobilenet_v2)"),
+            (not encoder, encoder),
             (len(self.decoder_channels) == 5 and all(c > 0 for c in self.decoder_channels),
              f"`decoder_channels` needs 5 positive widths, got {list(self.decoder_channels)}"),
             (self.channel_policy in channel_policy_names(),

@@ -21,7 +21,7 @@ from torch import nn
 
 from hep2edge.errors import ConfigError
 from hep2edge.labels import PATTERNS
-from hep2edge.train.archs import build_smp_model
+from hep2edge.train.archs import build_smp_model, encoder_problem
 from hep2edge.train.settings import DEFAULT_ENCODER
 
 PATTERN_MAP_CLASSES = ("background", *PATTERNS)  # the pattern map's channels, in order
@@ -59,10 +59,6 @@ class ModelConfig:
         return cls(**fields)
 
 
-def available_encoders() -> list[str]:
-    return sorted(smp.encoders.get_encoder_names())
-
-
 class MultiTaskUnet(nn.Module):
     """(N, C, H, W) -> {"mask": (N,1,H,W) logits, "pattern": (N,7) logits, "intensity": (N,1) logit}.
 
@@ -71,12 +67,9 @@ class MultiTaskUnet(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config.encoder not in smp.encoders.get_encoder_names():
-            common = (n for n in available_encoders() if "-" in n or n.startswith(("resnet", "vgg", "mobilenet")))
-            raise ConfigError(
-                f"unknown encoder '{config.encoder}'; valid names include: "
-                f"{', '.join(common)[:400]} ... (see segmentation_models_pytorch)"
-            )
+        problem = encoder_problem(config.encoder)
+        if problem:
+            raise ConfigError(problem)
         if not 1 <= config.pool_levels <= 5:
             raise ConfigError(f"pool_levels must be 1-5, got {config.pool_levels}")
         self.config = config

@@ -30,7 +30,7 @@ class TrainSettings:
     manifest: Path | None = setting(None, "Manifest CSV (default: the dataset's labels.csv).")
     allow_outside: bool = setting(False, "Accept manifest paths that resolve outside the dataset folder.")
     folds_file: Path | None = setting(None, "Reuse patient folds from this JSON.")
-    encoder: str = setting(DEFAULT_ENCODER, "Any segmentation_models_pytorch encoder.")
+    encoder: str = setting(DEFAULT_ENCODER, "Any segmentation_models_pytorch encoder, tu-<timm model> included.")
     encoder_weights: str = setting("none", "none | imagenet | PATH to a state dict.")
     in_channels: int = setting(1, "1 (gray) or 3 (gray replicated).")
     channel_policy: str = setting("luminance", "How colour images become gray.")

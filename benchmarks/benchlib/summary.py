@@ -1,4 +1,4 @@
-"""The issue's targets checked against a day's results, and the short table README shows."""
+"""The targets checked against a day's results, and the short table benchmarks/README.md shows."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def latest_files(results: Path) -> list[Path]:
 
 
 def readme_rows(data: dict[str, Any]) -> list[list[str]]:
-    """One row per measured backend x precision x variant at the image batch, for README."""
+    """One row per measured backend x precision x variant at the image batch, for benchmarks/README.md."""
     backends = data.get("sections", {}).get("backends", {})
     image = backends.get("tiles_per_image")
     batches = sorted({r["batch"] for r in backends.get("rows", []) if r["status"] == "ok"})
@@ -103,7 +103,7 @@ def host_note(data: dict[str, Any], host: dict[str, Any]) -> str:
 
 
 def readme_markdown(results: Path) -> str:
-    """README's table and notes from the latest result file of each machine."""
+    """benchmarks/README.md's Results table and notes from the latest result file of each machine."""
     lines, notes, plots = [], [], []
     rows: list[list[str]] = []
     any_gpu = False
@@ -114,7 +114,7 @@ def readme_markdown(results: Path) -> str:
         plot = data["sections"].get("backends", {}).get("plot")
         if plot:
             plots.append(f"![{data['machine']} ({data['date']}): throughput and latency per backend]"
-                         f"(benchmarks/results/{plot})")
+                         f"(results/{plot})")  # relative to benchmarks/README.md
         pipeline = data["sections"].get("pipeline")
         if pipeline:
             rate = _rate_run(pipeline)
@@ -122,7 +122,7 @@ def readme_markdown(results: Path) -> str:
                          f"batch {pipeline['batch']}: file complete -> result written p50 "
                          f"{fmt(rate['latency_ms']['p50'] if rate else None, 1)} ms; pipeline_ratio "
                          f"{fmt(pipeline.get('pipeline_ratio'), 2)}. Full tables: [{path.with_suffix('.md').name}]"
-                         f"(benchmarks/results/{path.with_suffix('.md').name}).")
+                         f"(results/{path.with_suffix('.md').name}).")
         host = data["sections"].get("host")
         if host:
             notes.append(host_note(data, host))
@@ -130,5 +130,5 @@ def readme_markdown(results: Path) -> str:
         lines.append(markdown_table(["machine (date)", "backend", "p50 ms per image (one call)", "images/s"],
                                     rows, right=(2, 3)))
     if not any_gpu:
-        notes.append("- GPU: not measured yet (no result file from a GPU machine in benchmarks/results).")
+        notes.append("- GPU: not measured yet (no result file from a GPU machine in results/).")
     return "\n".join(lines + [""] + notes + [""] + plots) + "\n"

@@ -122,6 +122,6 @@ def build_engine(
     config_mod = import_stage("hep2edge.export.config", jetson)
     profile = config_mod.parse_batch(batch, field_size)
     show_resolved("build-engine", {"onnx": onnx_file, "out": out, "batch": profile, "workspace_gib": workspace})
-    engines = import_stage("hep2edge.export.engines", jetson)
+    engines = import_stage("hep2edge.export.tensorrt.engines", jetson)
     path = engines.build_engine_for_onnx(onnx_file, profile, workspace, out, say=console.print)
     console.print(f"wrote {path} and {path.name}.json", highlight=False, markup=False)

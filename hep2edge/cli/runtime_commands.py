@@ -21,6 +21,14 @@ from hep2edge.cli.runtime_options import (
     defaults,
     shared_options,
 )
+from hep2edge.runtime.settings import (
+    PipelineConfig,
+    RunConfig,
+    SpecimenConfig,
+    StageConfig,
+    check_backend_options,
+    check_run_options,
+)
 from hep2edge.workspace import RUNS_DIR, resolve_out_dir
 
 
@@ -44,20 +52,15 @@ def _config(command: str, options: dict[str, Any], source: dict[str, Any]) -> An
     """Check the options and resolve the model, then RESULTS (so bad input leaves no empty run folder and no
     journal entry), and build the RunConfig."""
     select = import_stage("hep2edge.runtime.backends.select")
-    service = import_stage("hep2edge.runtime.service")
-    from hep2edge.runtime.pipeline import PipelineConfig
-    from hep2edge.runtime.specimens import SpecimenConfig
-    from hep2edge.runtime.stages import StageConfig
-
-    service.check_run_options(options["device"], options["channel"], options["preprocess"], options["inference"])
+    check_run_options(options["device"], options["channel"], options["preprocess"], options["inference"])
     stage = StageConfig(max_file_bytes=options["max_file_mb"] << 20, stitch=options["stitch"],
                         max_inflight_bytes=options["max_inflight_mb"] << 20, cells=options["cells"])
     specimens = SpecimenConfig(options["specimen_pattern"], options["specimen_images"], options["specimen_method"])
     chosen = select.select_model(options["model"], options["backend"])
     console.print(f"model: {chosen.model} -> backend {chosen.backend} ({chosen.reason})", highlight=False, markup=False)
-    service.check_backend_options(chosen.backend, options["device"], options["torch_precision"],
-                                  options["channels_last"], options["precision_hint"])
-    return service.RunConfig(
+    check_backend_options(chosen.backend, options["device"], options["torch_precision"],
+                          options["channels_last"], options["precision_hint"])
+    return RunConfig(
         command=command, out=resolve_out_dir(options["out"], command), model=chosen.model, backend=chosen.backend,
         model_reason=chosen.reason,
         device=options["device"], channel=options["channel"], preprocess=options["preprocess"],
@@ -84,7 +87,7 @@ def _run(config: Any, make_source: Any, show_stats: bool) -> Any:
     summary = run_service(config, make_source, console)
     _print_summary(summary)
     if show_stats:
-        from hep2edge.runtime.stats import percentile_table
+        from hep2edge.runtime.stage_timings import percentile_table
 
         console.print(percentile_table(summary.stages))
     return summary

@@ -16,15 +16,17 @@ from typing import Any, TypeVar
 import typer
 
 from hep2edge.runtime.backends import BACKENDS
-from hep2edge.runtime.cells import CELL_MODES
-from hep2edge.runtime.executors import PREPROCESS_MODES
-from hep2edge.runtime.field import INFERENCE_MODES
-from hep2edge.runtime.pipeline import PipelineConfig
-from hep2edge.runtime.preprocess import MASK_STITCHERS
-from hep2edge.runtime.service import RunConfig
-from hep2edge.runtime.specimens import METHODS as SPECIMEN_METHODS
-from hep2edge.runtime.specimens import SpecimenConfig
-from hep2edge.runtime.stages import StageConfig
+from hep2edge.runtime.settings import (
+    CELL_MODES,
+    INFERENCE_MODES,
+    MASK_STITCHERS,
+    PREPROCESS_MODES,
+    SPECIMEN_METHODS,
+    PipelineConfig,
+    RunConfig,
+    SpecimenConfig,
+    StageConfig,
+)
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hep2edge.errors import ConfigError
-from hep2edge.runtime.field import INFERENCE_MODES
+from hep2edge.runtime.settings import INFERENCE_MODES
 
 DEMO_PRECISIONS = ("fp32", "int8")
 

@@ -110,9 +110,9 @@ def watch_inbox(config: DemoConfig, paths: DemoPaths, console: Console) -> tuple
     export, auto backend, `--cells auto`: cells wherever the model has a distance head) while the scanner drops
     files."""
     from hep2edge.runtime.backends.select import select_model
-    from hep2edge.runtime.service import RunConfig, run_service
+    from hep2edge.runtime.service import run_service
+    from hep2edge.runtime.settings import RunConfig, SpecimenConfig
     from hep2edge.runtime.sources.watch import WatchConfig
-    from hep2edge.runtime.specimens import SpecimenConfig
     from hep2edge.runtime.watch_restart import restart_source
 
     images = fresh_images(paths)

@@ -1,6 +1,7 @@
 """Backends: one interface, chosen by name (`auto`, `tensorrt`, `onnxruntime`, `openvino`, `torch`).
 
-The registry holds loaders, so a backend module (and its heavy import) is imported only when chosen.
+The registry holds loaders, so a backend module (and its heavy import) is imported only when chosen; this
+module imports nothing heavy itself (the CLI reads the backend names from it).
 """
 
 from __future__ import annotations
@@ -9,10 +10,14 @@ import importlib
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hep2edge.extras import EXTRA_OF, import_optional
 from hep2edge.registry import Registry
-from hep2edge.runtime.backends.base import Backend, BackendConfig
+from hep2edge.runtime.settings import BackendConfig
+
+if TYPE_CHECKING:
+    from hep2edge.runtime.backends.base import Backend
 
 
 @dataclass(frozen=True)
@@ -65,4 +70,4 @@ def is_available(name: str) -> bool:
     return BACKENDS.get(name).available()
 
 
-__all__ = ["BACKENDS", "Backend", "BackendConfig", "BackendSpec", "create_backend", "is_available"]
+__all__ = ["BACKENDS", "BackendConfig", "BackendSpec", "create_backend", "is_available"]

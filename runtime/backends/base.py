@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -17,46 +16,11 @@ import numpy as np
 
 from hep2edge.contract import FIELD_OUTPUTS, OUTPUTS, ModelContract
 from hep2edge.errors import ConfigError, ContractError
+from hep2edge.runtime.settings import BackendConfig
 
-DEFAULT_MAX_BATCH = 32
-DEVICES = ("auto", "cpu", "cuda", "gpu", "npu")  # gpu / npu: an Intel GPU or NPU, through OpenVINO
-TORCH_PRECISIONS = ("fp32", "fp16")
-PRECISION_HINTS = ("auto", "f32", "bf16")  # OpenVINO: what it computes unquantized layers in (auto: bf16 if native)
 OUTPUT_NAMES: tuple[str, ...] = tuple(OUTPUTS)
 FIELD_NAMES: tuple[str, ...] = ("mask", *FIELD_OUTPUTS)  # what a whole-field pass reads
 FIX = "re-export it with `hep2edge export`"
-
-
-@dataclass(frozen=True)
-class BackendConfig:
-    """How to open a model: the file, the largest batch of tiles per call, the device preference.
-
-    A TensorRT engine or ONNX file carries its precision; a checkpoint (torch) runs at `torch_precision`, in
-    `channels_last` memory format if asked: fp16 + channels_last + `cuda_graph` is the engine's GPU stand-in.
-    """
-
-    model: Path
-    max_batch: int = DEFAULT_MAX_BATCH
-    device: str = "auto"  # auto | cpu | cuda
-    cuda_graph: bool = False  # TensorRT and torch on CUDA: replay captured graphs instead of launching kernels
-    torch_precision: str = "fp32"  # torch only: fp32 | fp16
-    channels_last: bool = False  # torch only: NHWC memory format
-    inference_precision: str = "auto"  # openvino only: auto | f32 | bf16
-
-    def __post_init__(self) -> None:
-        if self.max_batch < 1:
-            raise ConfigError(f"max batch must be at least 1, got {self.max_batch}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"unknown device '{self.device}'; valid: {', '.join(DEVICES)}")
-        check_torch_precision(self.torch_precision)
-        if self.inference_precision not in PRECISION_HINTS:
-            raise ConfigError(f"--precision-hint {self.inference_precision}: valid: {', '.join(PRECISION_HINTS)}")
-
-
-def check_torch_precision(precision: str) -> None:
-    """ConfigError unless `precision` is one the torch backend runs a checkpoint at."""
-    if precision not in TORCH_PRECISIONS:
-        raise ConfigError(f"`torch_precision` {precision}: valid: {', '.join(TORCH_PRECISIONS)}")
 
 
 def gpu_present() -> bool:

@@ -49,7 +49,7 @@ class OnnxRuntimeBackend(Backend):
         options = ort.SessionOptions()
         options.log_severity_level = QUIET
         # Q/DQ graphs run as written (the semantics TensorRT builds from and export verified): ORT's CPU int8
-        # fusions moved an int8 model's mask output by 0.24 against 0.037 (export/INT8_STUDY.md).
+        # fusions moved an int8 model's mask output by 0.24 against 0.037 (export/int8/STUDY.md).
         options.add_session_config_entry("session.disable_quant_qdq", "1")
         threads = os.environ.get("HEP2EDGE_ORT_THREADS")
         if threads:

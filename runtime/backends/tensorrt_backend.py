@@ -99,7 +99,7 @@ class FieldRun:
     largest: tuple[int, int]  # (H, W) of the profile's max shape
 
 
-FIELD_PROFILE = 1  # export/engine_plan.py: profile 0 takes batches of tiles, profile 1 one whole field
+FIELD_PROFILE = 1  # export/tensorrt/plan.py: profile 0 takes batches of tiles, profile 1 one whole field
 
 
 class TensorRTBackend(Backend):

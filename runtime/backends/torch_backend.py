@@ -16,7 +16,8 @@ import torch
 
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError
-from hep2edge.runtime.backends.base import TORCH_PRECISIONS, Backend, BackendConfig, output_shapes
+from hep2edge.runtime.backends.base import Backend, output_shapes
+from hep2edge.runtime.settings import TORCH_PRECISIONS, BackendConfig
 from hep2edge.train.activations import activate
 from hep2edge.train.checkpoint import load_checkpoint
 from hep2edge.train.model import MultiTaskUnet

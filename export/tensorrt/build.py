@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 from hep2edge.atomic import atomic_write_bytes, atomic_write_json
 from hep2edge.errors import Hep2EdgeError, MissingExtraError
-from hep2edge.export.engine_plan import EnginePlan, sidecar_content
-from hep2edge.export.gpu_info import gpu_info
-from hep2edge.export.tensorrt_probe import real_tensorrt
+from hep2edge.export.tensorrt.gpu_info import gpu_info
+from hep2edge.export.tensorrt.plan import EnginePlan, sidecar_content
+from hep2edge.export.tensorrt.probe import real_tensorrt
 from hep2edge.extras import EXTRA_OF
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Make the installed `tensorrt-stubs` usable by mypy: `python -m hep2edge.export.trt_stubs DEST`.
+"""Make the installed `tensorrt-stubs` usable by mypy: `python tools/trt_stubs.py DEST`.
 
 The package (install with `pip install --no-deps tensorrt-stubs==10.13.0.35.1`) puts `tensorrt/__init__.pyi`
 and `tensorrt_bindings/*.pyi` in site-packages without a py.typed marker, and they do not parse as they
@@ -76,7 +76,7 @@ def mypy_config(base: str = "") -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m hep2edge.export.trt_stubs DEST", file=sys.stderr)
+        print("usage: python tools/trt_stubs.py DEST", file=sys.stderr)
         return 2
     try:
         dest = prepare_stubs(Path(args[0]))

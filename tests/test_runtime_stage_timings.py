@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from hep2edge.runtime.stats import StageStats, percentile_table
+from hep2edge.runtime.stage_timings import StageStats, percentile_table
 
 
 def test_percentiles_cover_the_latest_window_and_n_counts_everything() -> None:

@@ -16,7 +16,7 @@ ModelOpt's own PyTorch exporter does by default for strongly typed TensorRT
 The numbers are those of the fp16 graph: scales are the same fp16 values, the quantized tensor is the
 same fp16 tensor (for the graph input: the fp32 image itself, not its fp16 cast); only the rounding is
 done the way the ONNX specification (and TensorRT) define it.
-Details and figures: export/INT8_STUDY.md.
+Details and figures: export/int8/STUDY.md.
 """
 
 from __future__ import annotations

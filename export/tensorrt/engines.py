@@ -13,10 +13,10 @@ from typing import Any
 from hep2edge.contract import ModelContract
 from hep2edge.errors import MissingExtraError
 from hep2edge.export.config import BatchProfile, ExportConfig
-from hep2edge.export.engine_plan import EnginePlan, plan_engine
 from hep2edge.export.precisions import PRECISIONS
-from hep2edge.export.tensorrt_probe import real_tensorrt, tensorrt_version
-from hep2edge.export.trtexec import trtexec_command
+from hep2edge.export.tensorrt.plan import EnginePlan, plan_engine
+from hep2edge.export.tensorrt.probe import real_tensorrt, tensorrt_version
+from hep2edge.export.tensorrt.trtexec import trtexec_command
 
 NO_TENSORRT = "TensorRT is not importable here: ONNX files written; build the engines on the target machine"
 
@@ -54,7 +54,7 @@ def engines_for(config: ExportConfig, out_dir: Path, contract: ModelContract,
         for command in info["trtexec"]:
             say(f"  cd {out_dir} && {command}")
         return info
-    from hep2edge.export.tensorrt_build import build_engine
+    from hep2edge.export.tensorrt.build import build_engine
 
     info["status"] = f"built with TensorRT {tensorrt_version()}"
     for plan in plans:
@@ -75,6 +75,6 @@ def build_engine_for_onnx(onnx_path: Path, batch: BatchProfile, workspace_gib: f
     plan = plan_engine(Path(onnx_path), contract, batch, workspace_gib, out_dir)
     if real_tensorrt() is None:
         raise NoTensorRT(plan)
-    from hep2edge.export.tensorrt_build import build_engine
+    from hep2edge.export.tensorrt.build import build_engine
 
     return build_engine(plan, say).engine_path

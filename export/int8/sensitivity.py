@@ -5,7 +5,7 @@ probabilities) when only that node reads Q/DQ inputs and every other node reads 
 The ranking is made on a Q/DQ graph with fp32 high precision (ONNX Runtime CPU computes it as written).
 `convert_int8` keeps the most sensitive `SENSITIVE_SHARE` of the quantized nodes in high precision: on a
 mobilenet_v2 U-Net those are the first, thin, high-resolution encoder layers and the layer reading the
-8-bit image (figures in export/INT8_STUDY.md).
+8-bit image (figures in export/int8/STUDY.md).
 """
 
 from __future__ import annotations

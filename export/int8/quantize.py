@@ -4,11 +4,11 @@ Weights are quantized per channel (ModelOpt's ORT-based path always does); Sigmo
 quantizable op types there, so the probability heads stay in high precision. Named exclusion rules
 (`depthwise`, `se`, `sigmoid-mul`, `heads`) keep the nodes EfficientNet is known to be fragile on out
 of INT8; on top of them the most output-sensitive tenth of the quantized nodes, ranked on the
-calibration tiles (export/int8_sensitivity.py), stays in high precision. `high_precision` decides the
+calibration tiles (export/int8/sensitivity.py), stays in high precision. `high_precision` decides the
 dtype of everything not quantized (fp16 by default: what the strongly typed TensorRT engine should run;
 fp32 is faster and closest under ONNX Runtime CPU). With fp16, the QuantizeLinear nodes are rewritten to
-quantize in fp32 (export/int8_qdq.py): ONNX Runtime < 1.32 truncates fp16 inputs instead of rounding.
-Figures for these choices: export/INT8_STUDY.md.
+quantize in fp32 (export/int8/qdq.py): ONNX Runtime < 1.32 truncates fp16 inputs instead of rounding.
+Figures for these choices: export/int8/STUDY.md.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import onnx
 from hep2edge.contract import INPUT_NAME
 from hep2edge.errors import ConfigError
 from hep2edge.export.config import Int8Options
-from hep2edge.export.int8_qdq import quantize_in_fp32
-from hep2edge.export.int8_sensitivity import most_sensitive
+from hep2edge.export.int8.qdq import quantize_in_fp32
+from hep2edge.export.int8.sensitivity import most_sensitive
 from hep2edge.export.library_log import captured
 from hep2edge.export.precisions import ConversionInputs, Converted
-from hep2edge.export.tensorrt_probe import hide_stub_only_tensorrt
+from hep2edge.export.tensorrt.probe import hide_stub_only_tensorrt
 from hep2edge.registry import Registry
 
 ExclusionRule = Callable[[onnx.ModelProto], list[str]]

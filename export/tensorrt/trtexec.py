@@ -7,7 +7,7 @@ import os
 import shlex
 from pathlib import Path
 
-from hep2edge.export.engine_plan import EnginePlan
+from hep2edge.export.tensorrt.plan import EnginePlan
 
 
 def _shape(dims: list[int]) -> str:

@@ -1,0 +1,2 @@
+"""TensorRT: the build plan (importable without TensorRT), the builder, the trtexec equivalent and the probe
+that tells a real TensorRT from the stubs."""

@@ -29,11 +29,11 @@ from hep2edge.tiling import TileGrid, stitch_inner_channels
 def cell_method(mode: str, contract: ModelContract, source: str) -> str | None:
     """How cells are found for `--cells mode` with this model: 'distance', 'components' or None (no cells)."""
     if mode not in CELL_MODES:
-        raise ConfigError(f"--cells {mode}: valid modes are {', '.join(CELL_MODES)}")
+        raise ConfigError(f"`cells` {mode}: valid modes are {', '.join(CELL_MODES)}")
     has_distance = "distance" in contract.cell_outputs
     if mode == "distance" and not has_distance:
-        raise ConfigError(f"--cells distance: {source} has no distance head (train with --instances and "
-                          "re-export), or use --cells components")
+        raise ConfigError(f"`cells` distance: {source} has no distance head (train with --instances and "
+                          "re-export), or use `cells` components")
     if mode == "auto":
         return "distance" if has_distance else None
     return None if mode == "off" else mode

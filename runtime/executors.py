@@ -167,7 +167,7 @@ def _torch_executor(backend: Backend, preprocess: str) -> Executor:
     if preprocess == "host" or (preprocess == "auto" and not on_gpu):
         return HostExecutor(backend)
     if not on_gpu:
-        raise ConfigError(f"--preprocess cuda needs a GPU; the torch backend runs on {backend.device_name()}")
+        raise ConfigError(f"`preprocess` cuda needs a GPU; the torch backend runs on {backend.device_name()}")
     from hep2edge.runtime.backends.torch_backend_executor import TorchDeviceExecutor
 
     return TorchDeviceExecutor(backend)  # type: ignore[arg-type]
@@ -179,21 +179,21 @@ def make_executor(backend: Backend, preprocess: str, inference: str = "tiles") -
     from hep2edge.errors import ConfigError
 
     if preprocess not in PREPROCESS_MODES:
-        raise ConfigError(f"--preprocess {preprocess}: valid modes are {', '.join(PREPROCESS_MODES)}")
+        raise ConfigError(f"`preprocess` {preprocess}: valid modes are {', '.join(PREPROCESS_MODES)}")
     check_inference_mode(inference, backend.contract, str(backend.config.model))
     if inference == "field":
         if preprocess == "cuda":
-            raise ConfigError("--inference field preprocesses on the host; use --preprocess host or auto")
+            raise ConfigError("`inference` field preprocesses on the host; use `preprocess` host or auto")
         if backend.largest_field == (0, 0):
-            raise ConfigError(f"--inference field: {backend.config.model} was built without a whole-field profile; "
-                              "rebuild it with `hep2edge build-engine --field-size HxW` or use --inference tiles")
+            raise ConfigError(f"`inference` field: {backend.config.model} was built without a whole-field profile; "
+                              "rebuild it with `hep2edge build-engine --field-size HxW` or use `inference` tiles")
         return FieldExecutor(backend)
     if backend.name == "torch":
         return _torch_executor(backend, preprocess)
     if preprocess == "host" or (preprocess == "auto" and backend.name != "tensorrt"):
         return HostExecutor(backend)
     if backend.name != "tensorrt":
-        raise ConfigError(f"--preprocess cuda needs the tensorrt or torch backend (this run uses {backend.name})")
+        raise ConfigError(f"`preprocess` cuda needs the tensorrt or torch backend (this run uses {backend.name})")
     try:
         return CudaExecutor(backend)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001 - auto: no pycuda, no nvcc (a Jetson without the toolkit), ...

@@ -25,14 +25,14 @@ MAX_FIELD_PIXELS = 4096 * 4096  # padded pixels of one whole-field pass; larger 
 def check_inference_mode(mode: str, contract: ModelContract, source: str) -> None:
     """ConfigError for an unknown mode or `field` with a model exported before whole-field inference."""
     if mode not in INFERENCE_MODES:
-        raise ConfigError(f"--inference {mode}: valid modes are {', '.join(INFERENCE_MODES)}")
+        raise ConfigError(f"`inference` {mode}: valid modes are {', '.join(INFERENCE_MODES)}")
     if mode == "field" and not contract.whole_field:
-        raise ConfigError(f"--inference field: {source} has no whole-field outputs (exported by an older "
-                          "hep2edge); re-export it with `hep2edge export`, or use --inference tiles")
+        raise ConfigError(f"`inference` field: {source} has no whole-field outputs (exported by an older "
+                          "hep2edge); re-export it with `hep2edge export`, or use `inference` tiles")
     if mode == "field" and contract.normalization.mode != "fixed":
-        raise ConfigError(f"--inference field: {source} normalises each tile by its own range "
+        raise ConfigError(f"`inference` field: {source} normalises each tile by its own range "
                           f"({contract.normalization.mode}), which a whole field cannot reproduce; "
-                          "use --inference tiles")
+                          "use `inference` tiles")
 
 
 def field_shape(height: int, width: int, stride: int) -> tuple[int, int]:

@@ -9,7 +9,7 @@ or a complete one.
 
 Input states: queued (seen by a source), seen (claimed, being analysed), done, failed, alias (same content as
 another path), incomplete (truncated, maybe still being written: read again), ignored (in the folder before
-the first watch without --existing).
+the first watch without `existing`).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class Journal:
         found = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if found > SCHEMA_VERSION:
             raise ConfigError(f"{self.path}: written by a newer hep2edge (journal schema {found}, this one knows "
-                              f"{SCHEMA_VERSION}); upgrade hep2edge or pass another --out")
+                              f"{SCHEMA_VERSION}); upgrade hep2edge or pass another `out`")
 
     def _migrate(self) -> None:
         """Older journals gain the newer columns: file signatures (NULL: treated as unchanged), cell counts."""
@@ -139,7 +139,7 @@ class Journal:
         except BlockingIOError as exc:
             handle.close()
             raise ConfigError(
-                f"{self.path.parent}: another hep2edge run is using these RESULTS; stop it or pass another --out"
+                f"{self.path.parent}: another hep2edge run is using these RESULTS; stop it or pass another `out`"
             ) from exc
         return handle
 
@@ -298,7 +298,7 @@ class Journal:
             self._event(db, content_hash, path, "incomplete", reason)
 
     def ignore(self, files: list[tuple[str, Signature]]) -> None:
-        """Files in the folder before the first watch (without --existing): known, not analysed unless changed."""
+        """Files in the folder before the first watch (without `existing`): known, not analysed unless changed."""
         now = time.time()
         with self._transaction() as db:
             db.executemany(

@@ -38,7 +38,7 @@ def check_contract_channels(contract: ModelContract) -> None:
     if contract.channels != 1:
         raise ConfigError(
             f"the model takes {contract.channels} input channels; the runtime feeds 1 gray channel "
-            "(chosen by --channel); export a 1-channel model"
+            "(chosen by `channel`); export a 1-channel model"
         )
 
 

@@ -33,7 +33,7 @@ MAX_INFLIGHT_BYTES = 1 << 30
 def check_torch_precision(precision: str) -> None:
     """ConfigError unless `precision` is one the torch backend runs a checkpoint at."""
     if precision not in TORCH_PRECISIONS:
-        raise ConfigError(f"--torch-precision {precision}: valid: {', '.join(TORCH_PRECISIONS)}")
+        raise ConfigError(f"`torch_precision` {precision}: valid: {', '.join(TORCH_PRECISIONS)}")
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,9 @@ class StageConfig:
     def __post_init__(self) -> None:
         # checked here, before any input: found per image it would fail (and journal) every input
         if self.stitch not in MASK_STITCHERS:
-            raise ConfigError(f"--stitch {self.stitch}: valid methods are {', '.join(MASK_STITCHERS)}")
+            raise ConfigError(f"`stitch` {self.stitch}: valid methods are {', '.join(MASK_STITCHERS)}")
         if self.cells not in CELL_MODES:
-            raise ConfigError(f"--cells {self.cells}: valid modes are {', '.join(CELL_MODES)}")
+            raise ConfigError(f"`cells` {self.cells}: valid modes are {', '.join(CELL_MODES)}")
 
 
 @dataclass(frozen=True)
@@ -124,13 +124,13 @@ class SpecimenConfig:
 
 
 def check_run_options(device: str, channel: str | None, preprocess: str, inference: str = "tiles") -> None:
-    """ConfigError for an unknown --device, --channel, --preprocess or --inference, before RESULTS is touched."""
+    """ConfigError for an unknown `device`, `channel`, `preprocess` or `inference`, before RESULTS is touched."""
     if inference not in INFERENCE_MODES:
-        raise ConfigError(f"--inference {inference}: valid modes are {', '.join(INFERENCE_MODES)}")
+        raise ConfigError(f"`inference` {inference}: valid modes are {', '.join(INFERENCE_MODES)}")
     if device not in DEVICES:
-        raise ConfigError(f"--device {device}: valid devices are {', '.join(DEVICES)}")
+        raise ConfigError(f"`device` {device}: valid devices are {', '.join(DEVICES)}")
     if preprocess not in PREPROCESS_MODES:
-        raise ConfigError(f"--preprocess {preprocess}: valid modes are {', '.join(PREPROCESS_MODES)}")
+        raise ConfigError(f"`preprocess` {preprocess}: valid modes are {', '.join(PREPROCESS_MODES)}")
     if channel is not None:
         from hep2edge.imageio import CHANNEL_POLICIES  # cv2: imported only when a channel is named
 
@@ -142,7 +142,7 @@ def check_backend_options(backend: str, device: str, torch_precision: str, chann
     """ConfigError for options the chosen backend does not take (checked before RESULTS is created)."""
     check_torch_precision(torch_precision)
     if backend != "torch" and (torch_precision != "fp32" or channels_last):
-        raise ConfigError(f"--torch-precision and --channels-last apply to a checkpoint (torch backend); "
+        raise ConfigError(f"`torch_precision` and `channels_last` apply to a checkpoint (torch backend); "
                           f"{backend} runs a model at the precision it was exported with")
     if backend != "openvino" and (inference_precision != "auto" or device in ("gpu", "npu")):
         raise ConfigError(f"--precision-hint and --device gpu|npu are OpenVINO's; {backend} takes "
@@ -180,7 +180,7 @@ class RunConfig:
                               self.inference_precision)
 
     def channel_policy(self, contract: ModelContract) -> str:
-        """--channel if given, else the model contract's policy."""
+        """`channel` if given, else the model contract's policy."""
         return self.channel or contract.channel_policy
 
     def backend_config(self) -> BackendConfig:

@@ -58,7 +58,7 @@ class Frame:
     parts: list[TileOutputs] = field(default_factory=list)
     received: int = 0
     reserved: int = 0  # bytes held in the reader's in-flight budget until the writer is done
-    field: bool = False  # `tiles` holds the whole-field input (--inference field)
+    field: bool = False  # `tiles` holds the whole-field input (`inference` field)
 
     @property
     def complete(self) -> bool:

@@ -3,7 +3,7 @@
 The folder and the journal are the truth. Inputs an earlier run queued or started but never finished come
 first. Then every image in the folder that the journal has not finished with its current size and mtime is
 analysed, whatever its age (moved in, `cp -p`, unzipped while nobody watched). Only the very first watch of a
-folder without --existing leaves the files that were there before it started alone, and journals them as that
+folder without `existing` leaves the files that were there before it started alone, and journals them as that
 baseline.
 """
 

@@ -130,9 +130,9 @@ def test_report_renders_with_its_overlays_in_a_headless_browser(tiny_demo: DemoR
 
 
 def test_demo_config_is_checked() -> None:
-    with pytest.raises(ConfigError, match="--patients 3"):
+    with pytest.raises(ConfigError, match="`patients` 3"):
         DemoConfig(patients=3)
-    with pytest.raises(ConfigError, match="--epochs"):
+    with pytest.raises(ConfigError, match="`epochs`"):
         DemoConfig(epochs=0)
     with pytest.raises(ConfigError, match="inference 'whole': valid modes are tiles, field"):
         DemoConfig(inference="whole")

@@ -168,7 +168,7 @@ def test_labels_column_is_contained_and_must_exist(tmp_path: Path) -> None:
     lines = [lines[0] + ",labels", lines[1] + ",../ids.tif", lines[2] + ",gone.tif"] + [f"{x}," for x in lines[3:]]
     manifest.write_text("\n".join(lines) + "\n")
     assert validate_dataset(root).lines() == [
-        f"{manifest}:2: labels ../ids.tif lies outside the dataset folder {root}; --allow-outside permits it",
+        f"{manifest}:2: labels ../ids.tif lies outside the dataset folder {root}; `allow_outside` permits it",
         f"{manifest}:3: labels gone.tif not found"]
 
 

@@ -16,7 +16,7 @@ from hep2edge.data.validate import validate_dataset
 from hep2edge.errors import DataError
 from hep2edge.imageio import write_image_tiff
 
-OUTSIDE_MESSAGE = "lies outside the dataset folder {root}; --allow-outside permits it"
+OUTSIDE_MESSAGE = "lies outside the dataset folder {root}; `allow_outside` permits it"
 
 
 def _image(path: Path) -> None:
@@ -51,6 +51,14 @@ def test_check_refuses_paths_outside_one_line_per_row_in_line_order(tmp_path: Pa
     report = validate_dataset(root, check_images=decode)
     assert report.lines() == _expected(root, outside)
     assert [r.line for r in report.records] == [2]
+
+
+def test_hep2edge_check_names_the_flags(tmp_path: Path) -> None:
+    root, outside = _escaping_dataset(tmp_path, outside_exists=True)
+    result = CliRunner().invoke(app, ["check", str(root), "--max-problems", "2"])
+    assert result.exit_code == 1
+    lines = [line.replace("`allow_outside`", "--allow-outside") for line in _expected(root, outside)][:2]
+    assert result.stdout.splitlines()[:3] == [*lines, "... stopped after 2 problems (raise --max-problems to see more)"]
 
 
 def test_refusal_is_the_same_whether_the_outside_file_exists(tmp_path: Path) -> None:
@@ -144,7 +152,8 @@ def test_check_cli_refuses_and_allow_outside_accepts(tmp_path: Path) -> None:
         root, outside = _escaping_dataset(tmp_path / name, outside_exists=exists)
         result = runner.invoke(app, ["check", str(root)])
         assert result.exit_code == 1
-        assert [line for line in result.stdout.splitlines() if "labels.csv:" in line] == _expected(root, outside)
+        shown = [line.replace("`allow_outside`", "--allow-outside") for line in _expected(root, outside)]
+        assert [line for line in result.stdout.splitlines() if "labels.csv:" in line] == shown
         outputs.append(result.stdout.replace(str(tmp_path / name), "X"))
     assert outputs[0] == outputs[1]
     root = tmp_path / "a" / "data"

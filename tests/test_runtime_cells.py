@@ -31,7 +31,7 @@ def test_the_cell_method_follows_the_option_and_the_model() -> None:
     assert cell_method("auto", TILES_ONLY, "m") is None  # a model without the heads keeps working as before
     assert cell_method("components", TILES_ONLY, "m") == "components"
     assert cell_method("off", WITH_HEADS, "m") is None
-    with pytest.raises(ConfigError, match="--cells distance: m.onnx has no distance head"):
+    with pytest.raises(ConfigError, match="`cells` distance: m.onnx has no distance head"):
         cell_method("distance", TILES_ONLY, "m.onnx")
     with pytest.raises(ConfigError, match="valid modes are auto, distance, components, off"):
         cell_method("all", WITH_HEADS, "m")

@@ -152,7 +152,7 @@ def test_watch_recursive_existing_and_restart_queue(tmp_path: Path) -> None:
 def test_watch_config_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a folder"):
         WatchConfig(tmp_path / "nope")
-    with pytest.raises(ConfigError, match="--max-files"):
+    with pytest.raises(ConfigError, match="`max_files`"):
         WatchConfig(tmp_path, max_files=-1)
 
 

@@ -38,7 +38,7 @@ def test_options_come_from_the_backend_config(tiny_checkpoint: Path) -> None:
 def test_bad_options_are_refused(tiny_checkpoint: Path) -> None:
     with pytest.raises(ConfigError, match="valid: fp32, fp16"):
         TorchOptions("int8")
-    with pytest.raises(ConfigError, match="--torch-precision int8: valid: fp32, fp16"):
+    with pytest.raises(ConfigError, match="`torch_precision` int8: valid: fp32, fp16"):
         BackendConfig(tiny_checkpoint, torch_precision="int8")
 
 
@@ -226,7 +226,7 @@ def test_executor_choice_for_a_checkpoint(tiny_checkpoint: Path) -> None:
 
     with TorchBackend(BackendConfig(tiny_checkpoint, 4, "cpu")) as backend:
         assert isinstance(make_executor(backend, "auto"), HostExecutor)  # on the CPU the readers cut the tiles
-        with pytest.raises(ConfigError, match="--preprocess cuda needs a GPU"):
+        with pytest.raises(ConfigError, match="`preprocess` cuda needs a GPU"):
             make_executor(backend, "cuda")
 
 

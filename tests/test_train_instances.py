@@ -111,10 +111,10 @@ def test_checkpoint_records_the_heads_and_round_trips(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("arch, attention, tile, message", [
     ("nope", "none", 64, "unknown architecture; valid names: deeplabv3, deeplabv3plus, fpn"),
-    ("fpn", "scse", 64, "--attention scse: only for unet, unetplusplus (not fpn)"),
-    ("unet", "cbam", 64, "--attention cbam: valid: none, scse"),
-    ("pan", "none", 64, "--arch pan needs --tile >= 128"),
-    ("unet", "scse", 64, "needs --decoder-channels of at least 16 each, got [32, 16, 16, 8, 8]"),
+    ("fpn", "scse", 64, "`attention` scse: only for unet, unetplusplus (not fpn)"),
+    ("unet", "cbam", 64, "`attention` cbam: valid: none, scse"),
+    ("pan", "none", 64, "`arch` pan needs `tile` >= 128"),
+    ("unet", "scse", 64, "needs `decoder_channels` of at least 16 each, got [32, 16, 16, 8, 8]"),
 ])
 def test_bad_arch_or_attention_is_a_config_error(synth_tiny: Path, arch: str, attention: str, tile: int,
                                                  message: str) -> None:
@@ -260,9 +260,9 @@ def test_task_weights_and_resume_key_of_older_runs(synth_tiny: Path, tmp_path: P
     assert config.tasks == ("mask", "pattern", "intensity", "distance", "pattern_map")
     assert config.weights == (1.0, 1.0, 1.0, 1.0, 1.0) and config.model_config.distance
     assert config.replace(task_weights=(1, 2, 3, 4, 5)).weights == (1, 2, 3, 4, 5)
-    with pytest.raises(ConfigError, match="--task-weights needs 3 or 5 non-negative numbers"):
+    with pytest.raises(ConfigError, match="`task_weights` needs 3 or 5 non-negative numbers"):
         config.replace(task_weights=(1, 1, 1, 1))
-    with pytest.raises(ConfigError, match="--monitor miou needs --pattern-map"):
+    with pytest.raises(ConfigError, match="`monitor` miou needs `pattern_map`"):
         TrainConfig(data=synth_tiny, encoder=ENCODER, tile=64, instances=True, monitor="miou")
     plain = TrainConfig(data=synth_tiny, encoder=ENCODER, tile=64)
     saved = {k: v for k, v in plain.resume_key().items()

@@ -87,7 +87,7 @@ def test_existing_run_needs_resume_and_resume_needs_the_same_settings(synth_tiny
     out = tmp_path / "run"
     config = TrainConfig(data=synth_tiny, out=out, epochs=1, weighting="fixed", **TINY)
     run_training(config)
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(ConfigError, match="`resume`"):
         run_training(config)
     with pytest.raises(ConfigError, match="different settings.*lr"):
         run_training(config.replace(resume=True, lr=0.5))
@@ -97,14 +97,14 @@ def test_existing_run_needs_resume_and_resume_needs_the_same_settings(synth_tiny
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"seg_loss": "focal"}, "--seg-loss focal"),
-    ({"weighting": "magic"}, "--weighting magic"),
+    ({"seg_loss": "focal"}, "`seg_loss` focal"),
+    ({"weighting": "magic"}, "`weighting` magic"),
     ({"tile": 100}, "multiple of 32"),
-    ({"fold": 5, "folds": 5}, "--fold must be"),
-    ({"encoder": "resnet9000"}, "--encoder resnet9000: Wrong encoder name"),
-    ({"encoder": "tu-resnet9000"}, r"--encoder tu-resnet9000: Unknown model \(resnet9000\)"),
+    ({"fold": 5, "folds": 5}, "`fold` must be"),
+    ({"encoder": "resnet9000"}, "`encoder` resnet9000: Wrong encoder name"),
+    ({"encoder": "tu-resnet9000"}, r"`encoder` tu-resnet9000: Unknown model \(resnet9000\)"),
     ({"decoder_channels": (16, 8)}, "5 positive widths"),
-    ({"channel_policy": "purple"}, "--channel-policy purple"),
+    ({"channel_policy": "purple"}, "`channel_policy` purple"),
 ])
 def test_bad_settings_are_one_line_config_errors(changes: dict[str, Any], message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -178,5 +178,5 @@ def test_folds_file_is_reused_whatever_the_seed(synth_tiny: Path, tmp_path: Path
     config = TrainConfig(data=synth_tiny, out=tmp_path / "run", folds_file=path, seed=0, **TINY)
     folds, used = resolve_folds(config, dataset, DistContext())
     assert folds == saved and used == path.resolve() and load_folds(path) == saved
-    with pytest.raises(ConfigError, match="holds 3 folds but --folds is 2"):
+    with pytest.raises(ConfigError, match="holds 3 folds but `folds` is 2"):
         resolve_folds(config.replace(folds=2), dataset, DistContext())

@@ -44,9 +44,9 @@ def test_timm_universal_encoders_are_smps_to_accept() -> None:
     out = model(torch.rand(2, 1, 64, 64))
     assert out["mask"].shape == (2, 1, 64, 64) and out["pattern"].shape == (2, 7)
     assert model.last_shared_layer().requires_grad
-    with pytest.raises(ConfigError, match=r"^--encoder tu-resnet9000: Unknown model \(resnet9000\)$"):
+    with pytest.raises(ConfigError, match=r"^`encoder` tu-resnet9000: Unknown model \(resnet9000\)$"):
         build_model(ModelConfig(encoder="tu-resnet9000"))
-    with pytest.raises(ConfigError, match="^--encoder resnet9000: Wrong encoder name `resnet9000`") as caught:
+    with pytest.raises(ConfigError, match="^`encoder` resnet9000: Wrong encoder name `resnet9000`") as caught:
         build_model(ModelConfig(encoder="resnet9000"))
     assert "\n" not in str(caught.value) and len(str(caught.value)) < 250
 
@@ -83,7 +83,7 @@ def test_imagenet_offline_fails_fast_with_one_line(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ConfigError) as info:
         build_model(ModelConfig(encoder="resnet18", decoder_channels=SMALL_DECODER), "imagenet")
     message = str(info.value)
-    assert "offline" in message and "--encoder-weights PATH" in message and "\n" not in message
+    assert "offline" in message and "`encoder_weights` PATH" in message and "\n" not in message
 
 
 def test_imagenet_for_an_encoder_without_imagenet_weights_says_what_it_has() -> None:

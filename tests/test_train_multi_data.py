@@ -59,7 +59,7 @@ def test_problems_of_every_folder_are_reported_together(synth_tiny: Path, review
     assert f"`hep2edge check {bad}`" in message[0] and f"check {synth_tiny}`" not in message[0]
     assert message[1].strip().startswith(f"{bad / 'labels.csv'}:3: unknown intensity label 'positve'")
     assert message[2].strip() == (f"{bad / 'labels.csv'}:4: image ../00002_p1.tif lies outside the dataset folder "
-                                  f"{bad}; --allow-outside permits it")
+                                  f"{bad}; `allow_outside` permits it")
     assert message[3].strip() == f"{empty}: folder is empty"
     with pytest.raises(DataError) as allowed:  # --allow-outside applies to each folder
         load_datasets([synth_tiny, bad], allow_outside=True)
@@ -72,7 +72,7 @@ def test_folders_given_twice_or_with_one_manifest_are_refused(synth_tiny: Path, 
 
     with pytest.raises(ConfigError, match="given twice"):
         TrainConfig(data=(synth_tiny, synth_tiny / ".." / "data"))
-    with pytest.raises(ConfigError, match="--manifest names one folder's manifest"):
+    with pytest.raises(ConfigError, match="`manifest` names one folder's manifest"):
         TrainConfig(data=(synth_tiny, reviewed), manifest=synth_tiny / "labels.csv")
     single = TrainConfig(data=[synth_tiny])
     assert single.data == synth_tiny and single.resume_key()["data"] == str(synth_tiny.resolve())

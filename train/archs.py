@@ -1,7 +1,7 @@
 """Decoder architectures by name: the segmentation_models_pytorch models the multi-task network is built on.
 
 Each entry says how smp is called for it: whether it takes the 5 per-stage `decoder_channels`, whether it takes
-`decoder_attention_type` (`--attention scse`) and the extra arguments that keep its encoder at 5 stages (stride
+`decoder_attention_type` (`attention="scse"`) and the extra arguments that keep its encoder at 5 stages (stride
 32, as the pooled heads and their 32 px `head_maps` expect). DPT is left out: smp builds it on ViT (`tu-`)
 encoders only, with an encoder that returns prefix tokens besides the features.
 """
@@ -52,25 +52,25 @@ def arch_spec(name: str) -> ArchSpec:
     try:
         return ARCHS.get(name)
     except RegistryError as exc:
-        raise ConfigError(f"--arch {name}: {exc}") from None
+        raise ConfigError(f"`arch` {name}: {exc}") from None
 
 
 def arch_problem(name: str, attention: str | None, tile: int | None = None,
                  decoder_channels: tuple[int, ...] = ()) -> str:
     """'' when (arch, attention, tile, decoder widths) can be built, else the one-line problem."""
     if name not in ARCHS:
-        return f"--arch {name}: unknown architecture; valid names: {', '.join(ARCHS.names())}"
+        return f"`arch` {name}: unknown architecture; valid names: {', '.join(ARCHS.names())}"
     spec = ARCHS.get(name)
     if (attention or "none") not in ATTENTIONS:
-        return f"--attention {attention}: valid: {', '.join(ATTENTIONS)}"
+        return f"`attention` {attention}: valid: {', '.join(ATTENTIONS)}"
     if attention not in (None, "none") and not spec.attention:
         takes = ", ".join(n for n in ARCHS.names() if ARCHS.get(n).attention)
-        return f"--attention {attention}: only for {takes} (not {name})"
+        return f"`attention` {attention}: only for {takes} (not {name})"
     if attention == "scse" and decoder_channels and min(decoder_channels) < SCSE_REDUCTION:
-        return (f"--attention scse squeezes channels by {SCSE_REDUCTION}: needs --decoder-channels of at least "
+        return (f"`attention` scse squeezes channels by {SCSE_REDUCTION}: needs `decoder_channels` of at least "
                 f"{SCSE_REDUCTION} each, got {list(decoder_channels)}")
     if tile is not None and tile < spec.min_tile:
-        return f"--arch {name} needs --tile >= {spec.min_tile}, got {tile}"
+        return f"`arch` {name} needs `tile` >= {spec.min_tile}, got {tile}"
     return ""
 
 
@@ -89,7 +89,7 @@ def encoder_problem(encoder: str) -> str | None:
     try:
         smp.encoders.get_encoder(encoder, weights=None)
     except (ValueError, KeyError, RuntimeError) as exc:  # KeyError: not smp's; RuntimeError: timm's unknown model
-        return f"--encoder {encoder}: {smp_error(exc)}"
+        return f"`encoder` {encoder}: {smp_error(exc)}"
     return None
 
 
@@ -109,4 +109,4 @@ def build_smp_model(arch: str, encoder: str, in_channels: int, classes: int, dec
         return smp.create_model(spec.smp_name, encoder_name=encoder, encoder_weights=None,
                                 in_channels=in_channels, classes=classes, **kwargs)
     except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:  # an encoder the arch cannot use
-        raise ConfigError(f"--arch {arch} with --encoder {encoder}: {smp_error(exc)}") from exc
+        raise ConfigError(f"`arch` {arch} with `encoder` {encoder}: {smp_error(exc)}") from exc

@@ -13,7 +13,8 @@ from hep2edge.imageio import channel_policy_names
 from hep2edge.normalization import MODES as NORMALIZATION_MODES
 from hep2edge.train.archs import arch_problem, encoder_problem
 from hep2edge.train.losses import DISTANCE_LOSSES, SEG_LOSSES
-from hep2edge.train.model import DEFAULT_ENCODER, ModelConfig
+from hep2edge.train.model import ModelConfig
+from hep2edge.train.settings import TrainSettings
 from hep2edge.train.weighting import WEIGHTINGS
 
 SCHEDULERS = ("cosine", "plateau", "none")
@@ -21,56 +22,12 @@ MONITORS = ("score", "val_loss", "dice", "pattern_accuracy", "pattern_mca", "int
             "miou")
 CELL_MONITORS = ("aji", "pq", "miou")  # need a dense head (miou: the pattern map)
 TASKS = ("mask", "pattern", "intensity")  # always trained
-DENSE_TASKS = ("distance", "pattern_map")  # optional: --instances, --pattern-map
-DEFAULT_TILE = 384
+DENSE_TASKS = ("distance", "pattern_map")  # optional: instances, pattern_map
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything one `hep2edge train` run needs; `fold=None` means every fold."""
-
-    data: Path | tuple[Path, ...]  # one folder, or several trained together (a 1-tuple becomes the Path)
-    out: Path | None = None  # None: the next runs/train/<n>, made once the inputs are checked
-    manifest: Path | None = None
-    allow_outside: bool = False  # manifest paths may resolve outside `data`
-    folds_file: Path | None = None
-    encoder: str = DEFAULT_ENCODER
-    encoder_weights: str = "none"
-    in_channels: int = 1
-    channel_policy: str = "luminance"
-    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
-    arch: str = "unet"
-    attention: str = "none"
-    instances: bool = False  # the distance head (per-cell instances by watershed)
-    pattern_map: bool = False  # the per-pixel pattern head (background + 7 patterns)
-    distance_loss: str = "l1"
-    pattern_map_dice: bool = True  # pattern map loss: cross-entropy + soft Dice over the 8 classes
-    pool_levels: int = 1
-    dropout: float = 0.3
-    tile: int = DEFAULT_TILE
-    normalization: str = "fixed"
-    augment: bool = False
-    epochs: int = 30
-    batch_size: int = 8
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    scheduler: str = "cosine"
-    folds: int = 5
-    fold: int | None = None
-    seed: int = 0
-    seg_loss: str = "dice"
-    class_weights: bool = False
-    label_smoothing: float = 0.0
-    weighting: str = "fixed"  # gradnorm starves the pattern task on synth data (see the learning benchmark)
-    task_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # per task of `tasks`; 3 given: dense heads take 1.0
-    alpha: float = 0.12
-    weighting_lr: float = 0.025
-    monitor: str = "score"
-    patience: int = 0
-    amp: bool = True
-    device: str = "auto"
-    resume: bool = False
-    progress: bool = True
+class TrainConfig(TrainSettings):
+    """Everything one `hep2edge train` run needs (the fields: TrainSettings), checked once."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", _data_field(self.data))
@@ -81,40 +38,40 @@ class TrainConfig:
         checks = [
             (not arch, arch),
             (self.seg_loss in SEG_LOSSES.names(),
-             f"--seg-loss {self.seg_loss}: valid: {', '.join(SEG_LOSSES.names())}"),
+             f"`seg_loss` {self.seg_loss}: valid: {', '.join(SEG_LOSSES.names())}"),
             (self.weighting in WEIGHTINGS.names(),
-             f"--weighting {self.weighting}: valid: {', '.join(WEIGHTINGS.names())}"),
-            (self.scheduler in SCHEDULERS, f"--scheduler {self.scheduler}: valid: {', '.join(SCHEDULERS)}"),
-            (self.monitor in MONITORS, f"--monitor {self.monitor}: valid: {', '.join(MONITORS)}"),
+             f"`weighting` {self.weighting}: valid: {', '.join(WEIGHTINGS.names())}"),
+            (self.scheduler in SCHEDULERS, f"`scheduler` {self.scheduler}: valid: {', '.join(SCHEDULERS)}"),
+            (self.monitor in MONITORS, f"`monitor` {self.monitor}: valid: {', '.join(MONITORS)}"),
             (self.normalization in NORMALIZATION_MODES,
-             f"--normalization {self.normalization}: valid: {', '.join(NORMALIZATION_MODES)}"),
+             f"`normalization` {self.normalization}: valid: {', '.join(NORMALIZATION_MODES)}"),
             (not encoder, encoder),
             (len(self.decoder_channels) == 5 and all(c > 0 for c in self.decoder_channels),
-             f"--decoder-channels needs 5 positive widths, got {list(self.decoder_channels)}"),
+             f"`decoder_channels` needs 5 positive widths, got {list(self.decoder_channels)}"),
             (self.channel_policy in channel_policy_names(),
-             f"--channel-policy {self.channel_policy}: valid: {', '.join(channel_policy_names())}"),
-            (self.in_channels in (1, 3), f"--in-channels must be 1 or 3, got {self.in_channels}"),
-            (self.tile >= 32 and self.tile % 32 == 0, f"--tile must be a multiple of 32 (>= 32), got {self.tile}"),
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (self.folds >= 2, f"--folds must be >= 2, got {self.folds}"),
+             f"`channel_policy` {self.channel_policy}: valid: {', '.join(channel_policy_names())}"),
+            (self.in_channels in (1, 3), f"`in_channels` must be 1 or 3, got {self.in_channels}"),
+            (self.tile >= 32 and self.tile % 32 == 0, f"`tile` must be a multiple of 32 (>= 32), got {self.tile}"),
+            (self.epochs >= 1, f"`epochs` must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"`batch_size` must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"`lr` must be positive, got {self.lr}"),
+            (self.folds >= 2, f"`folds` must be >= 2, got {self.folds}"),
             (self.fold is None or 0 <= self.fold < self.folds,
-             f"--fold must be 'all' or 0-{self.folds - 1}, got {self.fold}"),
-            (0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}"),
+             f"`fold` must be 'all' or 0-{self.folds - 1}, got {self.fold}"),
+            (0.0 <= self.label_smoothing < 1.0, f"`label_smoothing` must be in [0, 1), got {self.label_smoothing}"),
+            (0.0 <= self.dropout < 1.0, f"`dropout` must be in [0, 1), got {self.dropout}"),
             (len(self.task_weights) in (3, len(self.tasks)) and all(w >= 0 for w in self.task_weights)
              and sum(self.task_weights) > 0,
-             f"--task-weights needs {' or '.join(sorted({'3', str(len(self.tasks))}))} non-negative numbers "
+             f"`task_weights` needs {' or '.join(sorted({'3', str(len(self.tasks))}))} non-negative numbers "
              f"({' '.join(self.tasks)}), got {list(self.task_weights)}"),
             (self.distance_loss in DISTANCE_LOSSES.names(),
-             f"--distance-loss {self.distance_loss}: valid: {', '.join(DISTANCE_LOSSES.names())}"),
+             f"`distance_loss` {self.distance_loss}: valid: {', '.join(DISTANCE_LOSSES.names())}"),
             (self.monitor not in CELL_MONITORS or self.instances or self.pattern_map,
-             f"--monitor {self.monitor} needs --instances or --pattern-map"),
-            (self.monitor != "miou" or self.pattern_map, "--monitor miou needs --pattern-map"),
-            (self.seed >= 0, f"--seed must be >= 0, got {self.seed}"),
-            (self.alpha >= 0, f"--alpha must be >= 0, got {self.alpha}"),
-            (self.patience >= 0, f"--patience must be >= 0 (0 = no early stopping), got {self.patience}"),
+             f"`monitor` {self.monitor} needs `instances` or `pattern_map`"),
+            (self.monitor != "miou" or self.pattern_map, "`monitor` miou needs `pattern_map`"),
+            (self.seed >= 0, f"`seed` must be >= 0, got {self.seed}"),
+            (self.alpha >= 0, f"`alpha` must be >= 0, got {self.alpha}"),
+            (self.patience >= 0, f"`patience` must be >= 0 (0 = no early stopping), got {self.patience}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -178,7 +135,7 @@ class TrainConfig:
                 if f.default is not dataclasses.MISSING and f.name not in _NOT_KEY}
 
 
-_NOT_KEY = frozenset({"resume", "progress", "out", "device", "allow_outside"})  # may change on --resume
+_NOT_KEY = frozenset({"resume", "progress", "out", "device", "allow_outside"})  # may change on `resume`
 
 
 def _plain(value: Any) -> Any:
@@ -204,4 +161,4 @@ def parse_fold(value: str | int | None) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise ConfigError(f"--fold must be 'all' or a fold number, got {value!r}") from None
+        raise ConfigError(f"`fold` must be 'all' or a fold number, got {value!r}") from None

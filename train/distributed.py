@@ -41,10 +41,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+            raise ConfigError(f"`device` {name}: CUDA is not available on this machine; use `device` cpu")
         return torch.device(name if ":" in name else f"cuda:{local_rank}")
     if name != "cpu":
-        raise ConfigError(f"--device {name}: valid: auto, cpu, cuda, cuda:N")
+        raise ConfigError(f"`device` {name}: valid: auto, cpu, cuda, cuda:N")
     return torch.device("cpu")
 
 

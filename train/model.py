@@ -22,8 +22,8 @@ from torch import nn
 from hep2edge.errors import ConfigError
 from hep2edge.labels import PATTERNS
 from hep2edge.train.archs import build_smp_model, encoder_problem
+from hep2edge.train.settings import DEFAULT_ENCODER
 
-DEFAULT_ENCODER = "efficientnet-b4"
 PATTERN_MAP_CLASSES = ("background", *PATTERNS)  # the pattern map's channels, in order
 
 
@@ -181,20 +181,20 @@ def _imagenet_encoder_state(config: ModelConfig) -> dict[str, torch.Tensor]:
     """The encoder's ImageNet weights from smp's hub; one-line ConfigError when there are none or no network."""
     settings = smp.encoders.encoders.get(config.encoder, {}).get("pretrained_settings", {"imagenet": None})
     if "imagenet" not in settings:
-        raise ConfigError(f"--encoder-weights imagenet: encoder '{config.encoder}' has no ImageNet weights in "
+        raise ConfigError(f"`encoder_weights` imagenet: encoder '{config.encoder}' has no ImageNet weights in "
                           f"segmentation_models_pytorch (it has: {', '.join(settings) or 'none'}); "
-                          "pass --encoder-weights none or PATH")
+                          "pass `encoder_weights` none or PATH")
     if not _online():
         raise ConfigError(
-            "--encoder-weights imagenet needs a download and this machine is offline; "
-            "download the encoder's state dict elsewhere and pass --encoder-weights PATH"
+            "`encoder_weights` imagenet needs a download and this machine is offline; "
+            "download the encoder's state dict elsewhere and pass `encoder_weights` PATH"
         )
     try:
         reference = smp.Unet(config.encoder, encoder_weights="imagenet", in_channels=config.in_channels)
     except Exception as exc:  # hub and network errors come in many types
         problem = f"could not get the weights of '{config.encoder}' ({exc.__class__.__name__})"
-        raise ConfigError(f"--encoder-weights imagenet: {problem}; "
-                          "download them elsewhere and pass --encoder-weights PATH") from exc
+        raise ConfigError(f"`encoder_weights` imagenet: {problem}; "
+                          "download them elsewhere and pass `encoder_weights` PATH") from exc
     return reference.encoder.state_dict()
 
 
@@ -207,7 +207,7 @@ def load_encoder_weights(model: MultiTaskUnet, weights: str | None) -> str:
         return "imagenet"
     path = Path(weights)
     if not path.is_file():
-        raise ConfigError(f"--encoder-weights {weights}: no such file (use none, imagenet or a .pth path)")
+        raise ConfigError(f"`encoder_weights` {weights}: no such file (use none, imagenet or a .pth path)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file

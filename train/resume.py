@@ -1,4 +1,4 @@
-"""The `last.pt` training state written atomically after every epoch, and what `--resume` reads back.
+"""The `last.pt` training state written atomically after every epoch, and what `resume` reads back.
 
 It holds the model, optimizer, scheduler, loss-scaler and task-weighting state, the RNG states of
 python / numpy / torch and the augmenter, the epoch reached, the best score, the early-stopping
@@ -100,5 +100,5 @@ def check_same_run(path: Path, saved: dict[str, Any], current: dict[str, Any]) -
     differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ[:4])
-        raise ConfigError(f"{path}: --resume with different settings ({shown}); "
-                          "use the original options or another --out")
+        raise ConfigError(f"{path}: `resume` with different settings ({shown}); "
+                          "use the original options or another `out`")

@@ -24,15 +24,15 @@ FOLDS_FILE = "folds.json"
 
 
 def check_out_dir(out: Path, resume: bool) -> None:
-    """A run folder that already holds a training run needs --resume (never overwrite it silently)."""
+    """A run folder that already holds a training run needs `resume` (never overwrite it silently)."""
     started = sorted(out.glob(f"fold_*/{LAST}"))
     if started and not resume:
         raise ConfigError(f"{out}: already holds a training run ({started[0].parent.name}/{LAST}); "
-                          "pass --resume to continue it or choose another --out")
+                          "pass `resume` to continue it or choose another `out`")
 
 
 def resolve_folds(config: TrainConfig, dataset: Datasets, ctx: DistContext) -> tuple[dict[str, int], Path]:
-    """Folds from --folds-file, else from this run's folds.json (resume), else made now and saved."""
+    """Folds from `folds_file`, else from this run's folds.json (resume), else made now and saved."""
     path = config.folds_file or config.run_dir / FOLDS_FILE
     barrier(ctx)  # every process looks for the file before rank 0 may write it
     if config.folds_file is not None or path.is_file():
@@ -40,7 +40,7 @@ def resolve_folds(config: TrainConfig, dataset: Datasets, ctx: DistContext) -> t
         check_folds_cover(folds, dataset.records, str(path))
         found = max(folds.values()) + 1
         if found != config.folds:
-            raise ConfigError(f"{path}: holds {found} folds but --folds is {config.folds}")
+            raise ConfigError(f"{path}: holds {found} folds but `folds` is {config.folds}")
     else:
         folds = make_folds(dataset.records, config.folds, config.seed)
         if ctx.is_main:
@@ -121,13 +121,13 @@ def prepare(config: TrainConfig) -> Datasets:
     dataset = load_datasets(config.data_dirs, config.manifest, allow_outside=config.allow_outside)
     require_all_masks(dataset)
     if config.folds_file is None:
-        make_folds(dataset.records, config.folds, config.seed)  # too few patients for --folds fails here
+        make_folds(dataset.records, config.folds, config.seed)  # too few patients for `folds` fails here
     build_model(config.model_config, config.encoder_weights)  # fails fast: weights file, offline imagenet
     return dataset
 
 
 def open_run_dir(config: TrainConfig, ctx: DistContext) -> TrainConfig:
-    """The run folder (--out, else the next runs/train/<n>) with the resolved config written in it."""
+    """The run folder (`out`, else the next runs/train/<n>) with the resolved config written in it."""
     if config.out is None:
         config = config.replace(out=resolve_out_dir(None, "train"))
     if ctx.is_main:

@@ -1,7 +1,8 @@
 """The `hep2edge` Typer application and its entry point.
 
 Option defaults come from `hep2edge.yaml` in the working directory (one section per command);
-flags override them. Library errors become one line on stderr and exit code 2.
+flags override them. Library errors become one line on stderr and exit code 2, naming flags where
+they name a parameter of the command (hep2edge.cli.flags).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from hep2edge import __version__
+from hep2edge.cli.flags import command_flags, in_flags
 from hep2edge.errors import ConfigError, Hep2EdgeError
 from hep2edge.workspace import CONFIG_FILE, load_defaults, unknown_defaults
 
@@ -87,7 +89,8 @@ def main() -> None:
     try:
         app()
     except Hep2EdgeError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        message = in_flags(str(exc), command_flags(typer.main.get_command(app), sys.argv[1:]))
+        err_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from hep2edge.cli.app import app, err_console
 from hep2edge.cli.common import console, show_resolved
+from hep2edge.cli.flags import command_flags, in_flags
 
 
 def _require(value: Any, what: str, key: str) -> Any:
@@ -56,8 +57,9 @@ def check(
                       highlight=False, soft_wrap=True, markup=False)
         console.print(_summary_table(summary))
         return
+    flags = command_flags(typer.main.get_command(app), ["check"])
     for line in report.lines():
-        typer.echo(line)
+        typer.echo(in_flags(line, flags))
     err_console.print(f"[bold red]{len(report.problems)} problem(s)[/bold red] in {escape(str(root))}", highlight=False,
                       soft_wrap=True)
     raise typer.Exit(1)

@@ -39,7 +39,7 @@ def find_cells_csv(root: Path, allow_outside: bool = False) -> Path | None:
     """`root/cells.csv` when present, else None; OutsideError when it resolves outside root (unless allowed)."""
     path = Path(root) / CELLS_CSV
     if not allow_outside and not is_inside(Path(root), path):  # a symlink: resolved, never stat'ed
-        raise OutsideError(f"{path}: lies outside the dataset folder {root}; --allow-outside permits it")
+        raise OutsideError(f"{path}: lies outside the dataset folder {root}; `allow_outside` permits it")
     return path if path.is_file() else None
 
 

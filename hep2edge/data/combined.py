@@ -81,15 +81,15 @@ def namespaced(records: Sequence[ImageRecord], label: str, colliding: set[str]) 
 
 
 def check_roots(roots: Sequence[Path], manifest: Path | str | None) -> None:
-    """ConfigError for no folder, a folder given twice, or --manifest with several folders."""
+    """ConfigError for no folder, a folder given twice, or `manifest` with several folders."""
     if not roots:
         raise ConfigError("no dataset folder given")
     real = [Path(root).resolve() for root in roots]
     twice = next((roots[i] for i in range(len(real)) if real[i] in real[:i]), None)
     if twice is not None:
-        raise ConfigError(f"--data {twice}: given twice")
+        raise ConfigError(f"`data` {twice}: given twice")
     if manifest is not None and len(roots) > 1:
-        raise ConfigError("--manifest names one folder's manifest: with several --data folders each uses its own "
+        raise ConfigError("`manifest` names one folder's manifest: with several `data` folders each uses its own "
                           "labels.csv (or its single *.csv)")
 
 

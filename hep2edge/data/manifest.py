@@ -168,7 +168,7 @@ def is_inside(root: Path, path: Path) -> bool:
 def _contain(root: Path, path: Path, shown: str, allow_outside: bool) -> None:
     """Raise OutsideError for a path outside root unless allowed; the message never says whether it exists."""
     if not allow_outside and not is_inside(root, path):
-        raise OutsideError(f"{shown} lies outside the dataset folder {root}; --allow-outside permits it")
+        raise OutsideError(f"{shown} lies outside the dataset folder {root}; `allow_outside` permits it")
 
 
 def _as_written(cell: str) -> str:

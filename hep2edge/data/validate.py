@@ -81,7 +81,7 @@ class ValidationReport:
         """Every problem as `file:line: message`."""
         out = [str(p) for p in self.problems]
         if self.truncated:
-            out.append(f"... stopped after {self.max_problems} problems (raise --max-problems to see more)")
+            out.append(f"... stopped after {self.max_problems} problems (raise `max_problems` to see more)")
         return out
 
 

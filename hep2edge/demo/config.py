@@ -52,13 +52,13 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.patients >= self.folds, f"--patients {self.patients}: need at least --folds ({self.folds})"),
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.fresh_patients >= 1, f"--fresh-patients must be >= 1, got {self.fresh_patients}"),
+            (self.patients >= self.folds, f"`patients` {self.patients}: need at least `folds` ({self.folds})"),
+            (self.epochs >= 1, f"`epochs` must be >= 1, got {self.epochs}"),
+            (self.fresh_patients >= 1, f"`fresh_patients` must be >= 1, got {self.fresh_patients}"),
             (self.fresh_images_per_patient >= 1,
-             f"--fresh-images-per-patient must be >= 1, got {self.fresh_images_per_patient}"),
+             f"`fresh_images_per_patient` must be >= 1, got {self.fresh_images_per_patient}"),
             (self.drop_interval_s >= 0, f"--drop-interval must be >= 0 s, got {self.drop_interval_s}"),
-            (min(self.size) >= self.tile // 2, f"--size {self.size}: too small for {self.tile} px tiles"),
+            (min(self.size) >= self.tile // 2, f"`size` {self.size}: too small for {self.tile} px tiles"),
             (self.inference in INFERENCE_MODES,
              f"inference {self.inference!r}: valid modes are {', '.join(INFERENCE_MODES)}"),
         ]

@@ -55,7 +55,7 @@ def to_dataset(store: ResultsDB, out: Path, skip_missing: bool = False) -> Datas
     plan, problems = _plan(store)
     if problems and not skip_missing:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise DataError(f"{problems[0]}{more}; --skip-missing leaves such images out")
+        raise DataError(f"{problems[0]}{more}; `skip_missing` leaves such images out")
     if not plan:
         raise ConfigError(f"{store.results}: no reviewed specimen with usable images: confirm or correct some first"
                           " (hep2edge review, or hep2edge results confirm)")

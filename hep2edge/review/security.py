@@ -50,13 +50,13 @@ def resolve_token(host: str, token: str | None, new_token: bool) -> tuple[str | 
     if token is not None:
         token = token.strip()
         if len(token) < MIN_TOKEN_CHARS:
-            raise ConfigError(f"--token must be at least {MIN_TOKEN_CHARS} characters (or use --new-token)")
+            raise ConfigError(f"`token` must be at least {MIN_TOKEN_CHARS} characters (or use `new_token`)")
         return token, False
     if new_token:
         return secrets.token_urlsafe(24), True
     if not is_loopback(host):
-        raise ConfigError(f"--host {host} lets other machines reach the review app: it needs an access token "
-                          "(--new-token to generate one, or --token TOKEN / HEP2EDGE_REVIEW_TOKEN)")
+        raise ConfigError(f"`host` {host} lets other machines reach the review app: it needs an access token "
+                          "(`new_token` to generate one, or `token` TOKEN / HEP2EDGE_REVIEW_TOKEN)")
     return None, False
 
 

@@ -17,7 +17,7 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise ConfigError(f"--host {host}: not an address of this machine ({exc.strerror})") from exc
+        raise ConfigError(f"`host` {host}: not an address of this machine ({exc.strerror})") from exc
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -28,7 +28,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise ConfigError(f"{host}:{port} is already in use (another review app or program); pass another "
-                              "--port") from exc
+                              "`port`") from exc
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror})") from exc
     return sock
 

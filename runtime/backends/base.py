@@ -106,7 +106,7 @@ class Backend(ABC):
         return checked
 
     def _infer_field(self, field: np.ndarray) -> dict[str, np.ndarray]:
-        raise ConfigError(f"--inference field: the {self.name} backend runs tiles only; use --inference tiles")
+        raise ConfigError(f"`inference` field: the {self.name} backend runs tiles only; use `inference` tiles")
 
     @abstractmethod
     def _load(self) -> ModelContract: ...
@@ -140,7 +140,7 @@ def check_field(field: np.ndarray, contract: ModelContract) -> None:
     """ValueError unless `field` is one (1, C, Hp, Wp) input a whole-field model takes."""
     stride = contract.field_stride
     if not contract.whole_field:
-        raise ConfigError("--inference field: the model has no whole-field outputs; re-export it")
+        raise ConfigError("`inference` field: the model has no whole-field outputs; re-export it")
     if field.ndim != 4 or field.shape[:2] != (1, contract.channels) or any(s % stride for s in field.shape[2:]):
         raise ValueError(f"field must be (1, {contract.channels}, H, W) with H, W multiples of {stride}, "
                          f"got {field.shape}")

@@ -34,8 +34,8 @@ class OnnxRuntimeBackend(Backend):
         device = self.config.device
         if device == "cuda" and not cuda_provider_usable():
             raise ConfigError(
-                f"--device cuda: this onnxruntime ({ort.__version__}) has no CUDA provider or no GPU is present; "
-                "install onnxruntime-gpu on a GPU machine or use --device cpu"
+                f"`device` cuda: this onnxruntime ({ort.__version__}) has no CUDA provider or no GPU is present; "
+                "install onnxruntime-gpu on a GPU machine or use `device` cpu"
             )
         if device in ("auto", "cuda") and cuda_provider_usable():
             return [CUDA_PROVIDER, CPU_PROVIDER]
@@ -60,7 +60,7 @@ class OnnxRuntimeBackend(Backend):
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
             raise ContractError(f"{path}: onnxruntime cannot load this file ({first})") from exc
         if self.config.device == "cuda" and CUDA_PROVIDER not in session.get_providers():
-            raise ConfigError(f"{path}: --device cuda but onnxruntime found no usable GPU; use --device cpu")
+            raise ConfigError(f"{path}: `device` cuda but onnxruntime found no usable GPU; use `device` cpu")
         contract = ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
         inputs, outputs = session.get_inputs(), session.get_outputs()
         check_io(

@@ -20,16 +20,16 @@ from hep2edge.runtime.backends.base import Backend, check_io
 
 log = logging.getLogger(__name__)
 CACHE_DIR = ".openvino_cache"
-DEVICE_NAMES = {"auto": "CPU", "cpu": "CPU", "gpu": "GPU", "npu": "NPU"}  # --device -> OpenVINO device
+DEVICE_NAMES = {"auto": "CPU", "cpu": "CPU", "gpu": "GPU", "npu": "NPU"}  # `device` -> OpenVINO device
 
 
 def openvino_device(device: str, available: list[str]) -> str:
-    """The OpenVINO device for --device; ConfigError naming the devices OpenVINO sees when it is not there."""
+    """The OpenVINO device for `device`; ConfigError naming the devices OpenVINO sees when it is not there."""
     if device not in DEVICE_NAMES:
-        raise ConfigError(f"--device {device}: OpenVINO runs on {', '.join(sorted(DEVICE_NAMES))}")
+        raise ConfigError(f"`device` {device}: OpenVINO runs on {', '.join(sorted(DEVICE_NAMES))}")
     wanted = DEVICE_NAMES[device]
     if not any(name.split(".")[0] == wanted for name in available):
-        raise ConfigError(f"--device {device}: OpenVINO sees no {wanted} here; it sees {', '.join(available)}")
+        raise ConfigError(f"`device` {device}: OpenVINO sees no {wanted} here; it sees {', '.join(available)}")
     return wanted
 
 

@@ -77,7 +77,7 @@ def backend_for_file(path: Path) -> str:
     if suffix in CHECKPOINT_SUFFIXES:
         return "torch"
     raise ConfigError(
-        f"{path}: cannot tell the backend from '{suffix}'; use .engine, .onnx or .pt, or pass --backend"
+        f"{path}: cannot tell the backend from '{suffix}'; use .engine, .onnx or .pt, or pass `backend`"
     )
 
 
@@ -139,7 +139,7 @@ def select_model(model: Path | None, backend: str = "auto") -> Selection:
     if model is None:
         newest = newest_run_dir("export")
         if newest is None:
-            raise ConfigError("no model given and no runs/export/<n> found: pass --model FILE or run `hep2edge export`")
+            raise ConfigError("no model given and no runs/export/<n> found: pass `model` FILE or run `hep2edge export`")
         picked = _pick_in_folder(newest, backend)
         return Selection(picked.backend, picked.model, f"newest export {newest}: {picked.reason}")
     if model.is_dir():

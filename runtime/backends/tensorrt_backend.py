@@ -125,7 +125,7 @@ class TensorRTBackend(Backend):
         if not path.is_file():
             raise ConfigError(f"{path}: no such engine file")
         if self.config.device == "cpu":
-            raise ConfigError("the tensorrt backend runs on a GPU only; use --backend onnxruntime for --device cpu")
+            raise ConfigError("the tensorrt backend runs on a GPU only; use `backend` onnxruntime for `device` cpu")
         sidecar = read_sidecar(path)
         trt_mod, cuda = import_tensorrt(), import_pycuda()
         self._cuda, self._cuda_context = cuda, primary_context()
@@ -298,7 +298,7 @@ class TensorRTBackend(Backend):
         assert self._cuda is not None
         run = self._field
         if run is None:
-            raise ConfigError(f"--inference field: {self.config.model} has no whole-field profile; rebuild it "
+            raise ConfigError(f"`inference` field: {self.config.model} has no whole-field profile; rebuild it "
                               "with `hep2edge build-engine --field-size HxW`")
         name = self.contract.input_name
         with self.on_this_thread():

@@ -118,10 +118,10 @@ class TorchBackend(Backend):
     def _pick_device(self) -> torch.device:
         want = self.config.device
         if want == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"--device cuda but torch {torch.__version__} sees no GPU; use --device cpu")
+            raise ConfigError(f"`device` cuda but torch {torch.__version__} sees no GPU; use `device` cpu")
         device = torch.device("cuda" if want != "cpu" and torch.cuda.is_available() else "cpu")
         if self.config.cuda_graph and device.type != "cuda":
-            raise ConfigError("--cuda-graph needs a CUDA device; the torch backend runs on the CPU here")
+            raise ConfigError("`cuda_graph` needs a CUDA device; the torch backend runs on the CPU here")
         return device
 
     def _load(self) -> ModelContract:

@@ -27,9 +27,9 @@ class CameraConfig:
 
     def __post_init__(self) -> None:
         if self.fps <= 0:
-            raise ConfigError(f"--fps must be positive, got {self.fps}")
+            raise ConfigError(f"`fps` must be positive, got {self.fps}")
         if self.buffer < 1:
-            raise ConfigError(f"--buffer must be at least 1, got {self.buffer}")
+            raise ConfigError(f"`buffer` must be at least 1, got {self.buffer}")
 
 
 def open_capture(source: str) -> cv2.VideoCapture:

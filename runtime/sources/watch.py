@@ -45,7 +45,7 @@ class WatchConfig:
         if self.settle_ms < 0:
             raise ConfigError(f"--settle must be >= 0 ms, got {self.settle_ms}")
         if self.max_files < 0:
-            raise ConfigError(f"--max-files must be >= 0, got {self.max_files}")
+            raise ConfigError(f"`max_files` must be >= 0, got {self.max_files}")
 
 
 def inside(path: Path, root: Path) -> bool:
@@ -60,8 +60,8 @@ def inside(path: Path, root: Path) -> bool:
 class StartupScan:
     """What the watcher does with the files already in the folder when it starts.
 
-    `analyse`: queue every file not finished unchanged (a restart, or --existing); else the files modified
-    before `started` are the baseline, handed to `record_baseline` (a first watch without --existing), and
+    `analyse`: queue every file not finished unchanged (a restart, or `existing`); else the files modified
+    before `started` are the baseline, handed to `record_baseline` (a first watch without `existing`), and
     newer ones arrived after this run began. `finished`: path -> the signature the journal finished it with
     (None: unknown, treated as unchanged).
     """
@@ -167,7 +167,7 @@ class FolderWatchSource(Source):
         return found
 
     def _emit_path(self, path: Path, emit: Emit) -> bool:
-        """Emit one settled file; False once the pipeline stops accepting input or --max-files is reached."""
+        """Emit one settled file; False once the pipeline stops accepting input or `max_files` is reached."""
         if not inside(path, self.root):
             log.warning("%s: skipped, it links outside the watched folder %s", path, self.root)
             return True

@@ -6,7 +6,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hep2edge.contract import PRECISIONS
 from hep2edge.errors import ConfigError
 
 CALIBRATION_METHODS = ("entropy", "max")
@@ -127,6 +126,8 @@ class ExportConfig:
 
 def parse_precisions(values: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     """['fp16,int8', 'fp32'] -> ('fp32', 'fp16', 'int8'): repeatable or comma-separated, fp32 always first."""
+    from hep2edge.contract import PRECISIONS  # here: the contract brings numpy, and the CLI imports this module
+
     names: list[str] = []
     for value in values or ():
         for part in str(value).split(","):

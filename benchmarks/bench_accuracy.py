@@ -79,6 +79,9 @@ TRAIN_KEYS = ("patients", "images_per_patient", "size", "tile", "encoder", "deco
 def train(args: argparse.Namespace, work: Path) -> Path:
     """Synthesise the training set and train fold 0 of 5; the kept (best) checkpoint. A finished run with the
     same settings in the work folder is reused; an unfinished one is started again."""
+    from rich.console import Console
+
+    from hep2edge.cli.reporter import RichReporter
     from hep2edge.synth.writer import SynthConfig, parse_size, synthesize_dataset
     from hep2edge.train.config import TrainConfig
     from hep2edge.train.run import run_training
@@ -98,7 +101,7 @@ def train(args: argparse.Namespace, work: Path) -> Path:
                          pool_levels=args.pool_levels, tile=args.tile, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, augment=True, folds=5, fold=0, seed=args.seed,
                          progress=False)
-    summary = run_training(config)
+    summary = run_training(config, RichReporter(Console(highlight=False)))
     return out / json.loads(summary.read_text())["folds"][0]["checkpoint"]
 
 

@@ -102,7 +102,9 @@ def train(args: argparse.Namespace, work: Path, data: Path, name: str) -> tuple[
     """Fold 0 of 5 with or without the heads; (kept checkpoint, facts). A finished run is reused, a killed one
     resumed from its last epoch (`--resume`: it ends where an uninterrupted run would)."""
     import torch
+    from rich.console import Console
 
+    from hep2edge.cli.reporter import RichReporter
     from hep2edge.train.config import TrainConfig
     from hep2edge.train.resume import LAST
     from hep2edge.train.run import run_training
@@ -124,7 +126,7 @@ def train(args: argparse.Namespace, work: Path, data: Path, name: str) -> tuple[
                              batch_size=args.batch_size, lr=args.lr, augment=True, folds=5, fold=0, seed=args.seed,
                              progress=False, resume=resume, **heads)
         started = time.monotonic()
-        run_training(config)
+        run_training(config, RichReporter(Console(highlight=False)))
         facts_file.write_text(json.dumps({"train_seconds": _epoch_seconds(out) or time.monotonic() - started,
                                           "resumed": resume, "torch_threads": torch.get_num_threads(),
                                           "load_average": os.getloadavg()[0]}) + "\n")

@@ -66,7 +66,9 @@ def last_epoch_metrics(metrics_csv: Path) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import torch
+    from rich.console import Console
 
+    from hep2edge.cli.reporter import RichReporter
     from hep2edge.synth.writer import SynthConfig, parse_size, synthesize_dataset
     from hep2edge.train.config import TrainConfig
     from hep2edge.train.run import run_training
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         device="cpu", progress=sys.stdout.isatty(),
     )
     train_started = time.perf_counter()
-    summary = json.loads(run_training(config).read_text())
+    summary = json.loads(run_training(config, RichReporter(Console(highlight=False))).read_text())
     train_s = time.perf_counter() - train_started
     fold = summary["folds"][0]
     return {

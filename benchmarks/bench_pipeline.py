@@ -85,6 +85,7 @@ def run_mode(name: str, rate: float | None, files: list[Path], choice: Choice, a
     """One watch run over `files`; per-image latencies, throughput and the service's stage timings."""
     from rich.console import Console
 
+    from hep2edge.cli.reporter import RichReporter
     from hep2edge.runtime.service import run_service
     from hep2edge.runtime.sources.watch import WatchConfig
     from hep2edge.runtime.watch_restart import restart_source
@@ -103,7 +104,8 @@ def run_mode(name: str, rate: float | None, files: list[Path], choice: Choice, a
 
     say(f"{name}: {len(files)} images into {watched}" + (f" at {rate:.2f}/s" if rate else " all at once"))
     with ResultMonitor(results, {f.stem for f in files}) as monitor:
-        summary = run_service(service_config(choice, args, watched, results), make_source, Console(stderr=True))
+        reporter = RichReporter(Console(stderr=True))
+        summary = run_service(service_config(choice, args, watched, results), make_source, reporter)
     feeder.join(timeout=60)
     if feeder.error is not None:
         raise RuntimeError(f"copying into {watched} failed: {feeder.error}")

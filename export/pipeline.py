@@ -45,6 +45,7 @@ from hep2edge.export.verify import (
 )
 from hep2edge.extras import missing_extra
 from hep2edge.instances import InstanceParams
+from hep2edge.progress import SILENT, Reporter
 from hep2edge.train.checkpoint import LoadedCheckpoint, load_checkpoint
 from hep2edge.workspace import resolve_out_dir, write_resolved_config
 
@@ -199,8 +200,10 @@ def _new_report(prepared: Prepared, config: ExportConfig, out_dir: Path, referen
     )
 
 
-def run_export(config: ExportConfig, say: Say = log.info) -> ExportReport:
-    """Export, convert, verify and (optionally) build engines; the report says what passed."""
+def run_export(config: ExportConfig, reporter: Reporter = SILENT) -> ExportReport:
+    """Export, convert, verify and (optionally) build engines, telling `reporter` each step; the report says
+    what passed."""
+    say = reporter.say
     prepared = prepare(config, say)
     out_dir = resolve_out_dir(config.out, "export")
     config = replace(config, checkpoint=prepared.chosen.path, out=out_dir)

@@ -17,11 +17,9 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rich.console import Console
-from rich.live import Live
-
 from hep2edge.atomic import OutputWriteError
 from hep2edge.imageio import CHANNEL_POLICIES
+from hep2edge.progress import SILENT, LiveReporter, Reporter
 from hep2edge.runtime.backends import create_backend
 from hep2edge.runtime.backends.base import Backend
 from hep2edge.runtime.cells import cell_method
@@ -80,8 +78,8 @@ def recover(journal: Journal, out: Path) -> int:
 class PlainStatus:
     """Without a terminal (a service's log), print the status line every `every_s` seconds when it changed."""
 
-    def __init__(self, board: StatusBoard, console: Console, every_s: float = 30.0) -> None:
-        self.board, self.console, self.every_s = board, console, every_s
+    def __init__(self, board: StatusBoard, reporter: Reporter, every_s: float = 30.0) -> None:
+        self.board, self.reporter, self.every_s = board, reporter, every_s
         self._last = (0, 0)
         self._at = time.monotonic()
 
@@ -89,12 +87,12 @@ class PlainStatus:
         now = time.monotonic()
         state = (self.board.processed, self.board.failed)
         if now - self._at >= self.every_s and state != self._last:
-            self.console.print(self.board.render())
+            self.reporter.say(self.board.render().plain)
             self._last, self._at = state, now
 
 
 @contextmanager
-def stop_on_signals(stop: Callable[[], None], console: Console) -> Iterator[None]:
+def stop_on_signals(stop: Callable[[], None], reporter: Reporter) -> Iterator[None]:
     """SIGINT/SIGTERM -> finish in-flight work, then return normally; a second signal exits at once, which the
     journal survives like a kill (unfinished inputs are taken up by the next start). Main thread only."""
     if threading.current_thread() is not threading.main_thread():
@@ -105,11 +103,10 @@ def stop_on_signals(stop: Callable[[], None], console: Console) -> Iterator[None
     def handler(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
         if received:
-            console.print(f"[yellow]{name} again: exiting now; the next start takes up unfinished inputs[/yellow]")
+            reporter.say(f"{name} again: exiting now; the next start takes up unfinished inputs")
             os._exit(128 + signum)
         received.append(signum)
-        console.print(f"[yellow]{name}: stopping intake, finishing in-flight work "
-                      f"(send it again to exit at once)[/yellow]")
+        reporter.say(f"{name}: stopping intake, finishing in-flight work (send it again to exit at once)")
         stop()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -120,8 +117,9 @@ def stop_on_signals(stop: Callable[[], None], console: Console) -> Iterator[None
             signal.signal(sig, old)
 
 
-def run_service(config: RunConfig, make_source: Callable[[Journal], Source], console: Console) -> RunSummary:
-    """Analyse everything the source yields into `config.out`, exactly once per content.
+def run_service(config: RunConfig, make_source: Callable[[Journal], Source],
+                reporter: Reporter = SILENT) -> RunSummary:
+    """Analyse everything the source yields into `config.out`, exactly once per content, telling `reporter`.
 
     The backend opens and its contract is checked first, so a model the runtime refuses leaves RESULTS as it was.
     """
@@ -135,23 +133,23 @@ def run_service(config: RunConfig, make_source: Callable[[Journal], Source], con
         try:  # the journal locks RESULTS against a second run
             removed = clean_temporaries(config.out)
             if removed:
-                console.print(f"removed {removed} temporary file(s) left by an interrupted run")
+                reporter.say(f"removed {removed} temporary file(s) left by an interrupted run")
             write_resolved_config(config.out, config)
-            return _run(config, backend, make_source, console, journal)
+            return _run(config, backend, make_source, reporter, journal)
         finally:
             journal.close()
 
 
-def _prepare(config: RunConfig, console: Console, journal: Journal) -> int:
+def _prepare(config: RunConfig, reporter: Reporter, journal: Journal) -> int:
     """Before intake: recover what a killed run left, finish specimen verdicts, re-queue failures if asked."""
     recovered = recover(journal, config.out)
     if recovered:
-        console.print(f"recovered {recovered} complete result(s) an interrupted run had not journaled")
+        reporter.say(f"recovered {recovered} complete result(s) an interrupted run had not journaled")
     for specimen in all_specimens(journal):  # groups completed just before a crash get their verdict
         update_specimen(journal, config.specimens, specimen)
     TABLE_SINKS.get("csv")(config.out).refresh(journal)  # results.csv matches the journal from the start
     if config.retry_failed:
-        console.print(f"--retry-failed: {len(journal.requeue_failed())} failed input(s) queued again")
+        reporter.say(f"--retry-failed: {len(journal.requeue_failed())} failed input(s) queued again")
     return recovered
 
 
@@ -182,20 +180,20 @@ def _build_pipeline(config: RunConfig, backend: Backend, executor: Executor, sou
     )
 
 
-def _run(config: RunConfig, backend: Backend, make_source: Callable[[Journal], Source], console: Console,
+def _run(config: RunConfig, backend: Backend, make_source: Callable[[Journal], Source], reporter: Reporter,
          journal: Journal) -> RunSummary:
-    recovered = _prepare(config, console, journal)
+    recovered = _prepare(config, reporter, journal)
     description = backend.describe()
-    console.print(f"backend: {description}; channel policy: {config.channel_policy(backend.contract)}")
+    reporter.say(f"backend: {description}; channel policy: {config.channel_policy(backend.contract)}")
     executor = make_executor(backend, config.preprocess, config.inference)
     stats, board = StageStats(), StatusBoard()
     source = make_source(journal)
-    console.print(f"source: {source.describe()}; results: {config.out}")
+    reporter.say(f"source: {source.describe()}; results: {config.out}")
     pipeline = _build_pipeline(config, backend, executor, source, journal, stats, board)
-    live = Live(board, console=console, refresh_per_second=4) if console.is_terminal else nullcontext()
-    tick = None if console.is_terminal else PlainStatus(board, console)
+    live = reporter.live(board) if isinstance(reporter, LiveReporter) else None
+    tick = None if live is not None else PlainStatus(board, reporter)
     try:
-        with stop_on_signals(pipeline.request_stop, console), live:
+        with stop_on_signals(pipeline.request_stop, reporter), live or nullcontext():
             pipeline.run(tick)
     except OutputWriteError as exc:
         raise OutputWriteError(

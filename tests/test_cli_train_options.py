@@ -56,7 +56,7 @@ def test_default_options_resolve_to_the_library_defaults(synth_tiny: Path, tmp_p
 
     seen: list[TrainConfig] = []
 
-    def run_training(config: TrainConfig) -> Path:
+    def run_training(config: TrainConfig, reporter: object = None) -> Path:
         seen.append(config)
         return tmp_path
 

@@ -47,7 +47,7 @@ def headed_export(headed_checkpoint: Path, synth_small: Path,
 
     out = tmp_path_factory.mktemp("export") / "out"
     report = run_export(ExportConfig(checkpoint=headed_checkpoint, out=out, val_data=synth_small, val_images=2,
-                                     simplify=False), say=lambda _m: None)
+                                     simplify=False))
     return out, report
 
 
@@ -118,7 +118,7 @@ def test_model_without_heads_has_no_cell_metrics(tiny_checkpoint: Path, synth_sm
     from hep2edge.export.pipeline import run_export
 
     report = run_export(ExportConfig(checkpoint=tiny_checkpoint, out=tmp_path / "out", val_data=synth_small,
-                                     val_images=1, simplify=False), say=lambda _m: None)
+                                     val_images=1, simplify=False))
     data = json.loads((tmp_path / "out" / "export_report.json").read_text())
     assert report.passed and set(data["limits"]) == {"fp32_rel_error", "dice_drop", "accuracy_drop"}
     assert set(data["reference"]) == {"dice", "pattern_accuracy", "intensity_accuracy"}

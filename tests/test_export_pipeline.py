@@ -44,11 +44,12 @@ def exported(data_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """fp32 + fp16 export of the data checkpoint (verification on its held-out patients)."""
     from hep2edge.export.config import ExportConfig
     from hep2edge.export.pipeline import run_export
+    from hep2edge.progress import LineReporter
 
     out = tmp_path_factory.mktemp("export") / "out"
     messages: list[str] = []
     report = run_export(ExportConfig(checkpoint=data_checkpoint, out=out, precisions=("fp32", "fp16"), val_images=3),
-                        say=messages.append)
+                        LineReporter(messages.append))
     return out, report
 
 

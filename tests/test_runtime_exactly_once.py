@@ -132,6 +132,7 @@ def test_batches_fill_across_images_with_several_writers(tiny_onnx: Path, tmp_pa
 
     from rich.console import Console
 
+    from hep2edge.cli.reporter import RichReporter
     from hep2edge.runtime.service import run_service
     from hep2edge.runtime.settings import PipelineConfig, RunConfig
     from hep2edge.runtime.sources.files import FileListSource
@@ -141,7 +142,7 @@ def test_batches_fill_across_images_with_several_writers(tiny_onnx: Path, tmp_pa
     out.mkdir()
     config = RunConfig(command="analyze", out=out, model=tiny_onnx, backend="onnxruntime", device="cpu",
                        pipeline=PipelineConfig(readers=2, writers=4, max_batch=8, batch_wait_ms=200))
-    summary = run_service(config, lambda journal: FileListSource(inputs), Console(file=io.StringIO()))
+    summary = run_service(config, lambda journal: FileListSource(inputs), RichReporter(Console(file=io.StringIO())))
     assert summary.processed == 16 and not summary.failed
     assert summary.stages["infer"]["n"] < 16  # some calls carried tiles of several images
     check_exactly_once(out, inputs)

@@ -239,6 +239,7 @@ def test_device_path_through_the_whole_pipeline(tiny_checkpoint: Path, tmp_path:
     from rich.console import Console
     from test_runtime_support import check_exactly_once, write_pngs
 
+    from hep2edge.cli.reporter import RichReporter
     from hep2edge.runtime import service
     from hep2edge.runtime.backends.torch_backend_executor import TorchDeviceExecutor
     from hep2edge.runtime.settings import PipelineConfig
@@ -247,7 +248,8 @@ def test_device_path_through_the_whole_pipeline(tiny_checkpoint: Path, tmp_path:
     def analyse(out: Path) -> dict[str, Any]:
         config = service.RunConfig(command="analyze", out=out, model=tiny_checkpoint, backend="torch", device="cpu",
                                    pipeline=PipelineConfig(max_batch=5))
-        summary = service.run_service(config, lambda journal: FileListSource(inputs), Console(file=io.StringIO()))
+        summary = service.run_service(config, lambda journal: FileListSource(inputs),
+                                      RichReporter(Console(file=io.StringIO())))
         assert summary.processed == len(inputs) and not summary.failed
         check_exactly_once(out, inputs)
         return {p.stem: json.loads(p.read_text())["pattern"] for p in out.glob("*.json")}

@@ -1,41 +1,49 @@
-"""What a training run shows: a transient progress bar per epoch and one summary line per epoch."""
+"""What a training run shows, through a hep2edge.progress.Reporter: a progress bar per epoch, one line per epoch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from hep2edge.progress import SILENT, Reporter
 
 CELL_KEYS = ("aji", "pq", "f1", "miou")  # per-cell figures shown when present
 TASK_SHORT = {"mask": "mask", "pattern": "pat", "intensity": "int", "distance": "dist", "pattern_map": "pmap"}
 
 
 class Display:
-    """Prints only on the main process; `enabled=False` keeps the summary lines but drops the bars."""
+    """A Reporter for one training process: only the main process reports; `bars=False` keeps the lines only."""
 
-    def __init__(self, main: bool = True, bars: bool = True, console: Console | None = None) -> None:
-        self.main = main
-        self.bars = bars and main
-        self.console = console or Console(highlight=False)
+    def __init__(self, reporter: Reporter = SILENT, main: bool = True, bars: bool = True) -> None:
+        self.reporter, self.main, self.bars = reporter, main, bars and main
 
-    def log(self, line: str) -> None:
+    def say(self, text: str) -> None:
+        """One line, from the main process only."""
         if self.main:
-            self.console.print(line, highlight=False, soft_wrap=True)
+            self.reporter.say(text)
+
+    def progress(self, task: str, done: int, total: int) -> None:
+        """Progress of `task`, when bars are on."""
+        if self.bars:
+            self.reporter.progress(task, done, total)
 
     @contextmanager
-    def bar(self, description: str, total: int) -> Iterator[Any]:
-        """Yields advance(n); a no-op when bars are off."""
-        if not self.bars:
-            yield lambda n=1: None
-            return
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=self.console, transient=True) as progress:
-            task = progress.add_task(description, total=total)
-            yield lambda n=1: progress.advance(task, n)
+    def bar(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        """Yields advance(n) for the bar of `description`; the bar ends when the block does."""
+        done = 0
+
+        def advance(n: int = 1) -> None:
+            nonlocal done
+            done += n
+            self.progress(description, done, total)
+
+        self.progress(description, 0, total)
+        try:
+            yield advance
+        finally:
+            if done < total:
+                self.progress(description, total, total)
 
 
 def epoch_line(row: dict[str, Any], epochs: int, is_best: bool) -> str:

@@ -237,7 +237,7 @@ class FoldTrainer:
             state = read_state(last)
             check_same_run(last, {**self.config.key_defaults(), **state["config"]}, self.config.resume_key())
             progress = load_state(parts, state)
-            self.display.log(f"fold {self.fold}: resuming after epoch {progress.next_epoch}"
+            self.display.say(f"fold {self.fold}: resuming after epoch {progress.next_epoch}"
                              + (" (already finished)" if progress.finished else ""))
         while not progress.finished and progress.next_epoch < self.config.epochs:
             self.run_epoch(parts, progress)
@@ -273,9 +273,9 @@ class FoldTrainer:
         progress.history.append(row)
         if self.ctx.is_main:
             save_state(self.fold_dir / LAST, state_dict(parts, progress, config))
-            self.display.log(epoch_line(row, config.epochs, bool(improved_flag)))
+            self.display.say(epoch_line(row, config.epochs, bool(improved_flag)))
             if stop:
-                self.display.log(f"fold {self.fold}: early stop, no {config.monitor} improvement "
+                self.display.say(f"fold {self.fold}: early stop, no {config.monitor} improvement "
                                  f"for {config.patience} epochs (best epoch {progress.best_epoch + 1})")
 
     def step_scheduler(self, parts: FoldParts, monitored: float) -> None:

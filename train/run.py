@@ -9,6 +9,7 @@ from hep2edge.data.cells import load_cell_classes
 from hep2edge.data.combined import Datasets, load_datasets
 from hep2edge.errors import ConfigError, DataError
 from hep2edge.folds import check_folds_cover, fold_patients, load_folds, make_folds, save_folds
+from hep2edge.progress import SILENT, Reporter
 from hep2edge.train.config import TrainConfig
 from hep2edge.train.display import Display
 from hep2edge.train.distributed import DistContext, barrier, init_distributed, shutdown
@@ -69,7 +70,7 @@ def load_tiles(config: TrainConfig, dataset: Datasets, display: Display) -> Tile
         tiles = build_tile_set(dataset.records, config.tile, config.channel_policy, config.in_channels,
                                on_image=lambda _n: advance(1), dense=dense, cell_classes=classes)
     extra = sum(a.nbytes for a in (tiles.instances, tiles.distance, tiles.classes) if a is not None)
-    display.log(f"{len(dataset.records)} images -> {len(tiles)} tiles of {config.tile} px "
+    display.say(f"{len(dataset.records)} images -> {len(tiles)} tiles of {config.tile} px "
                 f"({tiles.images.nbytes / 2**20:.0f} MiB" + (f", targets {extra / 2**20:.0f} MiB)" if extra else ")"))
     return tiles
 
@@ -95,7 +96,7 @@ def train_folds(config: TrainConfig, ctx: DistContext, dataset: Datasets, tiles:
     for fold in config.fold_indices():
         train_patients, val_patients = fold_patients(folds, fold)
         train, val = tiles.subset(tiles.patients_mask(train_patients)), tiles.subset(tiles.patients_mask(val_patients))
-        display.log(f"fold {fold}: {len(train_patients)} training patients ({len(train)} tiles), "
+        display.say(f"fold {fold}: {len(train_patients)} training patients ({len(train)} tiles), "
                     f"{len(val_patients)} held-out patients ({len(val)} tiles)")
         info = data_info(config, dataset, folds_path, train_patients, val_patients)
         results.append(FoldTrainer(config, ctx, fold, train, val, info, display).run())
@@ -136,16 +137,15 @@ def open_run_dir(config: TrainConfig, ctx: DistContext) -> TrainConfig:
     return config
 
 
-def run_training(config: TrainConfig, display: Display | None = None) -> Path:
-    """Train the folds asked for; returns the path of `summary.json` in the run folder."""
+def run_training(config: TrainConfig, reporter: Reporter = SILENT) -> Path:
+    """Train the folds asked for, telling `reporter` (the main process only); returns the path of `summary.json`."""
     ctx = init_distributed(config.device)
-    display = display or Display()
-    display = Display(main=ctx.is_main, bars=display.bars and config.progress, console=display.console)
+    display = Display(reporter, main=ctx.is_main, bars=config.progress)
     try:
         dataset = prepare(config)
         tiles = load_tiles(config, dataset, display)  # every image decoded before anything is written
         config = open_run_dir(config, ctx)
-        display.log(f"run folder {config.run_dir}")
+        display.say(f"run folder {config.run_dir}")
         results, _ = train_folds(config, ctx, dataset, tiles, display)
         if ctx.is_main:
             write_reports(config, results, ctx.world_size)

@@ -149,6 +149,7 @@ def export_set(checkpoint: Path, folder: Path, val_data: Path, precisions: tuple
     training patients, else `val_data`."""
     from hep2edge.export.config import BatchProfile, ExportConfig, Int8Options, Limits
     from hep2edge.export.pipeline import run_export
+    from hep2edge.progress import LineReporter
 
     from .devices import tensorrt
 
@@ -163,7 +164,7 @@ def export_set(checkpoint: Path, folder: Path, val_data: Path, precisions: tuple
                           batch=BatchProfile(*engine_batch), engine=tensorrt().ok,
                           simplify=importlib.util.find_spec("onnxslim") is not None)
     try:
-        report = run_export(config, say=say)
+        report = run_export(config, LineReporter(say))
     except Exception as exc:  # noqa: BLE001 - without ONNX files the torch rows are still worth measuring
         why = f"export failed: {exc.__class__.__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
         say(why)

@@ -11,6 +11,7 @@ from rich.markup import escape
 from hep2edge.cli.app import app, err_console
 from hep2edge.cli.common import console, import_stage, show_resolved
 from hep2edge.cli.export_options import ENGINE_BUILD_OPTIONS, EXPORT_OPTIONS
+from hep2edge.cli.reporter import RichReporter
 from hep2edge.cli.runtime_options import shared_options
 
 
@@ -46,11 +47,7 @@ def export(
     show_resolved("export", config)
     pipeline = import_stage("hep2edge.export.pipeline")
     with console.status("exporting") as status:
-        def say(message: str) -> None:
-            status.update(message)
-            console.print(message, highlight=False, soft_wrap=True, markup=False)
-
-        report = pipeline.run_export(config, say=say)
+        report = pipeline.run_export(config, RichReporter(console, spinner=status))
     console.print(_table(report))
     console.print(f"wrote {report.out_dir}/export_report.json and .md; {report.simplification}", highlight=False,
                   soft_wrap=True, markup=False)
@@ -77,5 +74,5 @@ def build_engine(
     profile, workspace = config.batch, config.workspace_gib
     show_resolved("build-engine", {"onnx": onnx_file, "out": out, "batch": profile, "workspace_gib": workspace})
     engines = import_stage("hep2edge.export.tensorrt.engines", jetson)
-    path = engines.build_engine_for_onnx(onnx_file, profile, workspace, out, say=console.print)
+    path = engines.build_engine_for_onnx(onnx_file, profile, workspace, out, say=RichReporter(console).say)
     console.print(f"wrote {path} and {path.name}.json", highlight=False, markup=False)

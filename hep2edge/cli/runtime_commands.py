@@ -77,6 +77,7 @@ def _config(command: str, options: dict[str, Any], source: dict[str, Any]) -> An
 
 
 def _run(config: Any, make_source: Any, show_stats: bool) -> Any:
+    from hep2edge.cli.reporter import RichReporter
     from hep2edge.runtime.service import run_service
 
     if not logging.getLogger().handlers:
@@ -84,7 +85,7 @@ def _run(config: Any, make_source: Any, show_stats: bool) -> Any:
         level = logging.ERROR if config.command == "analyze" else logging.WARNING
         logging.basicConfig(level=level, format="warning: %(message)s")
     show_resolved(config.command, config)
-    summary = run_service(config, make_source, console)
+    summary = run_service(config, make_source, RichReporter(console))
     _print_summary(summary)
     if show_stats:
         from hep2edge.runtime.stage_timings import percentile_table

@@ -9,6 +9,7 @@ from typing import Any
 
 from hep2edge.cli.app import app
 from hep2edge.cli.common import console, import_stage, show_resolved
+from hep2edge.cli.reporter import RichReporter
 from hep2edge.cli.runtime_options import shared_options
 from hep2edge.cli.train_options import TRAIN_OPTIONS
 from hep2edge.errors import ConfigError
@@ -94,6 +95,6 @@ def train(**options: Any) -> None:
     })
     if int(os.environ.get("RANK", "0")) == 0:
         show_resolved("train", config)
-    summary = run_module.run_training(config)
+    summary = run_module.run_training(config, RichReporter(console))
     if int(os.environ.get("RANK", "0")) == 0:
         _print_summary(summary)

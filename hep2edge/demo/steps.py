@@ -70,8 +70,8 @@ def training_device(requested: str) -> str:
 
 def train(config: DemoConfig, paths: DemoPaths, console: Console) -> dict[str, Any]:
     """One fold of patient-wise 5-fold CV, with the distance and pattern-map heads; returns summary.json."""
+    from hep2edge.cli.reporter import RichReporter
     from hep2edge.train.config import TrainConfig
-    from hep2edge.train.display import Display
     from hep2edge.train.run import run_training
 
     train_config = TrainConfig(
@@ -81,7 +81,7 @@ def train(config: DemoConfig, paths: DemoPaths, console: Console) -> dict[str, A
         batch_size=config.batch_size, lr=config.lr, folds=config.folds, fold=0, seed=config.seed,
         device=config.device, progress=config.progress,
     )
-    summary_path = run_training(train_config, Display(bars=config.progress, console=console))
+    summary_path = run_training(train_config, RichReporter(console, bars=config.progress))
     summary: dict[str, Any] = json.loads(summary_path.read_text(encoding="utf-8"))
     return summary
 
@@ -90,12 +90,14 @@ def export(config: DemoConfig, paths: DemoPaths, checkpoint: Path, console: Cons
     """fp32 and int8 ONNX, each verified against PyTorch on the held-out patients; returns the ExportReport."""
     from hep2edge.export.config import ExportConfig, Int8Options
     from hep2edge.export.pipeline import run_export
+    from hep2edge.progress import LineReporter
 
     export_config = ExportConfig(
         checkpoint=checkpoint, out=paths.export, precisions=DEMO_PRECISIONS, val_images=config.val_images,
         int8=Int8Options(calib_images=config.calib_images, seed=config.seed),
     )
-    return run_export(export_config, say=lambda line: console.print(f"  {line}", highlight=False, markup=False))
+    indented = LineReporter(lambda line: console.print(f"  {line}", highlight=False, markup=False))
+    return run_export(export_config, indented)
 
 
 def fresh_images(paths: DemoPaths) -> list[Path]:
@@ -109,6 +111,7 @@ def watch_inbox(config: DemoConfig, paths: DemoPaths, console: Console) -> tuple
     """`hep2edge watch --overlay --instance-labels --inference <config.inference>` on the inbox (newest model of the
     export, auto backend, `--cells auto`: cells wherever the model has a distance head) while the scanner drops
     files."""
+    from hep2edge.cli.reporter import RichReporter
     from hep2edge.runtime.backends.select import select_model
     from hep2edge.runtime.service import run_service
     from hep2edge.runtime.settings import RunConfig, SpecimenConfig
@@ -129,7 +132,7 @@ def watch_inbox(config: DemoConfig, paths: DemoPaths, console: Console) -> tuple
     scanner = ScannerDrop(images, paths.inbox, config.drop_interval_s).start()
     try:
         summary = run_service(run_config, lambda journal: ScannerFedSource(restart_source(journal, watch_config),
-                                                                            scanner), console)
+                                                                            scanner), RichReporter(console))
     finally:
         scanner.stop()
     if scanner.error is not None:

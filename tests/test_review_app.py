@@ -9,8 +9,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from test_review_support import form_fields, results_fixture, review_template_fixture, reviews  # noqa: F401
-from test_runtime_support import start
+from review_support import form_fields, results_fixture, review_template_fixture, reviews  # noqa: F401
+from runtime_support import start
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402

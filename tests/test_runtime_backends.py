@@ -345,7 +345,7 @@ def test_auto_preprocessing_falls_back_to_the_host_when_cuda_cannot_start(
 
 def test_refused_model_leaves_results_untouched(tiny_onnx: Path, tmp_path: Path) -> None:
     """The backend and its contract come before the journal: a refused model writes no results.db or config."""
-    from test_runtime_support import hep2edge, write_pngs
+    from runtime_support import hep2edge, write_pngs
 
     wrong = _rewrite_contract(tiny_onnx, tmp_path / "wrong.onnx", {"input_name": "pixels"})
     images = write_pngs(tmp_path / "in", 1, (TILE, TILE))

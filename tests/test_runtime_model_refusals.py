@@ -166,7 +166,7 @@ CLI_MODELS = {
 
 @pytest.mark.parametrize("kind", list(CLI_MODELS))
 def test_analyze_with_a_bad_model_exits_with_one_line_and_no_results(tmp_path: Path, kind: str) -> None:
-    from test_runtime_support import hep2edge, write_pngs
+    from runtime_support import hep2edge, write_pngs
 
     model = CLI_MODELS[kind](tmp_path / "bad.onnx")
     (image,) = write_pngs(tmp_path / "in", 1, (TILE, TILE))
@@ -179,7 +179,7 @@ def test_analyze_with_a_bad_model_exits_with_one_line_and_no_results(tmp_path: P
 
 
 def test_a_shape_fault_at_the_first_batch_stops_the_run_without_failing_the_input(tmp_path: Path) -> None:
-    from test_runtime_support import db_rows, hep2edge, write_pngs
+    from runtime_support import db_rows, hep2edge, write_pngs
 
     model = write_onnx(tmp_path / "dyn5.onnx", width=5, dynamic=True)
     (image,) = write_pngs(tmp_path / "in", 1, (TILE, TILE))

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from runtime_support import hep2edge, write_pngs
 from test_runtime_model_refusals import GOOD, NESTED, write_onnx
-from test_runtime_support import hep2edge, write_pngs
 
 from hep2edge.errors import ConfigError, ContractError
 from hep2edge.runtime.backends import BackendConfig, create_backend

@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from test_runtime_support import (  # noqa: F401 - spawn_fixture provides `spawn`
+from runtime_support import (  # noqa: F401 - spawn_fixture provides `spawn`
     Spawn,
     db_rows,
     hep2edge,

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_runtime_support import hep2edge, write_pngs
+from runtime_support import hep2edge, write_pngs
 
 from hep2edge.runtime.backends import BackendConfig, create_backend, is_available
 

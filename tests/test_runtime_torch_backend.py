@@ -82,7 +82,7 @@ def test_cuda_graph_replays_match_eager(tiny_checkpoint: Path) -> None:
 
 def test_cli_flags_reach_the_torch_backend_and_are_refused_for_onnx(tiny_checkpoint: Path, tiny_onnx: Path,
                                                                     tmp_path: Path) -> None:
-    from test_runtime_support import hep2edge, write_pngs
+    from runtime_support import hep2edge, write_pngs
 
     image = str(write_pngs(tmp_path / "in", 1, (TILE, TILE + 8))[0])
     flags = ["--torch-precision", "fp16", "--channels-last", "--device", "cpu"]
@@ -237,7 +237,7 @@ def test_device_path_through_the_whole_pipeline(tiny_checkpoint: Path, tmp_path:
     import io
 
     from rich.console import Console
-    from test_runtime_support import check_exactly_once, write_pngs
+    from runtime_support import check_exactly_once, write_pngs
 
     from hep2edge.runtime import service
     from hep2edge.runtime.backends.torch_backend_executor import TorchDeviceExecutor

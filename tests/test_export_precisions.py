@@ -11,15 +11,15 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("modelopt.onnx")
 
-import onnx  # noqa: E402
+import onnx
 
-from hep2edge.contract import ModelContract  # noqa: E402
-from hep2edge.export.config import Int8Options  # noqa: E402
-from hep2edge.export.int8.quantize import EXCLUSIONS, excluded_nodes  # noqa: E402
-from hep2edge.export.onnx_graph import run_onnx  # noqa: E402
-from hep2edge.export.precisions import PRECISIONS, ConversionInputs  # noqa: E402
-from hep2edge.export.tiles import DataSelection, calibration_tiles  # noqa: E402
-from hep2edge.export.verify import output_diffs  # noqa: E402
+from hep2edge.contract import ModelContract
+from hep2edge.export.config import Int8Options
+from hep2edge.export.int8.quantize import EXCLUSIONS, excluded_nodes
+from hep2edge.export.onnx_graph import run_onnx
+from hep2edge.export.precisions import PRECISIONS, ConversionInputs
+from hep2edge.export.tiles import DataSelection, calibration_tiles
+from hep2edge.export.verify import output_diffs
 
 FLOAT = onnx.TensorProto.FLOAT
 FLOAT16 = onnx.TensorProto.FLOAT16

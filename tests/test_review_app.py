@@ -13,11 +13,11 @@ from review_support import form_fields, results_fixture, review_template_fixture
 from runtime_support import start
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from hep2edge.review.app import AppSettings, create_app  # noqa: E402
-from hep2edge.review.db import ResultsDB  # noqa: E402
-from hep2edge.review.reviews import ReviewRequest, record_review  # noqa: E402
+from hep2edge.review.app import AppSettings, create_app
+from hep2edge.review.db import ResultsDB
+from hep2edge.review.reviews import ReviewRequest, record_review
 
 TOKEN = "a-long-enough-test-token"
 

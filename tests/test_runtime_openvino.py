@@ -18,7 +18,7 @@ from hep2edge.runtime.backends.base import Backend
 from hep2edge.runtime.settings import RunConfig
 
 pytest.importorskip("openvino")
-from hep2edge.runtime.backends.openvino_backend import CACHE_DIR, openvino_device, precision_hint  # noqa: E402
+from hep2edge.runtime.backends.openvino_backend import CACHE_DIR, openvino_device, precision_hint
 
 
 def _open(path: Path, **config: Any) -> Backend:

@@ -126,7 +126,7 @@ def test_cuda_kernels_compile_for_orin_and_hopper(tmp_path: Path, arch: str) -> 
 def cuda_pre():  # type: ignore[no-untyped-def]
     """pycuda + a GPU, else skip with the reason."""
     try:
-        import pycuda.autoprimaryctx  # noqa: F401
+        import pycuda.autoprimaryctx
         import pycuda.driver  # noqa: F401
     except Exception as exc:  # ImportError without pycuda, pycuda's LogicError/RuntimeError without a GPU
         pytest.skip(f"CUDA preprocessing needs pycuda and a GPU ({exc.__class__.__name__}: {exc})")

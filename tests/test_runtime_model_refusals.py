@@ -37,8 +37,9 @@ def write_onnx(path: Path, contract: str | dict[str, Any] = GOOD, width: int = 7
     def value(name: str, shape: list[Any]) -> Any:
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
-    consts = {"w": np.full((TILE * TILE, 8), 1e-3, np.float32), "wi": np.full((TILE * TILE, 1), 1e-3, np.float32),
-              "zero": np.array([0], np.int64), "one": np.array([1], np.int64), "width": np.array([width], np.int64)}
+    consts: dict[str, np.ndarray] = {
+        "w": np.full((TILE * TILE, 8), 1e-3, np.float32), "wi": np.full((TILE * TILE, 1), 1e-3, np.float32),
+        "zero": np.array([0], np.int64), "one": np.array([1], np.int64), "width": np.array([width], np.int64)}
     nodes = [helper.make_node("Sigmoid", ["image"], ["mask"]), helper.make_node("Flatten", ["image"], ["flat"]),
              helper.make_node("MatMul", ["flat", "w"], ["logits8"]), helper.make_node("MatMul", ["flat", "wi"], ["il"]),
              helper.make_node("Sigmoid", ["il"], ["intensity"])]

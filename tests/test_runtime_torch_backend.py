@@ -183,7 +183,7 @@ def _chunks(contract: object, frames: list[np.ndarray], host: bool) -> list[obje
 
     chunks = []
     for key, gray in enumerate(frames):
-        tiles, grid = frame_to_batch(gray, contract)  # type: ignore[arg-type]
+        tiles, grid = frame_to_batch(gray, contract)
         cuts = [(0, len(grid))] if key == 0 else [(0, len(grid) // 2), (len(grid) // 2, len(grid))]
         chunks += [Chunk(key, gray, grid, a, b, tiles[a:b] if host else None) for a, b in cuts]
     return chunks
@@ -195,8 +195,8 @@ def _device_matches_host(checkpoint: Path, device: str, cuda_graph: bool) -> Non
 
     frames = [np.random.default_rng(4).integers(0, 255, shape, dtype=np.uint8) for shape in ((100, 150), (130, 90))]
     with TorchBackend(BackendConfig(checkpoint, 16, device, cuda_graph)) as backend:
-        want = HostExecutor(backend).run(_chunks(backend.contract, frames, host=True))  # type: ignore[arg-type]
-        got = TorchDeviceExecutor(backend).run(_chunks(backend.contract, frames, host=False))  # type: ignore[arg-type]
+        want = HostExecutor(backend).run(_chunks(backend.contract, frames, host=True))
+        got = TorchDeviceExecutor(backend).run(_chunks(backend.contract, frames, host=False))
     assert len(got) == len(want) == 3
     for g, w in zip(got, want):
         assert g.mask.dtype == np.uint8 and g.mask.shape == w.mask.shape

@@ -34,7 +34,7 @@ def load_checked(path: Path, precision: str | None = None) -> tuple[onnx.ModelPr
         raise ContractError(f"{path}: no such ONNX file")
     try:
         proto = onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - protobuf decode errors have no common base
+    except Exception as exc:  # protobuf decode errors have no common base
         raise ContractError(f"{path}: not a readable ONNX file ({exc.__class__.__name__})") from exc
     contract = read_contract(proto, str(path))
     if precision is not None and contract.precision != precision:

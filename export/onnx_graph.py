@@ -74,7 +74,7 @@ def simplify(proto: onnx.ModelProto, sample: np.ndarray) -> tuple[onnx.ModelProt
     candidate.CopyFrom(proto)  # onnxslim edits the graph it is given: keep `proto` as exported
     try:
         slim = onnxslim.slim(candidate)
-    except Exception as exc:  # noqa: BLE001 - onnxslim can fail on any op it does not know
+    except Exception as exc:  # onnxslim can fail on any op it does not know
         return proto, False, f"onnxslim failed ({exc.__class__.__name__}); exported graph kept"
     if not isinstance(slim, onnx.ModelProto):
         return proto, False, "onnxslim returned no model; exported graph kept"

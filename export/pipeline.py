@@ -115,7 +115,7 @@ def _convert_and_verify(name: str, out_dir: Path, prepared: Prepared, inputs: Co
         raise missing_extra(exc) from exc
     except (MissingExtraError, OutputWriteError):
         raise
-    except Exception as exc:  # noqa: BLE001 - one precision failing must not stop the others
+    except Exception as exc:  # one precision failing must not stop the others
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         log.debug("conversion to %s failed", name, exc_info=True)
         return PrecisionResult(precision=name, error=f"conversion failed: {exc.__class__.__name__}: {first}")

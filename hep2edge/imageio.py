@@ -133,7 +133,7 @@ def _header_size(path: Path, data: bytes) -> tuple[int, int] | None:
         try:
             with tifffile.TiffFile(io.BytesIO(data)) as tif:
                 return _tiff_size(_tiff_page(tif))
-        except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds
+        except Exception as exc:  # tifffile raises many kinds
             raise _fail(path, f"corrupt TIFF ({_short(exc)})") from exc
     return None
 
@@ -187,7 +187,7 @@ def _decode_tiff(path: Path, data: bytes, max_pixels: int) -> np.ndarray:
             axes = str(getattr(page, "axes", ""))
     except ImageReadError:
         raise
-    except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds
+    except Exception as exc:  # tifffile raises many kinds
         if "imagecodecs" in str(exc):  # LZW/JPEG/PackBits without imagecodecs: OpenCV's libtiff decodes them
             return _decode_cv2(path, data, "tiff", max_pixels)
         first_ifd = _first_ifd_offset(data)

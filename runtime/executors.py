@@ -196,7 +196,7 @@ def make_executor(backend: Backend, preprocess: str, inference: str = "tiles") -
         raise ConfigError(f"`preprocess` cuda needs the tensorrt or torch backend (this run uses {backend.name})")
     try:
         return CudaExecutor(backend)  # type: ignore[arg-type]
-    except Exception as exc:  # noqa: BLE001 - auto: no pycuda, no nvcc (a Jetson without the toolkit), ...
+    except Exception as exc:  # auto: no pycuda, no nvcc (a Jetson without the toolkit), ...
         if preprocess == "cuda":
             raise
         first = (str(exc).strip().splitlines() or [""])[0][:200]

@@ -104,7 +104,7 @@ class Pipeline:
             return work()
         except (OutputWriteError, ContractError):
             raise
-        except Exception as exc:  # noqa: BLE001 - a bug or an exotic file must not stop a days-long watch
+        except Exception as exc:  # a bug or an exotic file must not stop a days-long watch
             detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             reason = f"{key}: unexpected {exc.__class__.__name__}{': ' + detail if detail else ''}"
             log.exception("%s", reason)
@@ -127,7 +127,7 @@ class Pipeline:
     def _source_loop(self) -> None:
         try:
             self.source.run(self._emit, self.stop)
-        except BaseException as exc:  # noqa: BLE001 - reported by run()
+        except BaseException as exc:  # reported by run()
             self._fatal(exc)
         finally:
             for _ in range(self.config.readers):
@@ -149,7 +149,7 @@ class Pipeline:
                 finally:
                     with self._lock:
                         self._reading -= 1
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             self._fatal(exc)
         finally:
             with self._lock:
@@ -211,7 +211,7 @@ class Pipeline:
                     more = self._take(pending, block=False)  # a short wait lets a batch fill across images
                 if pending and not self.abort.is_set():
                     self._run_batch(self._next_chunks(pending))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             self._fatal(exc)
         finally:
             for _ in range(self.config.writers):
@@ -245,7 +245,7 @@ class Pipeline:
                 self._writers_done.set()
                 if not self.abort.is_set():
                     self._refresh_tables()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             self._fatal(exc)
 
     def _tables_loop(self) -> None:
@@ -260,7 +260,7 @@ class Pipeline:
                 if wait > 0 and self._writers_done.wait(wait):
                     return  # the last writer regenerates them
                 self._refresh_tables()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             self._fatal(exc)
 
     def _refresh_tables(self) -> None:

@@ -15,16 +15,16 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-import onnx  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
-from hep2edge.contract import INPUT_NAME  # noqa: E402
-from hep2edge.export.config import Int8Options  # noqa: E402
-from hep2edge.export.int8 import quantize  # noqa: E402
-from hep2edge.export.int8.qdq import QuantizeRewrite, fp16_quantizers, quantize_in_fp32, quantize_weight  # noqa: E402
-from hep2edge.export.int8.sensitivity import most_sensitive, quantized_inputs  # noqa: E402
-from hep2edge.export.onnx_graph import run_onnx  # noqa: E402
-from hep2edge.export.precisions import ConversionInputs  # noqa: E402
+from hep2edge.contract import INPUT_NAME
+from hep2edge.export.config import Int8Options
+from hep2edge.export.int8 import quantize
+from hep2edge.export.int8.qdq import QuantizeRewrite, fp16_quantizers, quantize_in_fp32, quantize_weight
+from hep2edge.export.int8.sensitivity import most_sensitive, quantized_inputs
+from hep2edge.export.onnx_graph import run_onnx
+from hep2edge.export.precisions import ConversionInputs
 
 RNG = np.random.default_rng(0)
 W1 = RNG.normal(size=(4, 1, 1, 1)).astype(np.float16)

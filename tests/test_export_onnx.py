@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 onnx = pytest.importorskip("onnx")
@@ -16,12 +18,21 @@ from hep2edge.contract import METADATA_KEY, ModelContract  # noqa: E402
 from hep2edge.errors import ContractError  # noqa: E402
 from hep2edge.export.onnx_contract import load_checked  # noqa: E402
 from hep2edge.export.onnx_export import OUTPUT_NAMES, graph_outputs  # noqa: E402
-from hep2edge.export.onnx_graph import check_graph, export_checked_fp32, run_onnx, save_model_atomic  # noqa: E402
+from hep2edge.export.onnx_graph import (  # noqa: E402
+    Fp32Export,
+    check_graph,
+    export_checked_fp32,
+    run_onnx,
+    save_model_atomic,
+)
 from hep2edge.export.verify import output_diffs, torch_outputs  # noqa: E402
+
+if TYPE_CHECKING:
+    from hep2edge.train.checkpoint import LoadedCheckpoint
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_checkpoint: Path):  # type: ignore[no-untyped-def]
+def loaded(tiny_checkpoint: Path) -> LoadedCheckpoint:
     import torch
 
     torch.set_num_threads(2)
@@ -31,17 +42,17 @@ def loaded(tiny_checkpoint: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def sample() -> np.ndarray:
+def sample() -> npt.NDArray[np.float32]:
     rng = np.random.default_rng(0)
     return rng.random((3, 1, 64, 64), dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
-def fp32(loaded, sample):  # type: ignore[no-untyped-def]
+def fp32(loaded: LoadedCheckpoint, sample: npt.NDArray[np.float32]) -> Fp32Export:
     return export_checked_fp32(loaded.model, loaded.contract, sample, opset=17, do_simplify=True)
 
 
-def test_graph_io_opset_and_dynamic_batch(fp32, loaded) -> None:  # type: ignore[no-untyped-def]
+def test_graph_io_opset_and_dynamic_batch(fp32: Fp32Export, loaded: LoadedCheckpoint) -> None:
     graph = fp32.proto.graph
     assert max(o.version for o in fp32.proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert [i.name for i in graph.input] == ["image"]
@@ -54,7 +65,8 @@ def test_graph_io_opset_and_dynamic_batch(fp32, loaded) -> None:  # type: ignore
     assert {"Sigmoid", "Softmax"} <= ops  # probabilities in the graph
 
 
-def test_outputs_are_probabilities_and_match_pytorch(fp32, loaded, sample) -> None:  # type: ignore[no-untyped-def]
+def test_outputs_are_probabilities_and_match_pytorch(fp32: Fp32Export, loaded: LoadedCheckpoint,
+                                                     sample: npt.NDArray[np.float32]) -> None:
     for batch in (1, 3):
         out = run_onnx(fp32.proto, sample[:batch])
         assert out["mask"].shape == (batch, 1, 64, 64) and out["pattern"].shape == (batch, 7)
@@ -65,7 +77,7 @@ def test_outputs_are_probabilities_and_match_pytorch(fp32, loaded, sample) -> No
     assert max(d.rel_error for d in diffs.values()) < 1e-4
 
 
-def test_the_graph_runs_a_whole_field_and_its_maps_pool_to_the_heads(fp32) -> None:  # type: ignore[no-untyped-def]
+def test_the_graph_runs_a_whole_field_and_its_maps_pool_to_the_heads(fp32: Fp32Export) -> None:
     field = np.random.default_rng(1).random((1, 1, 96, 160), dtype=np.float32)
     out = run_onnx(fp32.proto, field)
     assert out["mask"].shape == (1, 1, 96, 160)
@@ -78,13 +90,13 @@ def test_the_graph_runs_a_whole_field_and_its_maps_pool_to_the_heads(fp32) -> No
     assert ModelContract.from_metadata({p.key: p.value for p in fp32.proto.metadata_props}).whole_field
 
 
-def test_simplification_kept_only_with_matching_outputs(fp32) -> None:  # type: ignore[no-untyped-def]
+def test_simplification_kept_only_with_matching_outputs(fp32: Fp32Export) -> None:
     assert fp32.simplified, fp32.note
     assert "onnxslim" in fp32.note and "outputs within" in fp32.note
 
 
-def test_refused_simplification_keeps_the_exported_graph(loaded, sample, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refused_simplification_keeps_the_exported_graph(loaded: LoadedCheckpoint, sample: npt.NDArray[np.float32],
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hep2edge.export.onnx_export import export_fp32_onnx
     from hep2edge.export.onnx_graph import simplify
 
@@ -97,7 +109,7 @@ def test_refused_simplification_keeps_the_exported_graph(loaded, sample, tmp_pat
     assert kept.SerializeToString() == before  # onnxslim edits what it is given: it must get a copy
 
 
-def test_contract_in_metadata_and_checks_pass(fp32, loaded, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_contract_in_metadata_and_checks_pass(fp32: Fp32Export, loaded: LoadedCheckpoint, tmp_path: Path) -> None:
     meta = {p.key: p.value for p in fp32.proto.metadata_props}
     contract = ModelContract.from_json(meta[METADATA_KEY])
     assert contract.precision == "fp32" and contract.weights_sha256 == loaded.contract.weights_sha256
@@ -113,7 +125,7 @@ def test_contract_in_metadata_and_checks_pass(fp32, loaded, tmp_path: Path) -> N
     assert read == contract
 
 
-def test_loader_rejects_missing_or_other_version_contract(fp32, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_loader_rejects_missing_or_other_version_contract(fp32: Fp32Export, tmp_path: Path) -> None:
     bare = onnx.ModelProto()
     bare.CopyFrom(fp32.proto)
     del bare.metadata_props[:]
@@ -135,7 +147,7 @@ def test_loader_rejects_missing_or_other_version_contract(fp32, tmp_path: Path) 
         load_checked(tmp_path / "ok.onnx", precision="fp16")
 
 
-def test_checker_failure_is_one_clear_line(fp32) -> None:  # type: ignore[no-untyped-def]
+def test_checker_failure_is_one_clear_line(fp32: Fp32Export) -> None:
     broken = onnx.ModelProto()
     broken.CopyFrom(fp32.proto)
     broken.graph.node[0].input[0] = "no_such_tensor"

@@ -11,15 +11,15 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("modelopt.onnx")
 
-import onnx  # noqa: E402
+import onnx
 
-from hep2edge.contract import ModelContract  # noqa: E402
-from hep2edge.export.config import Int8Options  # noqa: E402
-from hep2edge.export.int8.quantize import EXCLUSIONS, excluded_nodes  # noqa: E402
-from hep2edge.export.onnx_graph import run_onnx  # noqa: E402
-from hep2edge.export.precisions import PRECISIONS, ConversionInputs  # noqa: E402
-from hep2edge.export.tiles import DataSelection, calibration_tiles  # noqa: E402
-from hep2edge.export.verify import output_diffs  # noqa: E402
+from hep2edge.contract import ModelContract
+from hep2edge.export.config import Int8Options
+from hep2edge.export.int8.quantize import EXCLUSIONS, excluded_nodes
+from hep2edge.export.onnx_graph import run_onnx
+from hep2edge.export.precisions import PRECISIONS, ConversionInputs
+from hep2edge.export.tiles import DataSelection, calibration_tiles
+from hep2edge.export.verify import output_diffs
 
 FLOAT = onnx.TensorProto.FLOAT
 FLOAT16 = onnx.TensorProto.FLOAT16
@@ -33,7 +33,7 @@ def calib(synth_small: Path) -> np.ndarray:
 
 def _inputs(path: Path, tiles: np.ndarray | None, tmp: Path, **int8: object) -> ConversionInputs:
     calibration = None if tiles is None else (lambda: tiles)
-    return ConversionInputs(path, calibration, Int8Options(**int8), tmp / "export.log")  # type: ignore[arg-type]
+    return ConversionInputs(path, calibration, Int8Options(**int8), tmp / "export.log")
 
 
 def _io_types(model: onnx.ModelProto) -> list[int]:
@@ -54,7 +54,7 @@ def test_calibration_tiles_are_real_normalised_tiles(calib: np.ndarray) -> None:
 
 
 def test_fp16_graph_keeps_float32_io_and_close_outputs(tiny_onnx: Path, calib: np.ndarray, tmp_path: Path) -> None:
-    converted = PRECISIONS.get("fp16").convert(_inputs(tiny_onnx, calib, tmp_path))  # type: ignore[misc]
+    converted = PRECISIONS.get("fp16").convert(_inputs(tiny_onnx, calib, tmp_path))
     model = converted.proto
     assert _io_types(model) == [FLOAT] * 6  # the image; mask, pattern, intensity and the two field maps
     assert converted.notes["fp16_initializers"] > 0
@@ -68,10 +68,10 @@ def test_fp16_graph_keeps_float32_io_and_close_outputs(tiny_onnx: Path, calib: n
 def test_fp16_without_training_tiles_and_int8_refuses(tiny_onnx: Path, tmp_path: Path) -> None:
     from hep2edge.errors import ConfigError
 
-    converted = PRECISIONS.get("fp16").convert(_inputs(tiny_onnx, None, tmp_path))  # type: ignore[misc]
+    converted = PRECISIONS.get("fp16").convert(_inputs(tiny_onnx, None, tmp_path))
     assert converted.notes["range_check_inputs"].startswith("random")
     with pytest.raises(ConfigError, match="int8 needs calibration tiles from the training data; pass --calib-data"):
-        PRECISIONS.get("int8").convert(_inputs(tiny_onnx, None, tmp_path))  # type: ignore[misc]
+        PRECISIONS.get("int8").convert(_inputs(tiny_onnx, None, tmp_path))
 
 
 def _dq_consumers(model: onnx.ModelProto) -> Counter[str]:
@@ -93,7 +93,7 @@ def _weight_scale_sizes(model: onnx.ModelProto) -> list[int]:
 def test_int8_max_calibration_qdq_per_channel_heads_in_high_precision(
     tiny_onnx: Path, calib: np.ndarray, tmp_path: Path
 ) -> None:
-    converted = PRECISIONS.get("int8").convert(  # type: ignore[misc]
+    converted = PRECISIONS.get("int8").convert(
         _inputs(tiny_onnx, calib, tmp_path, calib_method="max", high_precision="fp32")
     )
     model = converted.proto
@@ -118,7 +118,7 @@ def test_int8_exclusion_rule_and_entropy_method(tiny_onnx: Path, calib: np.ndarr
     heads = EXCLUSIONS.get("heads")(base)
     assert heads and all(n.op_type in ("Gemm", "MatMul") for n in base.graph.node if n.name in heads)
     assert excluded_nodes(base, ("heads",), ("^/extra$",))[-1] == "^/extra$"
-    converted = PRECISIONS.get("int8").convert(  # type: ignore[misc]
+    converted = PRECISIONS.get("int8").convert(
         _inputs(tiny_onnx, calib[:2], tmp_path, calib_method="entropy", exclude_rules=("heads",), high_precision="fp32")
     )
     assert converted.notes["calibration_method"] == "entropy"

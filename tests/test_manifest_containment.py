@@ -77,8 +77,8 @@ def test_outside_files_are_never_stat_or_opened(tmp_path: Path, monkeypatch: pyt
     touched: list[str] = []
     real_stat, real_open = os.stat, builtins.open
 
-    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
-        touched.append(os.fspath(path))  # type: ignore[arg-type]
+    def stat(path: str | os.PathLike[str], *args: object, **kwargs: object) -> os.stat_result:
+        touched.append(os.fspath(path))
         return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
 
     def open_(file: object, *args: object, **kwargs: object) -> object:

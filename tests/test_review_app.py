@@ -9,15 +9,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from test_review_support import form_fields, results_fixture, review_template_fixture, reviews  # noqa: F401
-from test_runtime_support import start
+from review_support import form_fields, results_fixture, review_template_fixture, reviews  # noqa: F401
+from runtime_support import start
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from hep2edge.review.app import AppSettings, create_app  # noqa: E402
-from hep2edge.review.db import ResultsDB  # noqa: E402
-from hep2edge.review.reviews import ReviewRequest, record_review  # noqa: E402
+from hep2edge.review.app import AppSettings, create_app
+from hep2edge.review.db import ResultsDB
+from hep2edge.review.reviews import ReviewRequest, record_review
 
 TOKEN = "a-long-enough-test-token"
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import cv2
 import pytest
-from test_review_support import analyze_more, results_fixture, review_template_fixture, reviews  # noqa: F401
+from review_support import analyze_more, results_fixture, review_template_fixture, reviews  # noqa: F401
 
 pytest.importorskip("fastapi")
 playwright = pytest.importorskip("playwright.sync_api")

@@ -12,8 +12,8 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from test_review_support import results_fixture, review_template_fixture, reviews  # noqa: F401
-from test_runtime_support import ENV, wait_for
+from review_support import results_fixture, review_template_fixture, reviews  # noqa: F401
+from runtime_support import ENV, wait_for
 
 from hep2edge.imageio import read_image, read_mask
 from hep2edge.review.db import ResultsDB

@@ -7,8 +7,8 @@ import io
 from pathlib import Path
 
 import pytest
+from review_support import results_fixture, review_template_fixture  # noqa: F401
 from test_review_cli import _in_tmp, cli  # noqa: F401
-from test_review_support import results_fixture, review_template_fixture  # noqa: F401
 
 from hep2edge.labels import PATTERNS
 from hep2edge.review.db import ResultsDB

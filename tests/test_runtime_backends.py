@@ -8,14 +8,17 @@ import json
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from runtime_support import hep2edge, random_batch, write_pngs
 
 from hep2edge.contract import METADATA_KEY, ModelContract
 from hep2edge.errors import ConfigError, ContractError, MissingExtraError, RegistryError
 from hep2edge.runtime.backends import BACKENDS, BackendConfig, create_backend, is_available
+from hep2edge.runtime.backends.base import Backend
 from hep2edge.runtime.backends.engine_sidecar import normalise_cc, read_sidecar, sidecar_path
 from hep2edge.runtime.backends.select import OnnxRule, cpu_has_int8_dot, select_model
 
@@ -43,7 +46,7 @@ def _model_for(name: str, request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(params=BACKENDS.names())
-def backend(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     if request.param == "torch":
         import torch
 
@@ -54,51 +57,47 @@ def backend(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
         yield opened
 
 
-def _batch(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).random((n, 1, TILE, TILE), dtype=np.float32)
-
-
 class TestEveryBackend:
     """The same checks over every backend this machine has."""
 
-    def test_reads_the_contract(self, backend) -> None:  # type: ignore[no-untyped-def]
+    def test_reads_the_contract(self, backend: Backend) -> None:
         assert backend.contract.tile == TILE
         assert backend.contract.channels == 1
         assert backend.max_batch == 4
         assert backend.name in backend.describe()
 
-    def test_outputs_are_activated_probabilities(self, backend) -> None:  # type: ignore[no-untyped-def]
-        out = backend.infer(_batch(3))
+    def test_outputs_are_activated_probabilities(self, backend: Backend) -> None:
+        out = backend.infer(random_batch(3))
         assert out["mask"].shape == (3, 1, TILE, TILE) and out["mask"].dtype == np.float32
         assert out["pattern"].shape == (3, 7) and out["intensity"].shape == (3, 1)
         for value in out.values():
             assert np.all((value >= 0) & (value <= 1))
         np.testing.assert_allclose(out["pattern"].sum(axis=1), 1.0, atol=1e-5)
 
-    def test_batch_rows_are_independent(self, backend) -> None:  # type: ignore[no-untyped-def]
-        batch = _batch(4, seed=1)
+    def test_batch_rows_are_independent(self, backend: Backend) -> None:
+        batch = random_batch(4, seed=1)
         whole = backend.infer(batch)
         single = backend.infer(batch[2:3])
         for name in whole:
             np.testing.assert_allclose(whole[name][2:3], single[name], atol=1e-4)
 
-    def test_refuses_oversized_and_misshapen_batches(self, backend) -> None:  # type: ignore[no-untyped-def]
+    def test_refuses_oversized_and_misshapen_batches(self, backend: Backend) -> None:
         with pytest.raises(ValueError, match="1 to 4"):
-            backend.infer(_batch(5))
+            backend.infer(random_batch(5))
         with pytest.raises(ValueError, match="batch must be"):
             backend.infer(np.zeros((1, 1, TILE + 1, TILE), np.float32))
 
-    def test_infers_from_a_thread_other_than_the_one_that_activated_it(self, backend) -> None:  # type: ignore[no-untyped-def]
+    def test_infers_from_a_thread_other_than_the_one_that_activated_it(self, backend: Backend) -> None:
         """The pipeline activates the backend in the main thread and infers in its GPU thread (TensorRT:
         the CUDA context is per thread, and pycuda aborts when a thread ends with a context still pushed)."""
-        batch = _batch(2, seed=4)
+        batch = random_batch(2, seed=4)
         here = backend.infer(batch)
         box: dict[str, object] = {}
 
         def work() -> None:
             try:
                 box["out"] = backend.infer(batch)
-            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            except Exception as exc:  # reported by the assertion below
                 box["error"] = exc
 
         thread = threading.Thread(target=work)
@@ -111,7 +110,7 @@ class TestEveryBackend:
             np.testing.assert_allclose(there[name], here[name], atol=1e-5)
         assert backend.infer(batch[:1])["pattern"].shape == (1, 7)  # still usable here afterwards
 
-    def test_a_whole_field_pass_gives_the_mask_and_maps_that_pool_to_the_heads(self, backend) -> None:  # type: ignore[no-untyped-def]
+    def test_a_whole_field_pass_gives_the_mask_and_maps_that_pool_to_the_heads(self, backend: Backend) -> None:
         field = np.random.default_rng(5).random((1, 1, 96, 160), dtype=np.float32)
         out = backend.infer_field(field)
         assert out["mask"].shape == (1, 1, 96, 160)
@@ -124,19 +123,19 @@ class TestEveryBackend:
         with pytest.raises(ValueError, match="multiples of 32"):
             backend.infer_field(np.zeros((1, 1, 100, 160), np.float32))
 
-    def test_deactivate_releases(self, backend) -> None:  # type: ignore[no-untyped-def]
+    def test_deactivate_releases(self, backend: Backend) -> None:
         backend.deactivate()
         with pytest.raises(RuntimeError, match="activate"):
-            backend.infer(_batch(1))
+            backend.infer(random_batch(1))
         backend.activate()
-        assert backend.infer(_batch(1))["pattern"].shape == (1, 7)
+        assert backend.infer(random_batch(1))["pattern"].shape == (1, 7)
 
 
 def test_onnxruntime_and_torch_agree(tiny_onnx: Path, tiny_checkpoint: Path) -> None:
     import torch
 
     torch.set_num_threads(2)
-    batch = _batch(2, seed=3)
+    batch = random_batch(2, seed=3)
     with create_backend("onnxruntime", BackendConfig(tiny_onnx, 4, "cpu")) as ort_backend:
         a = ort_backend.infer(batch)
     with create_backend("torch", BackendConfig(tiny_checkpoint, 4, "cpu")) as torch_backend:
@@ -303,11 +302,11 @@ def test_onnxruntime_runs_an_fp16_graph_with_float32_io(tiny_onnx: Path, tmp_pat
     from hep2edge.export.onnx_contract import attach_contract, read_contract
     from hep2edge.export.precisions import ConversionInputs
 
-    converted = convert_fp16(ConversionInputs(tiny_onnx, lambda: _batch(1), Int8Options(), tmp_path / "fp16.log"))
+    converted = convert_fp16(ConversionInputs(tiny_onnx, lambda: random_batch(1), Int8Options(), tmp_path / "fp16.log"))
     attach_contract(converted.proto, read_contract(onnx.load(str(tiny_onnx))).with_precision("fp16"))
     fp16 = tmp_path / "model.fp16.onnx"
     onnx.save(converted.proto, str(fp16))
-    batch = _batch(3, seed=5)
+    batch = random_batch(3, seed=5)
     with create_backend("onnxruntime", BackendConfig(tiny_onnx, 4, "cpu")) as reference, \
             create_backend("onnxruntime", BackendConfig(fp16, 4, "cpu")) as half:
         assert half.precision == "fp16"
@@ -345,8 +344,6 @@ def test_auto_preprocessing_falls_back_to_the_host_when_cuda_cannot_start(
 
 def test_refused_model_leaves_results_untouched(tiny_onnx: Path, tmp_path: Path) -> None:
     """The backend and its contract come before the journal: a refused model writes no results.db or config."""
-    from test_runtime_support import hep2edge, write_pngs
-
     wrong = _rewrite_contract(tiny_onnx, tmp_path / "wrong.onnx", {"input_name": "pixels"})
     images = write_pngs(tmp_path / "in", 1, (TILE, TILE))
     out = tmp_path / "results"

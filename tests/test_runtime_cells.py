@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from cli_support import run_cli
-from test_runtime_support import hep2edge, write_pngs
+from runtime_support import hep2edge, write_pngs
 
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_runtime_support import (  # noqa: F401 - spawn_fixture provides `spawn`
+from runtime_support import (  # noqa: F401 - spawn_fixture provides `spawn`
     Spawn,
     check_exactly_once,
     db_rows,

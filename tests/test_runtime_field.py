@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from cli_support import run_cli
-from test_runtime_support import hep2edge, write_pngs
+from runtime_support import hep2edge, write_pngs
 
 from hep2edge.contract import FIELD_OUTPUTS, OUTPUTS, ModelContract
 from hep2edge.errors import ConfigError, ContractError

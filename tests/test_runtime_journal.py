@@ -6,6 +6,7 @@ import csv
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -154,7 +155,7 @@ class _ReadThenPause(Journal):
         super().__init__(folder)
         self.read_done, self.other_done = threading.Event(), threading.Event()
 
-    def query(self, sql: str, parameters: tuple = ()) -> list[tuple]:  # type: ignore[type-arg]
+    def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         rows = super().query(sql, parameters)
         if threading.current_thread().name == "slow" and "FROM results WHERE specimen" in sql:
             self.read_done.set()

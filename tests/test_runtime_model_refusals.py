@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from runtime_support import db_rows, hep2edge, random_batch, write_pngs
 
 from hep2edge.contract import METADATA_KEY, OUTPUTS, ModelContract
 from hep2edge.errors import ContractError
@@ -36,8 +37,9 @@ def write_onnx(path: Path, contract: str | dict[str, Any] = GOOD, width: int = 7
     def value(name: str, shape: list[Any]) -> Any:
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
-    consts = {"w": np.full((TILE * TILE, 8), 1e-3, np.float32), "wi": np.full((TILE * TILE, 1), 1e-3, np.float32),
-              "zero": np.array([0], np.int64), "one": np.array([1], np.int64), "width": np.array([width], np.int64)}
+    consts: dict[str, np.ndarray] = {
+        "w": np.full((TILE * TILE, 8), 1e-3, np.float32), "wi": np.full((TILE * TILE, 1), 1e-3, np.float32),
+        "zero": np.array([0], np.int64), "one": np.array([1], np.int64), "width": np.array([width], np.int64)}
     nodes = [helper.make_node("Sigmoid", ["image"], ["mask"]), helper.make_node("Flatten", ["image"], ["flat"]),
              helper.make_node("MatMul", ["flat", "w"], ["logits8"]), helper.make_node("MatMul", ["flat", "wi"], ["il"]),
              helper.make_node("Sigmoid", ["il"], ["intensity"])]
@@ -66,14 +68,10 @@ def _open(path: Path) -> Backend:
     return create_backend("onnxruntime", BackendConfig(path, max_batch=4, device="cpu"))
 
 
-def _batch(n: int) -> np.ndarray:
-    return np.random.default_rng(0).random((n, 1, TILE, TILE), dtype=np.float32)
-
-
 def test_the_tiny_model_runs(tmp_path: Path) -> None:
     """The control: the refusals below come from the contract or the shapes, not from a broken graph."""
     with _open(write_onnx(tmp_path / "good.onnx")) as backend:
-        out = backend.infer(_batch(2))
+        out = backend.infer(random_batch(2))
     assert out["pattern"].shape == (2, 7) and out["intensity"].shape == (2, 1)
 
 
@@ -126,9 +124,9 @@ def test_output_width_found_at_the_first_batch_is_a_contract_error(tmp_path: Pat
 
     with _open(write_onnx(tmp_path / "dyn5.onnx", width=5, dynamic=True)) as backend:
         with pytest.raises(ContractError, match=r"dyn5\.onnx: model output 'pattern' is \(2, 5\)"):
-            backend.infer(_batch(2))
+            backend.infer(random_batch(2))
         gray = np.zeros((TILE, TILE), np.uint8)
-        chunk = Chunk(0, gray, tile_grid(TILE, TILE, TILE), 0, 1, _batch(1))
+        chunk = Chunk(0, gray, tile_grid(TILE, TILE, TILE), 0, 1, random_batch(1))
         with pytest.raises(ContractError, match="re-export"):
             HostExecutor(backend).run([chunk])
 
@@ -151,7 +149,7 @@ class _Missing(Backend):
 def test_a_missing_output_is_a_contract_error_not_a_key_error() -> None:
     with _Missing(BackendConfig(Path("fake.onnx"))) as backend, \
             pytest.raises(ContractError, match=r"fake\.onnx: model gave no 'intensity' output"):
-        backend.infer(_batch(1))
+        backend.infer(random_batch(1))
 
 
 # --- the CLI: one line, nonzero, no results.db -----------------------------------------------------------------
@@ -166,8 +164,6 @@ CLI_MODELS = {
 
 @pytest.mark.parametrize("kind", list(CLI_MODELS))
 def test_analyze_with_a_bad_model_exits_with_one_line_and_no_results(tmp_path: Path, kind: str) -> None:
-    from test_runtime_support import hep2edge, write_pngs
-
     model = CLI_MODELS[kind](tmp_path / "bad.onnx")
     (image,) = write_pngs(tmp_path / "in", 1, (TILE, TILE))
     out = tmp_path / "R"
@@ -179,8 +175,6 @@ def test_analyze_with_a_bad_model_exits_with_one_line_and_no_results(tmp_path: P
 
 
 def test_a_shape_fault_at_the_first_batch_stops_the_run_without_failing_the_input(tmp_path: Path) -> None:
-    from test_runtime_support import db_rows, hep2edge, write_pngs
-
     model = write_onnx(tmp_path / "dyn5.onnx", width=5, dynamic=True)
     (image,) = write_pngs(tmp_path / "in", 1, (TILE, TILE))
     out = tmp_path / "R"

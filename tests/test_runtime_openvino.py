@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from runtime_support import hep2edge, write_pngs
 from test_runtime_model_refusals import GOOD, NESTED, write_onnx
-from test_runtime_support import hep2edge, write_pngs
 
 from hep2edge.errors import ConfigError, ContractError
 from hep2edge.runtime.backends import BackendConfig, create_backend
@@ -18,7 +18,7 @@ from hep2edge.runtime.backends.base import Backend
 from hep2edge.runtime.settings import RunConfig
 
 pytest.importorskip("openvino")
-from hep2edge.runtime.backends.openvino_backend import CACHE_DIR, openvino_device, precision_hint  # noqa: E402
+from hep2edge.runtime.backends.openvino_backend import CACHE_DIR, openvino_device, precision_hint
 
 
 def _open(path: Path, **config: Any) -> Backend:

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -22,6 +23,9 @@ from hep2edge.runtime.preprocess import (
     to_gray,
 )
 from hep2edge.tiling import tile_grid
+
+if TYPE_CHECKING:
+    from hep2edge.runtime.cuda_preprocess import CudaPreprocessor
 
 CONTRACT = ModelContract(tile=64)
 
@@ -123,10 +127,10 @@ def test_cuda_kernels_compile_for_orin_and_hopper(tmp_path: Path, arch: str) -> 
 
 
 @pytest.fixture(scope="module")
-def cuda_pre():  # type: ignore[no-untyped-def]
+def cuda_pre() -> type[CudaPreprocessor]:
     """pycuda + a GPU, else skip with the reason."""
     try:
-        import pycuda.autoprimaryctx  # noqa: F401
+        import pycuda.autoprimaryctx
         import pycuda.driver  # noqa: F401
     except Exception as exc:  # ImportError without pycuda, pycuda's LogicError/RuntimeError without a GPU
         pytest.skip(f"CUDA preprocessing needs pycuda and a GPU ({exc.__class__.__name__}: {exc})")
@@ -135,7 +139,8 @@ def cuda_pre():  # type: ignore[no-untyped-def]
     return CudaPreprocessor
 
 
-def _gpu_cut(pre_cls, contract: ModelContract, gray: np.ndarray, out_dtype: type) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _gpu_cut(pre_cls: type[CudaPreprocessor], contract: ModelContract, gray: np.ndarray,
+             out_dtype: type) -> np.ndarray:
     import pycuda.driver as cuda
 
     pre = pre_cls(contract)
@@ -159,7 +164,7 @@ def _gpu_cut(pre_cls, contract: ModelContract, gray: np.ndarray, out_dtype: type
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("out_dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("mode", ["fixed", "minmax"])
-def test_cuda_tiles_match_numpy(cuda_pre, dtype: type, out_dtype: type, mode: str) -> None:  # type: ignore[no-untyped-def]
+def test_cuda_tiles_match_numpy(cuda_pre: type[CudaPreprocessor], dtype: type, out_dtype: type, mode: str) -> None:
     rng = np.random.default_rng()
     cases = [(64, (157, 203)), (64, (31, 45)), (64, (64, 129)), (160, (301, 517))]  # 160 > one block's threads
     for tile, shape in cases:
@@ -176,7 +181,7 @@ def test_cuda_tiles_match_numpy(cuda_pre, dtype: type, out_dtype: type, mode: st
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_cuda_threshold_is_bit_exact(cuda_pre, dtype: type) -> None:  # type: ignore[no-untyped-def]
+def test_cuda_threshold_is_bit_exact(cuda_pre: type[CudaPreprocessor], dtype: type) -> None:
     import pycuda.driver as cuda
 
     rng = np.random.default_rng()

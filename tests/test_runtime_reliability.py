@@ -42,7 +42,7 @@ def _row(path: str, stem: str, content_hash: str, specimen: str = "") -> dict[st
 
 def _reader(tmp_path: Path, **stage: object) -> tuple[Reader, Journal, StatusBoard]:
     journal, board = Journal(tmp_path / "results"), StatusBoard()
-    reader = Reader(StageConfig(**stage), ModelContract(tile=64), journal, StageStats(), board,  # type: ignore[arg-type]
+    reader = Reader(StageConfig(**stage), ModelContract(tile=64), journal, StageStats(), board,
                     tiles_on_host=True)
     return reader, journal, board
 

@@ -7,14 +7,14 @@ import csv
 import os
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import pytest
-from test_runtime_support import (  # noqa: F401 - spawn_fixture provides `spawn`
+from runtime_support import (  # noqa: F401 - spawn_fixture provides `spawn`
     Spawn,
     db_rows,
     hep2edge,
@@ -27,13 +27,13 @@ from test_runtime_support import (  # noqa: F401 - spawn_fixture provides `spawn
 HOURS_AGO = time.time() - 5 * 3600
 
 
-def _watch(spawn: Spawn, folder: Path, out: Path, model: Path, *extra: str) -> object:
+def _watch(spawn: Spawn, folder: Path, out: Path, model: Path, *extra: str) -> subprocess.Popen[str]:
     process = spawn("watch", str(folder), "--model", str(model), "--out", str(out), "--settle", "150", *extra,
                     cwd=folder.parent)
     return process
 
 
-def _watching(spawn: Spawn, tmp_path: Path, model: Path) -> tuple[Path, Path, Any]:
+def _watching(spawn: Spawn, tmp_path: Path, model: Path) -> tuple[Path, Path, subprocess.Popen[str]]:
     """(scan folder, RESULTS, process) of a watcher started on an empty folder, once its journal is open."""
     folder, out = tmp_path / "scan", tmp_path / "results"
     folder.mkdir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -56,7 +57,8 @@ class _Collector:
         return sorted(i.name for i in self.items)
 
 
-def _watch(config: WatchConfig, act, wait_s: float = 1.5, first: list[Path] | None = None) -> _Collector:  # type: ignore[no-untyped-def]
+def _watch(config: WatchConfig, act: Callable[[], object], wait_s: float = 1.5,
+           first: list[Path] | None = None) -> _Collector:
     source, collected, stop = FolderWatchSource(config, first), _Collector(), threading.Event()
     thread = threading.Thread(target=source.run, args=(collected, stop))
     thread.start()

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_runtime_support import hep2edge, write_pngs
+from runtime_support import hep2edge, random_batch, write_pngs
 
 from hep2edge.runtime.backends import BackendConfig, create_backend, is_available
 
@@ -36,13 +36,9 @@ def build(onnx_path: Path, out: Path, batch: tuple[int, int, int]) -> Path:
     return build_engine(plan, say=lambda _: None).engine_path
 
 
-def _batch(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).random((n, 1, TILE, TILE), dtype=np.float32)
-
-
 def test_fixed_batch_engine_runs_short_batches_padded(tiny_onnx: Path, tmp_path: Path) -> None:
     engine = build(tiny_onnx, tmp_path, (4, 4, 4))
-    batch = _batch(4, seed=0)
+    batch = random_batch(4, seed=0)
     with create_backend("tensorrt", BackendConfig(engine, max_batch=8, device="cuda")) as backend:
         assert backend.max_batch == 4  # the engine's profile caps the configured 8
         full = backend.infer(batch)
@@ -56,7 +52,8 @@ def test_cuda_graph_replay_matches_eager(tiny_onnx: Path, tmp_path: Path) -> Non
     if importlib.util.find_spec("cuda.bindings") is None:
         pytest.skip("CUDA graphs need cuda.bindings (cuda-python)")
     engine = build(tiny_onnx, tmp_path, (1, 4, 4))
-    batches = [_batch(4, seed=1), _batch(2, seed=2), _batch(4, seed=3)]  # capture, a short eager batch, replay
+    # capture, a short eager batch, replay
+    batches = [random_batch(4, seed=1), random_batch(2, seed=2), random_batch(4, seed=3)]
     with create_backend("tensorrt", BackendConfig(engine, 4, "cuda")) as eager:
         want = [eager.infer(b) for b in batches]
     with create_backend("tensorrt", BackendConfig(engine, 4, "cuda", cuda_graph=True)) as graphed:

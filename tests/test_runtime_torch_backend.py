@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from runtime_support import check_exactly_once, hep2edge, random_batch, write_pngs
 
 from hep2edge.errors import ConfigError
 from hep2edge.runtime.backends import BackendConfig, create_backend
@@ -17,10 +18,6 @@ torch = pytest.importorskip("torch")
 from hep2edge.runtime.backends.torch_backend import TorchBackend, TorchOptions  # noqa: E402
 
 TILE = 64
-
-
-def _batch(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).random((n, 1, TILE, TILE), dtype=np.float32)
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +40,7 @@ def test_bad_options_are_refused(tiny_checkpoint: Path) -> None:
 
 
 def test_fp16_channels_last_matches_fp32(tiny_checkpoint: Path) -> None:
-    batch = _batch(3)
+    batch = random_batch(3)
     with create_backend("torch", BackendConfig(tiny_checkpoint, 4, "cpu")) as fp32:
         reference = fp32.infer(batch)
     with create_backend("torch", BackendConfig(tiny_checkpoint, 4, "cpu", torch_precision="fp16",
@@ -72,7 +69,7 @@ def test_cuda_graph_replays_match_eager(tiny_checkpoint: Path) -> None:
         assert "CUDA graph" in graphed.describe()
         kept = []
         for n, seed in ((8, 0), (3, 1), (8, 2), (3, 3)):  # sizes alternate: graphs share one memory pool
-            batch = _batch(n, seed)
+            batch = random_batch(n, seed)
             out = graphed.infer(batch)
             kept.append((out, eager.infer(batch)))
         for out, reference in kept:  # earlier results are copies, not views of reused buffers
@@ -82,8 +79,6 @@ def test_cuda_graph_replays_match_eager(tiny_checkpoint: Path) -> None:
 
 def test_cli_flags_reach_the_torch_backend_and_are_refused_for_onnx(tiny_checkpoint: Path, tiny_onnx: Path,
                                                                     tmp_path: Path) -> None:
-    from test_runtime_support import hep2edge, write_pngs
-
     image = str(write_pngs(tmp_path / "in", 1, (TILE, TILE + 8))[0])
     flags = ["--torch-precision", "fp16", "--channels-last", "--device", "cpu"]
     ran = hep2edge("analyze", image, "--model", str(tiny_checkpoint), "--out", str(tmp_path / "a"), *flags,
@@ -188,7 +183,7 @@ def _chunks(contract: object, frames: list[np.ndarray], host: bool) -> list[obje
 
     chunks = []
     for key, gray in enumerate(frames):
-        tiles, grid = frame_to_batch(gray, contract)  # type: ignore[arg-type]
+        tiles, grid = frame_to_batch(gray, contract)
         cuts = [(0, len(grid))] if key == 0 else [(0, len(grid) // 2), (len(grid) // 2, len(grid))]
         chunks += [Chunk(key, gray, grid, a, b, tiles[a:b] if host else None) for a, b in cuts]
     return chunks
@@ -200,8 +195,8 @@ def _device_matches_host(checkpoint: Path, device: str, cuda_graph: bool) -> Non
 
     frames = [np.random.default_rng(4).integers(0, 255, shape, dtype=np.uint8) for shape in ((100, 150), (130, 90))]
     with TorchBackend(BackendConfig(checkpoint, 16, device, cuda_graph)) as backend:
-        want = HostExecutor(backend).run(_chunks(backend.contract, frames, host=True))  # type: ignore[arg-type]
-        got = TorchDeviceExecutor(backend).run(_chunks(backend.contract, frames, host=False))  # type: ignore[arg-type]
+        want = HostExecutor(backend).run(_chunks(backend.contract, frames, host=True))
+        got = TorchDeviceExecutor(backend).run(_chunks(backend.contract, frames, host=False))
     assert len(got) == len(want) == 3
     for g, w in zip(got, want):
         assert g.mask.dtype == np.uint8 and g.mask.shape == w.mask.shape
@@ -237,7 +232,6 @@ def test_device_path_through_the_whole_pipeline(tiny_checkpoint: Path, tmp_path:
     import io
 
     from rich.console import Console
-    from test_runtime_support import check_exactly_once, write_pngs
 
     from hep2edge.cli.reporter import RichReporter
     from hep2edge.runtime import service

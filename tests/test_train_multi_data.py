@@ -101,7 +101,7 @@ def test_bit_depths_mixed_across_folders_are_one_line(synth_tiny: Path, tmp_path
         write_image_tiff(image, read_image(image).astype(np.uint16) * 257)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match="mixes pixel types") as info:
-        run_training(TrainConfig(data=(synth_tiny, deep), **TRAIN_ARGS))  # type: ignore[arg-type]
+        run_training(TrainConfig(data=(synth_tiny, deep), **TRAIN_ARGS))
     assert "\n" not in str(info.value) and str(deep) in str(info.value)
     assert not (tmp_path / "runs").exists()
 

@@ -9,12 +9,12 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from hep2edge.atomic import atomic_write_bytes  # noqa: E402
-from hep2edge.labels import PATTERNS  # noqa: E402
-from hep2edge.train.config import DENSE_TASKS, TASKS  # noqa: E402
+from hep2edge.atomic import atomic_write_bytes
+from hep2edge.labels import PATTERNS
+from hep2edge.train.config import DENSE_TASKS, TASKS
 
 Histories = dict[int, list[dict[str, Any]]]
 

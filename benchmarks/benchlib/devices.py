@@ -90,7 +90,7 @@ def cuda_pycuda() -> Availability:
         return missing
     try:
         importlib.import_module("pycuda.autoprimaryctx")
-    except Exception as exc:  # noqa: BLE001 - pycuda raises its own errors without a driver or GPU
+    except Exception as exc:  # pycuda raises its own errors without a driver or GPU
         return Availability(False, f"pycuda cannot open a GPU ({exc.__class__.__name__}: {str(exc)[:80]})")
     return Availability(True, "pycuda")
 

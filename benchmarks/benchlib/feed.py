@@ -44,7 +44,7 @@ class Feeder(threading.Thread):
                     if wait > 0:
                         time.sleep(wait)
                 self.copy(source)
-        except BaseException as exc:  # noqa: BLE001 - reported by the benchmark after the run
+        except BaseException as exc:  # reported by the benchmark after the run
             self.error = exc
 
 

@@ -54,7 +54,7 @@ def _nvml() -> ModuleType | None:
         module = importlib.import_module("pynvml")
         module.nvmlInit()
         return module
-    except Exception:  # noqa: BLE001 - not installed, or no driver: device memory is then not measured
+    except Exception:  # not installed, or no driver: device memory is then not measured
         return None
 
 

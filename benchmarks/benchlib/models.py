@@ -165,7 +165,7 @@ def export_set(checkpoint: Path, folder: Path, val_data: Path, precisions: tuple
                           simplify=importlib.util.find_spec("onnxslim") is not None)
     try:
         report = run_export(config, LineReporter(say))
-    except Exception as exc:  # noqa: BLE001 - without ONNX files the torch rows are still worth measuring
+    except Exception as exc:  # without ONNX files the torch rows are still worth measuring
         why = f"export failed: {exc.__class__.__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
         say(why)
         result.missing.update({p: why for p in wanted})

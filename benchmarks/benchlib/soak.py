@@ -75,7 +75,7 @@ class SoakFeeder(threading.Thread):
                     break
                 self.write(serial)
             self.last_at = time.time()
-        except BaseException as exc:  # noqa: BLE001 - reported by the benchmark after the run
+        except BaseException as exc:  # reported by the benchmark after the run
             self.error = exc
 
 

@@ -70,7 +70,7 @@ def _timing_cache(config: trt.IBuilderConfig, path: Path) -> tuple[trt.ITimingCa
     data = path.read_bytes() if path.is_file() else b""
     try:
         cache = config.create_timing_cache(data) if data else None
-    except Exception:  # noqa: BLE001 - a cache from another TensorRT version is only a slower build
+    except Exception:  # a cache from another TensorRT version is only a slower build
         cache = None
     if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
         return cache, True

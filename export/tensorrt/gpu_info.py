@@ -65,7 +65,7 @@ def gpu_info(device: int = 0) -> GpuInfo:
     for probe in PROBES:
         try:
             info = probe(device)
-        except Exception:  # noqa: BLE001 - a missing module or driver just means: try the next probe
+        except Exception:  # a missing module or driver just means: try the next probe
             continue
         if info is not None:
             return info

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_runtime_support import hep2edge
+from runtime_support import hep2edge
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 FIELD = re.compile(r'name="(base|verdict_at)" value="([^"]*)"')

@@ -16,7 +16,10 @@ from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pytest
+
+TILE = 64  # the tiny test model's tile (conftest.TINY_TILE)
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HEP2EDGE_ORT_THREADS": "1", "COLUMNS": "200"}
 
@@ -32,6 +35,11 @@ def write_pngs(folder: Path, count: int, shape: tuple[int, int] = (40, 48), seed
         path.write_bytes(cv2.imencode(".png", rng.integers(0, 256, shape, dtype=np.uint8))[1].tobytes())
         paths.append(path)
     return paths
+
+
+def random_batch(n: int, seed: int = 0, tile: int = TILE) -> npt.NDArray[np.float32]:
+    """`n` random (1, tile, tile) float32 tiles in [0, 1), reproducible from `seed`: a backend input batch."""
+    return np.random.default_rng(seed).random((n, 1, tile, tile), dtype=np.float32)
 
 
 def hep2edge(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:

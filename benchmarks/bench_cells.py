@@ -63,7 +63,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", default="256x256", help="training image size HEIGHTxWIDTH (demo: 256x256)")
     parser.add_argument("--tile", type=int, default=128)
     parser.add_argument("--encoder", default="mobilenet_v2")
-    parser.add_argument("--decoder-channels", default="64,32,16,16,8")
+    parser.add_argument("--decoder-channels", default="64,32,32,16,16", help="(the demo's)")
     parser.add_argument("--pool-levels", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=16, help="demo: 16")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -79,7 +79,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="added to the file name (<machine>-instances-accuracy-<label>-<date>): another setting")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch and ONNX Runtime threads (0: their defaults); 1 is far faster on a busy CPU")
-    parser.add_argument("--distance-loss", default="l1", help="the distance head's loss: l1 | mse")
+    parser.add_argument("--distance-loss", default="mse", help="the distance head's loss: mse | l1")
     parser.add_argument("--seed", type=int, default=0)
     return parse(parser, argv, QUICK)
 
@@ -111,7 +111,7 @@ def train(args: argparse.Namespace, work: Path, data: Path, name: str) -> tuple[
     from hep2edge.train.run import run_training
 
     heads: dict[str, Any] = dict(MODELS[name])
-    if heads["instances"] and args.distance_loss != "l1":  # the default stays out of the key: older runs are reused
+    if heads["instances"] and args.distance_loss != "l1":  # l1 stays out of the key: the runs before it are reused
         heads["distance_loss"] = args.distance_loss
     out = work / f"cells-train-{name}-{_key([*(getattr(args, k) for k in TRAIN_KEYS), heads])}"
     facts_file = out / "bench_cells.json"

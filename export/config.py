@@ -126,7 +126,7 @@ class ExportConfig:
 
 def parse_precisions(values: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     """['fp16,int8', 'fp32'] -> ('fp32', 'fp16', 'int8'): repeatable or comma-separated, fp32 always first."""
-    from hep2edge.contract import PRECISIONS  # here: the contract brings numpy, and the CLI imports this module
+    from hep2edge.contract import PRECISION_NAMES  # here: the contract brings numpy, and the CLI imports this module
 
     names: list[str] = []
     for value in values or ():
@@ -134,11 +134,11 @@ def parse_precisions(values: list[str] | tuple[str, ...] | None) -> tuple[str, .
             name = part.strip().lower()
             if not name:
                 continue
-            if name not in PRECISIONS:
-                raise ConfigError(f"--precision {name}: valid precisions are {', '.join(PRECISIONS)}")
+            if name not in PRECISION_NAMES:
+                raise ConfigError(f"--precision {name}: valid precisions are {', '.join(PRECISION_NAMES)}")
             if name not in names:
                 names.append(name)
-    return tuple(p for p in PRECISIONS if p in names or p == "fp32")
+    return tuple(p for p in PRECISION_NAMES if p in names or p == "fp32")
 
 
 def parse_field_size(text: str | None) -> tuple[int, int] | None:

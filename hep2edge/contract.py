@@ -43,14 +43,14 @@ CELL_OUTPUTS: dict[str, str] = {
     "pattern_map": "(N, 8, H, W) float32 per-pixel probabilities of background + the 7 patterns (softmax applied)",
 }
 OPTIONAL_OUTPUTS: dict[str, str] = {**FIELD_OUTPUTS, **CELL_OUTPUTS}
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISION_NAMES = ("fp32", "fp16", "int8")
 MODEL_STEM = "model"  # exported files: model.onnx (fp32), model.<precision>.onnx, model.<precision>.engine
 
 
 def model_file_name(precision: str, suffix: str = ".onnx") -> str:
     """The file-name rule of exported models: `model.onnx` for fp32 ONNX, else `model.<precision><suffix>`."""
-    if precision not in PRECISIONS:
-        raise ContractError(f"unknown precision '{precision}'; valid: {', '.join(PRECISIONS)}")
+    if precision not in PRECISION_NAMES:
+        raise ContractError(f"unknown precision '{precision}'; valid: {', '.join(PRECISION_NAMES)}")
     return f"{MODEL_STEM}{suffix}" if (precision, suffix) == ("fp32", ".onnx") else f"{MODEL_STEM}.{precision}{suffix}"
 
 
@@ -60,7 +60,7 @@ def precision_of_file(name: str) -> str | None:
     parts = name.split(".")
     if len(parts) <= 2:
         return "fp32"
-    return parts[-2] if parts[-2] in PRECISIONS else None
+    return parts[-2] if parts[-2] in PRECISION_NAMES else None
 TILE_MULTIPLE, MAX_TILE = 32, 4096  # smp U-Nets halve the tile 5 times; train/config.py asks the same
 CHANNELS = (1, 3)
 INPUT_DTYPES = ("float32",)  # every backend feeds float32 (fp16/int8 graphs keep float32 I/O)
@@ -121,8 +121,8 @@ class ModelContract:
         return replace(self, field_stride=FIELD_STRIDE, outputs={**self.outputs, **FIELD_OUTPUTS})
 
     def with_precision(self, precision: str) -> ModelContract:
-        if precision not in PRECISIONS:
-            raise ContractError(f"unknown precision '{precision}'; valid: {', '.join(PRECISIONS)}")
+        if precision not in PRECISION_NAMES:
+            raise ContractError(f"unknown precision '{precision}'; valid: {', '.join(PRECISION_NAMES)}")
         return replace(self, precision=precision)
 
     def to_dict(self) -> dict[str, Any]:
@@ -303,7 +303,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "channel_policy": _channel_policy,
     "normalization": _normalization,
     "encoder": _text,
-    "precision": _one_of(PRECISIONS),
+    "precision": _one_of(PRECISION_NAMES),
     "weights_sha256": _text,
     "input_name": _name,
     "input_dtype": _one_of(INPUT_DTYPES),

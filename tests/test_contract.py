@@ -168,11 +168,11 @@ def test_json_is_stable_and_sha(tmp_path: Path) -> None:
 
 
 def test_the_model_file_name_rule_is_said_once_and_reads_back() -> None:
-    from hep2edge.contract import PRECISIONS, model_file_name, precision_of_file
+    from hep2edge.contract import PRECISION_NAMES, model_file_name, precision_of_file
 
     assert model_file_name("fp32") == "model.onnx" and model_file_name("int8") == "model.int8.onnx"
     assert model_file_name("fp32", ".engine") == "model.fp32.engine"
-    for precision in PRECISIONS:
+    for precision in PRECISION_NAMES:
         assert precision_of_file(model_file_name(precision)) == precision
         assert precision_of_file(model_file_name(precision, ".engine")) == precision
     assert precision_of_file("model.bf16.onnx") is None  # unknown: never ranked as fp32

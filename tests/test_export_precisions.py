@@ -147,3 +147,10 @@ def test_depthwise_and_se_rules_find_efficientnet_nodes() -> None:
     assert any("_se_reduce" in n for n in se) and any("_se_expand" in n for n in se)
     assert set(se) - {n for n in se if "_se_" in n} <= set(gated)  # the SE gates are sigmoid-fed Muls
     assert len(gated) > len(depthwise)
+
+
+def test_the_export_steps_cover_exactly_the_contract_precisions() -> None:
+    from hep2edge.contract import PRECISION_NAMES
+
+    assert sorted(PRECISIONS.names()) == sorted(PRECISION_NAMES)
+    assert all(PRECISIONS.get(name).filename.startswith("model.") for name in PRECISION_NAMES)

@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
-from hep2edge.contract import PRECISIONS, model_file_name
+from hep2edge.contract import PRECISION_NAMES, model_file_name
 
 MANIFEST = "models.json"
-ONNX_FILES = {precision: model_file_name(precision) for precision in PRECISIONS}
+ONNX_FILES = {precision: model_file_name(precision) for precision in PRECISION_NAMES}
 Say = Callable[[str], None]
 
 

@@ -1,16 +1,10 @@
-"""Sources, chosen by name: `files` (paths, folders, globs), `watch` (a folder, until stopped), `camera`."""
+"""Where images come from: `files` (paths, folders, globs), `watch` (a folder, until stopped), `camera`.
+
+One module each; every command builds its own (their settings differ), so there is no name registry.
+"""
 
 from __future__ import annotations
 
-from hep2edge.registry import Registry
 from hep2edge.runtime.sources.base import IMAGE_SUFFIXES, Item, Source, is_candidate
-from hep2edge.runtime.sources.camera import CameraSource
-from hep2edge.runtime.sources.files import FileListSource
-from hep2edge.runtime.sources.watch import FolderWatchSource
 
-SOURCES: Registry[type[Source]] = Registry("source")
-SOURCES.add("files", FileListSource)
-SOURCES.add("watch", FolderWatchSource)
-SOURCES.add("camera", CameraSource)
-
-__all__ = ["IMAGE_SUFFIXES", "SOURCES", "Item", "Source", "is_candidate"]
+__all__ = ["IMAGE_SUFFIXES", "Item", "Source", "is_candidate"]

@@ -9,6 +9,7 @@ import types
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli_without
 
 from hep2edge.contract import ModelContract, file_sha256
 from hep2edge.export.config import BatchProfile, ExportConfig
@@ -132,14 +133,6 @@ def test_build_engine_command_without_tensorrt(tiny_onnx: Path, monkeypatch: pyt
     assert not list(tiny_onnx.parent.glob("*.engine"))
 
 
-BLOCKER = (
-    "import sys\n"
-    "class _Block:\n"
-    "    def find_spec(self, name, path=None, target=None):\n"
-    "        if name.split('.')[0] in BLOCKED:\n"
-    "            raise ModuleNotFoundError(f\"No module named '{name}'\", name=name)\n"
-    "sys.meta_path.insert(0, _Block())\n"
-)
 
 
 @needs_no_tensorrt
@@ -150,11 +143,7 @@ BLOCKER = (
 def test_build_engine_on_a_box_without_torch(tiny_onnx: Path, tmp_path: Path, blocked: tuple[str, ...],
                                              expected: str) -> None:
     """A Jetson (no torch) reads the contract with onnx alone; without onnx it is told which extra to install."""
-    import subprocess
-
-    code = f"BLOCKED = {blocked!r}\n{BLOCKER}from hep2edge.cli.app import main\n" \
-           f"sys.argv = ['hep2edge', 'build-engine', {str(tiny_onnx)!r}, '--out', {str(tmp_path)!r}]\nmain()\n"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = run_cli_without(blocked, ["build-engine", str(tiny_onnx), "--out", str(tmp_path)], tmp_path)
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr and "Traceback" not in result.stderr
 

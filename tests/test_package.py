@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from cli_support import run_cli_without
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("check", "synth", "train", "export", "build-engine", "watch", "analyze", "camera", "demo", "bench")
@@ -56,25 +57,12 @@ def test_help_lists_every_command(entry: list[str], tmp_path: Path) -> None:
 
 def test_help_works_without_optional_dependencies(tmp_path: Path) -> None:
     """With torch/onnx/onnxruntime hidden, --help still lists every command and train exits 2 naming the extra."""
-    blocker = tmp_path / "sitecustomize.py"
-    blocker.write_text(
-        "import sys\n"
-        "BLOCKED = ('torch', 'onnx', 'onnxruntime', 'segmentation_models_pytorch', 'modelopt')\n"
-        "class _Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in BLOCKED:\n"
-        "            raise ModuleNotFoundError(f\"No module named '{name}'\", name=name)\n"
-        "        return None\n"
-        "sys.meta_path.insert(0, _Block())\n"
-    )
-    env_code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import sitecustomize; "
-    result = _run("-c", env_code + "from hep2edge.cli.app import main; sys.argv=['hep2edge','--help']; main()",
-                  cwd=tmp_path)
+    blocked = ("torch", "onnx", "onnxruntime", "segmentation_models_pytorch", "modelopt")
+    result = run_cli_without(blocked, ["--help"], tmp_path)
     assert result.returncode == 0, result.stderr
     for command in COMMANDS:
         assert command in result.stdout
-    result = _run("-c", env_code + "from hep2edge.cli.app import main; "
-                  "sys.argv=['hep2edge','train','--data','x']; main()", cwd=tmp_path)
+    result = run_cli_without(blocked, ["train", "--data", "x"], tmp_path)
     assert result.returncode == 2
     assert "pip install 'hep2edge[train]'" in result.stderr
     assert "Traceback" not in result.stderr

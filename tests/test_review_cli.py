@@ -12,6 +12,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from cli_support import run_cli_without
 from review_support import results_fixture, review_template_fixture, reviews  # noqa: F401
 from runtime_support import ENV, wait_for
 
@@ -110,18 +111,12 @@ def test_a_port_in_use_is_one_line(results: Path, capsys: pytest.CaptureFixture[
 
 
 def test_without_the_review_extra_the_web_app_and_hl7_say_what_to_install(results: Path, tmp_path: Path) -> None:
-    blocker = ("import sys\nclass _Block:\n    def find_spec(self, name, path=None, target=None):\n"
-               "        if name.split('.')[0] in ('fastapi', 'uvicorn', 'hl7apy'):\n"
-               "            raise ModuleNotFoundError(f\"No module named '{name}'\", name=name)\n"
-               "sys.meta_path.insert(0, _Block())\nfrom hep2edge.cli.app import main\n"
-               "sys.argv = ['hep2edge', *sys.argv[1:]]\nmain()\n")
+    blocked = ("fastapi", "uvicorn", "hl7apy")
     for args in (["review", str(results)], ["results", "export", str(results), "--format", "hl7"]):
-        done = subprocess.run([sys.executable, "-c", blocker, *args], capture_output=True, text=True, cwd=tmp_path,
-                              env=ENV, timeout=120)
+        done = run_cli_without(blocked, args, tmp_path, ENV)
         assert done.returncode == 2 and "pip install 'hep2edge[review]'" in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
-    done = subprocess.run([sys.executable, "-c", blocker, "results", "export", str(results), "--format", "csv"],
-                          capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=120)
+    done = run_cli_without(blocked, ["results", "export", str(results), "--format", "csv"], tmp_path, ENV)
     assert done.returncode == 0, done.stderr  # nothing reviewed yet: nothing new, and no extra needed
 
 

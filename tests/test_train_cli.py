@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli_without
 
 torch = pytest.importorskip("torch")
 from typer.testing import CliRunner  # noqa: E402
@@ -99,24 +100,11 @@ def test_bad_dataset_fails_before_the_run_folder_exists(synth_tiny: Path, tmp_pa
     assert not (tmp_path / "runs").exists()
 
 
-_BLOCK_TORCH = """
-import sys
-class _Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('torch', 'segmentation_models_pytorch'):
-            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
-        return None
-sys.meta_path.insert(0, _Block())
-from hep2edge.cli.app import main
-sys.argv = ['hep2edge', 'train'] + sys.argv[1:]
-main()
-"""
 
 
 @pytest.mark.parametrize("args", [[], ["--data", "no/such/folder"]])
 def test_without_the_train_extra_train_names_it_first(args: list[str], tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-c", _BLOCK_TORCH, *args], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
+    result = run_cli_without(("torch", "segmentation_models_pytorch"), ["train", *args], tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'hep2edge[train]'" in lines[0], result.stderr

@@ -147,6 +147,42 @@ def test_bench_pipeline_end_to_end(models_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_bench_pipeline_whole_field(models_dir: Path, tmp_path: Path) -> None:
+    import bench_pipeline
+
+    out = tmp_path / "results"
+    results.update_section(out, "pipeline", {"pipeline_ratio": 0.95}, "## Pipeline\n\ntile row\n")
+    code = bench_pipeline.main(["--quick", "--models", str(models_dir), "--out", str(out),
+                                "--work", str(tmp_path / "work"), "--size", "128x128", "--tile", "64",
+                                "--images", "6", "--pool-images", "2", "--modes", "burst", "--bare-seconds", "0.2",
+                                "--settle-ms", "0", "--backend", "onnxruntime", "--inference", "field"])
+    assert code == 0
+    day = _read_day(out)
+    assert day["sections"]["pipeline"]["pipeline_ratio"] == 0.95  # the tile-mode section is kept
+    section = day["sections"]["pipeline-field"]
+    assert section["inference"] == "field" and section["field_fallback"] is None
+    assert section["bare"]["inference"] == "field" and section["bare"]["before"]["inference"] == "field"
+    assert isinstance(section["pipeline_ratio"], float) and math.isfinite(section["pipeline_ratio"])
+    (burst,) = section["modes"]
+    assert burst["processed"] == 6 and burst["inference"] == {"field": 6}
+    text = (out / f"{day['machine']}-{day['date']}.md").read_text()
+    assert "--inference field" in text and "one `infer_field` call per image" in text and "tile row" in text
+
+
+def test_bench_pipeline_takes_every_registered_backend() -> None:
+    import bench_pipeline
+
+    from hep2edge.runtime.backends import BACKENDS
+
+    for name in ("auto", *BACKENDS.names()):
+        assert bench_pipeline.parse_args(["--backend", name]).backend == name
+    args = bench_pipeline.parse_args(["--backend", "openvino", "--precision", "fp32", "--precision-hint", "f32"])
+    assert args.inference == "tiles" and args.precision_hint == "f32" and "openvino" in BACKENDS.names()
+    with pytest.raises(SystemExit):
+        bench_pipeline.parse_args(["--inference", "whole"])
+
+
+@pytest.mark.slow
 def test_bench_backends_end_to_end(models_dir: Path, tmp_path: Path) -> None:
     import bench_backends
 

@@ -24,7 +24,7 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 PACKAGES = ("hep2edge", "numpy", "torch", "onnxruntime", "onnxruntime-gpu", "nvidia-modelopt", "tensorrt",
             "pycuda", "segmentation-models-pytorch", "opencv-python-headless", "watchdog")
-SECTION_ORDER = ("targets", "backends", "pipeline", "host", "preprocess", "accuracy")
+SECTION_ORDER = ("targets", "backends", "pipeline", "pipeline-field", "host", "preprocess", "accuracy")
 
 
 def slug(text: str) -> str:

@@ -3,7 +3,7 @@
     python benchmarks/bench_cells.py [--quick] [--out DIR] [--work DIR] [--patients 40] [--images-per-patient 4]
         [--size 256x256] [--tile 128] [--encoder mobilenet_v2] [--epochs 16] [--test-patients 14]
         [--test-images-per-patient 2] [--test-size 1040x1388] [--no-field] [--models heads,plain] [--threads N]
-        [--label NAME] [--distance-loss l1|mse]
+        [--label NAME] [--distance-loss l1|mse] [--task-weights W,W,W,W,W]
 
 Trains the demo-size model twice with the product's `run_training` on `hep2edge synth` data (the same data,
 fold 0 of 5): (a) with the distance and pattern-map heads (`instances=True, pattern_map=True`), (b) the same
@@ -80,6 +80,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch and ONNX Runtime threads (0: their defaults); 1 is far faster on a busy CPU")
     parser.add_argument("--distance-loss", default="mse", help="the distance head's loss: mse | l1")
+    parser.add_argument("--task-weights", default="",
+                        help="fixed task weights mask,pattern,intensity,distance,pattern_map (default: all 1)")
     parser.add_argument("--seed", type=int, default=0)
     return parse(parser, argv, QUICK)
 
@@ -113,6 +115,8 @@ def train(args: argparse.Namespace, work: Path, data: Path, name: str) -> tuple[
     heads: dict[str, Any] = dict(MODELS[name])
     if heads["instances"] and args.distance_loss != "l1":  # l1 stays out of the key: the runs before it are reused
         heads["distance_loss"] = args.distance_loss
+    if heads["instances"] and args.task_weights:  # likewise: only a set value joins the key
+        heads["task_weights"] = tuple(float(w) for w in args.task_weights.split(","))
     out = work / f"cells-train-{name}-{_key([*(getattr(args, k) for k in TRAIN_KEYS), heads])}"
     facts_file = out / "bench_cells.json"
     if (out / "summary.json").is_file() and facts_file.is_file():
@@ -368,7 +372,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                         "backend": described, "instance_params": params}
     return {"command": command_line(), "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "load_average": [round(load, 2), round(os.getloadavg()[0], 2)], "threads": args.threads or None,
-            "training": {k: getattr(args, k) for k in (*TRAIN_KEYS, "distance_loss")},
+            "training": {k: getattr(args, k) for k in (*TRAIN_KEYS, "distance_loss", "task_weights")},
             "test_set": {"patients": args.test_patients, "images": args.test_patients * args.test_images_per_patient,
                          "size": args.test_size, "seed": args.seed + 1000},
             "targets": {k: {"target": t, "higher_is_better": h} for k, (t, h) in TARGETS.items()},

@@ -1,4 +1,4 @@
-"""Per-cell accuracy (issue 12): AJI, PQ, F1@0.5, count error and the pattern map's mIoU on held-out synthetic patients.
+"""Per-cell accuracy: AJI, PQ, F1@0.5, count error and the pattern map's mIoU on held-out synthetic patients.
 
     python benchmarks/bench_cells.py [--quick] [--out DIR] [--work DIR] [--patients 40] [--images-per-patient 4]
         [--size 256x256] [--tile 128] [--encoder mobilenet_v2] [--epochs 16] [--test-patients 14]
@@ -42,6 +42,9 @@ from benchlib.results import RESULTS, command_line, environment, machine_name, r
 from benchlib.stats import summarize
 from benchlib.tables import fmt, markdown_table, verdict
 
+from hep2edge.demo.config import DemoConfig
+from hep2edge.train.settings import TrainSettings
+
 QUICK = {"patients": 5, "images_per_patient": 2, "size": "128x128", "tile": 64, "epochs": 1, "test_patients": 2,
          "test_images_per_patient": 1, "test_size": "256x384", "encoder": "resnet18",
          "decoder_channels": "32,16,16,8,8", "pool_levels": 1}
@@ -58,16 +61,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results folder (default {RESULTS})")
     parser.add_argument("--quick", action="store_true", help="a tiny model trained for one epoch (a smoke run)")
     parser.add_argument("--work", type=Path, default=None, help="keep data, runs and exports here (reused)")
-    parser.add_argument("--patients", type=int, default=40, help="training patients (demo: 40)")
-    parser.add_argument("--images-per-patient", type=int, default=4)
-    parser.add_argument("--size", default="256x256", help="training image size HEIGHTxWIDTH (demo: 256x256)")
-    parser.add_argument("--tile", type=int, default=128)
-    parser.add_argument("--encoder", default="mobilenet_v2")
-    parser.add_argument("--decoder-channels", default="64,32,32,16,16", help="(the demo's)")
-    parser.add_argument("--pool-levels", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=16, help="demo: 16")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    demo = DemoConfig()  # the demo-size model by default
+    parser.add_argument("--patients", type=int, default=demo.patients, help="training patients (the demo's)")
+    parser.add_argument("--images-per-patient", type=int, default=demo.images_per_patient)
+    parser.add_argument("--size", default="x".join(map(str, demo.size)), help="training image size HEIGHTxWIDTH")
+    parser.add_argument("--tile", type=int, default=demo.tile)
+    parser.add_argument("--encoder", default=demo.encoder)
+    parser.add_argument("--decoder-channels", default=",".join(map(str, demo.decoder_channels)))
+    parser.add_argument("--pool-levels", type=int, default=demo.pool_levels)
+    parser.add_argument("--epochs", type=int, default=demo.epochs)
+    parser.add_argument("--batch-size", type=int, default=demo.batch_size)
+    parser.add_argument("--lr", type=float, default=demo.lr)
     parser.add_argument("--test-patients", type=int, default=14, help="fresh held-out patients (2 per pattern)")
     parser.add_argument("--test-images-per-patient", type=int, default=2)
     parser.add_argument("--test-size", default="1040x1388", help="test field size HEIGHTxWIDTH (full size)")
@@ -79,7 +83,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="added to the file name (<machine>-instances-accuracy-<label>-<date>): another setting")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch and ONNX Runtime threads (0: their defaults); 1 is far faster on a busy CPU")
-    parser.add_argument("--distance-loss", default="mse", help="the distance head's loss: mse | l1")
+    parser.add_argument("--distance-loss", default=TrainSettings.distance_loss, help="the distance head's loss")
     parser.add_argument("--task-weights", default="",
                         help="fixed task weights mask,pattern,intensity,distance,pattern_map (default: all 1)")
     parser.add_argument("--seed", type=int, default=0)
@@ -113,11 +117,13 @@ def train(args: argparse.Namespace, work: Path, data: Path, name: str) -> tuple[
     from hep2edge.train.run import run_training
 
     heads: dict[str, Any] = dict(MODELS[name])
-    if heads["instances"] and args.distance_loss != "l1":  # l1 stays out of the key: the runs before it are reused
+    if heads["instances"]:
         heads["distance_loss"] = args.distance_loss
-    if heads["instances"] and args.task_weights:  # likewise: only a set value joins the key
-        heads["task_weights"] = tuple(float(w) for w in args.task_weights.split(","))
-    out = work / f"cells-train-{name}-{_key([*(getattr(args, k) for k in TRAIN_KEYS), heads])}"
+        if args.task_weights:
+            heads["task_weights"] = tuple(float(w) for w in args.task_weights.split(","))
+    # l1 and unset weights stay out of the run key, so the runs made before these options are reused
+    keyed = {k: v for k, v in heads.items() if not (k == "distance_loss" and v == "l1")}
+    out = work / f"cells-train-{name}-{_key([*(getattr(args, k) for k in TRAIN_KEYS), keyed])}"
     facts_file = out / "bench_cells.json"
     if (out / "summary.json").is_file() and facts_file.is_file():
         say(f"reusing the finished training run {out}")
@@ -404,7 +410,7 @@ def markdown(data: dict[str, Any]) -> str:
                              [[r["label"], *(fmt(r["metrics"].get(k), 3) for k in SHOWN)] for r in rows],
                              right=range(1, len(SHOWN) + 1)), ""]
     target_names = [f"{k} {'>=' if h else '<='} {fmt(v, 2)}" for k, (v, h) in TARGETS.items()]
-    lines += ["Targets (issue 12):", "",
+    lines += ["Targets:", "",
               markdown_table(["cells from", *target_names],
                              [[r["label"], *(r["targets"][k] for k in TARGETS)] for r in rows]), ""]
     lines += ["Cells and post-processing per field (p50 ms; stitch = `full_mask`, cells = `full_dense` + "

@@ -27,7 +27,7 @@ class InstanceParams:
     # defaults: a sweep on 7 held-out synthetic fields (seed 2000, not the benchmark's test set) with the demo-size
     # model of bench_cells; its distance head peaks low and noisy, so smoothing matters most (AJI 0.35 -> 0.42)
     marker_threshold: float = 0.4  # a marker is where the distance map exceeds this level (0..1)
-    h: float = 0.15  # h-maxima depth (distance units): peaks whose saddle is shallower merge; 0: no split
+    h: float = 0.15  # a marker splits where its pixels within h of its peak form several blobs; 0: no split
     min_area: int = 150  # px; smaller objects are removed (synthetic cells: 1,250-3,800 px)
     smooth: float = 6.0  # px (full size): Gaussian sigma of the distance map before markers (0: none)
     scale: int = 2  # work on maps shrunk this many times per side (2: ~4x faster; for cells >= 20 px across)
@@ -108,9 +108,9 @@ def instances_from_maps(mask: np.ndarray, distance: np.ndarray, params: Instance
 
     `distance`: float 0..1 or uint8 0..255 (the same map, /255). Works on the maps shrunk by `params.scale` (area
     mean) and the distance smoothed by `params.smooth`: markers are the 8-connected components of distance >
-    marker_threshold inside the mask, each split at its h-maxima when h > 0; the watershed floods by level from
-    them, so a mask cluster without a marker is dropped. The labels are brought back to full size inside the
-    full mask; cells < min_area go.
+    marker_threshold inside the mask, each split when h > 0 and its pixels within h of its peak form several
+    blobs; the watershed floods by level from them, so a mask cluster without a marker is dropped. Cells under
+    min_area (counted on the shrunk maps, x scale**2) go; the labels come back at full size inside the full mask.
     """
     d8 = _distance_u8(distance)
     m8 = _mask_u8(mask, d8.shape)
@@ -283,7 +283,7 @@ def _cell_patterns(labels: np.ndarray, ids: np.ndarray, probs: np.ndarray) -> tu
 
     Two histograms over the cell pixels: (cell, per-pixel argmax) votes, then the chosen channel's values.
     """
-    cells = np.flatnonzero(labels)
+    cells = np.flatnonzero(labels > 0)
     index = labels.ravel()[cells]  # cell pixels -> 0..len(ids)-1
     index = index - 1 if ids[-1] == len(ids) else np.searchsorted(ids, index)  # ids 1..n: no search
     first = _first_argmax(probs[1:]).ravel()[cells]  # len(PATTERNS) where no plane matched (NaN): no vote

@@ -236,12 +236,12 @@ def test_device_path_through_the_whole_pipeline(tiny_checkpoint: Path, tmp_path:
     from hep2edge.cli.reporter import RichReporter
     from hep2edge.runtime import service
     from hep2edge.runtime.backends.torch_backend_executor import TorchDeviceExecutor
-    from hep2edge.runtime.settings import PipelineConfig
+    from hep2edge.runtime.settings import PipelineConfig, RunConfig
     from hep2edge.runtime.sources.files import FileListSource
 
     def analyse(out: Path) -> dict[str, Any]:
-        config = service.RunConfig(command="analyze", out=out, model=tiny_checkpoint, backend="torch", device="cpu",
-                                   pipeline=PipelineConfig(max_batch=5))
+        config = RunConfig(command="analyze", out=out, model=tiny_checkpoint, backend="torch", device="cpu",
+                           pipeline=PipelineConfig(max_batch=5))
         summary = service.run_service(config, lambda journal: FileListSource(inputs),
                                       RichReporter(Console(file=io.StringIO())))
         assert summary.processed == len(inputs) and not summary.failed

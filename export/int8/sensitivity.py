@@ -17,7 +17,7 @@ import onnx
 
 SENSITIVE_SHARE = 0.10  # of the quantized nodes, at least one
 # One graph run per ranked node, so the ranking is bounded: only the earliest quantized nodes (graph order)
-# are candidates, since the sensitive ones are the first thin, high-resolution layers (INT8_STUDY.md), and
+# are candidates, since the sensitive ones are the first thin, high-resolution layers (STUDY.md), and
 # the tiles are a fixed pixel budget (16 tiles of 128 px; 4 of 384 px). efficientnet-b4 at 384 px has about
 # 300 quantized nodes: ranking them all took over 20 minutes on 2 CPU cores.
 CANDIDATE_SHARE = 0.25

@@ -18,6 +18,7 @@ from hep2edge.export.tensorrt.gpu_info import gpu_info
 from hep2edge.export.tensorrt.plan import EnginePlan, sidecar_content
 from hep2edge.export.tensorrt.probe import real_tensorrt
 from hep2edge.extras import EXTRA_OF
+from hep2edge.progress import SILENT
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -79,7 +80,7 @@ def _timing_cache(config: trt.IBuilderConfig, path: Path) -> tuple[trt.ITimingCa
     return fresh, False
 
 
-def build_engine(plan: EnginePlan, say: Callable[[str], None] = print) -> BuiltEngine:
+def build_engine(plan: EnginePlan, say: Callable[[str], None] = SILENT.say) -> BuiltEngine:
     """Parse, build, and write engine + timing cache + sidecar (sidecar first, engine renamed in last)."""
     if real_tensorrt() is None:
         raise MissingExtraError("tensorrt", EXTRA_OF["tensorrt"])

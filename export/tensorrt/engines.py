@@ -17,6 +17,7 @@ from hep2edge.export.precisions import PRECISIONS
 from hep2edge.export.tensorrt.plan import EnginePlan, plan_engine
 from hep2edge.export.tensorrt.probe import real_tensorrt, tensorrt_version
 from hep2edge.export.tensorrt.trtexec import trtexec_command
+from hep2edge.progress import SILENT
 
 NO_TENSORRT = "TensorRT is not importable here: ONNX files written; build the engines on the target machine"
 
@@ -64,7 +65,7 @@ def engines_for(config: ExportConfig, out_dir: Path, contract: ModelContract,
 
 
 def build_engine_for_onnx(onnx_path: Path, batch: BatchProfile, workspace_gib: float,
-                          out_dir: Path | None = None, say: Callable[[str], None] = print) -> Path:
+                          out_dir: Path | None = None, say: Callable[[str], None] = SILENT.say) -> Path:
     """`hep2edge build-engine`: check the file's contract, then build; NoTensorRT if TensorRT is missing."""
     try:
         from hep2edge.export.onnx_contract import load_checked

@@ -22,7 +22,8 @@ class RichReporter:
     """hep2edge.progress.Reporter on a rich console; `spinner`: a status line that shows the latest line too."""
 
     def __init__(self, console: Console, spinner: Status | None = None, bars: bool = True) -> None:
-        self.console, self.spinner, self.bars = console, spinner, bars
+        # a bar is a rich Live display, and one cannot start inside the spinner's: with a spinner, no bars
+        self.console, self.spinner, self.bars = console, spinner, bars and spinner is None
         self._progress: Progress | None = None
         self._tasks: dict[str, TaskID] = {}
 

@@ -22,14 +22,13 @@ from hep2edge.instances import (
     pattern_cell_counts,
 )
 from hep2edge.runtime.results import TileOutputs
-from hep2edge.runtime.settings import CELL_MODES
+from hep2edge.runtime.settings import CELL_MODES, check_choice
 from hep2edge.tiling import TileGrid, stitch_inner_channels
 
 
 def cell_method(mode: str, contract: ModelContract, source: str) -> str | None:
     """How cells are found for `--cells mode` with this model: 'distance', 'components' or None (no cells)."""
-    if mode not in CELL_MODES:
-        raise ConfigError(f"`cells` {mode}: valid modes are {', '.join(CELL_MODES)}")
+    check_choice("cells", mode, CELL_MODES)
     has_distance = "distance" in contract.cell_outputs
     if mode == "distance" and not has_distance:
         raise ConfigError(f"`cells` distance: {source} has no distance head (train with --instances and "

@@ -22,7 +22,7 @@ from hep2edge.runtime.cells import to_u8
 from hep2edge.runtime.field import check_inference_mode, field_outputs
 from hep2edge.runtime.preprocess import threshold_masks
 from hep2edge.runtime.results import TileOutputs
-from hep2edge.runtime.settings import PREPROCESS_MODES
+from hep2edge.runtime.settings import PREPROCESS_MODES, check_choice
 from hep2edge.tiling import TileGrid
 
 log = logging.getLogger(__name__)
@@ -178,8 +178,7 @@ def make_executor(backend: Backend, preprocess: str, inference: str = "tiles") -
     `inference`: tiles | field (whole-field passes, host preprocessing)."""
     from hep2edge.errors import ConfigError
 
-    if preprocess not in PREPROCESS_MODES:
-        raise ConfigError(f"`preprocess` {preprocess}: valid modes are {', '.join(PREPROCESS_MODES)}")
+    check_choice("preprocess", preprocess, PREPROCESS_MODES)
     check_inference_mode(inference, backend.contract, str(backend.config.model))
     if inference == "field":
         if preprocess == "cuda":

@@ -16,7 +16,7 @@ from hep2edge.errors import ConfigError
 from hep2edge.normalization import normalize_tiles
 from hep2edge.runtime.cells import to_u8
 from hep2edge.runtime.results import TileOutputs
-from hep2edge.runtime.settings import INFERENCE_MODES
+from hep2edge.runtime.settings import INFERENCE_MODES, check_choice
 from hep2edge.tiling import TileGrid
 
 MAX_FIELD_PIXELS = 4096 * 4096  # padded pixels of one whole-field pass; larger fields run in tiles
@@ -24,8 +24,7 @@ MAX_FIELD_PIXELS = 4096 * 4096  # padded pixels of one whole-field pass; larger 
 
 def check_inference_mode(mode: str, contract: ModelContract, source: str) -> None:
     """ConfigError for an unknown mode or `field` with a model exported before whole-field inference."""
-    if mode not in INFERENCE_MODES:
-        raise ConfigError(f"`inference` {mode}: valid modes are {', '.join(INFERENCE_MODES)}")
+    check_choice("inference", mode, INFERENCE_MODES)
     if mode == "field" and not contract.whole_field:
         raise ConfigError(f"`inference` field: {source} has no whole-field outputs (exported by an older "
                           "hep2edge); re-export it with `hep2edge export`, or use `inference` tiles")

@@ -36,6 +36,12 @@ def check_torch_precision(precision: str) -> None:
         raise ConfigError(f"`torch_precision` {precision}: valid: {', '.join(TORCH_PRECISIONS)}")
 
 
+
+def check_choice(param: str, value: str, choices: tuple[str, ...], kind: str = "modes") -> None:
+    """ConfigError "`param` value: valid <kind> are a, b, c" unless `value` is one of `choices`."""
+    if value not in choices:
+        raise ConfigError(f"`{param}` {value}: valid {kind} are {', '.join(choices)}")
+
 @dataclass(frozen=True)
 class BackendConfig:
     """How to open a model: the file, the largest batch of tiles per call, the device preference.
@@ -92,10 +98,8 @@ class StageConfig:
 
     def __post_init__(self) -> None:
         # checked here, before any input: found per image it would fail (and journal) every input
-        if self.stitch not in MASK_STITCHERS:
-            raise ConfigError(f"`stitch` {self.stitch}: valid methods are {', '.join(MASK_STITCHERS)}")
-        if self.cells not in CELL_MODES:
-            raise ConfigError(f"`cells` {self.cells}: valid modes are {', '.join(CELL_MODES)}")
+        check_choice("stitch", self.stitch, MASK_STITCHERS, "methods")
+        check_choice("cells", self.cells, CELL_MODES)
 
 
 @dataclass(frozen=True)
@@ -125,12 +129,9 @@ class SpecimenConfig:
 
 def check_run_options(device: str, channel: str | None, preprocess: str, inference: str = "tiles") -> None:
     """ConfigError for an unknown `device`, `channel`, `preprocess` or `inference`, before RESULTS is touched."""
-    if inference not in INFERENCE_MODES:
-        raise ConfigError(f"`inference` {inference}: valid modes are {', '.join(INFERENCE_MODES)}")
-    if device not in DEVICES:
-        raise ConfigError(f"`device` {device}: valid devices are {', '.join(DEVICES)}")
-    if preprocess not in PREPROCESS_MODES:
-        raise ConfigError(f"`preprocess` {preprocess}: valid modes are {', '.join(PREPROCESS_MODES)}")
+    check_choice("inference", inference, INFERENCE_MODES)
+    check_choice("device", device, DEVICES, "devices")
+    check_choice("preprocess", preprocess, PREPROCESS_MODES)
     if channel is not None:
         from hep2edge.imageio import CHANNEL_POLICIES  # cv2: imported only when a channel is named
 

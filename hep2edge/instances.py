@@ -272,14 +272,16 @@ def cell_records(labels: np.ndarray, gray: np.ndarray, pattern_map: np.ndarray |
                 "bbox": [top, left, bottom, right], "mean_intensity": round(mean, 1)}
                for cell, cy, cx, area, top, left, bottom, right, mean in zip(*(table[k].tolist() for k in keys))]
     if pattern_map is not None and records:
-        chosen, probability = _cell_patterns(labels, table["id"], np.ascontiguousarray(pattern_map))
+        chosen, probability = _cell_patterns(labels, table["id"], table["area"], np.ascontiguousarray(pattern_map))
         for record, pattern, value in zip(records, chosen.tolist(), probability.tolist()):
             record.update({"pattern": PATTERNS[pattern], "pattern_probability": round(value, 4)})
     return records
 
 
-def _cell_patterns(labels: np.ndarray, ids: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per cell id: the majority per-pixel pattern (0..6, ties to the earlier) and its mean probability (0..1).
+def _cell_patterns(labels: np.ndarray, ids: np.ndarray, area: np.ndarray,
+                   probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell id (with its area in px): the majority per-pixel pattern (0..6, ties to the earlier) and its mean
+    probability (0..1).
 
     Two histograms over the cell pixels: (cell, per-pixel argmax) votes, then the chosen channel's values.
     """
@@ -293,7 +295,7 @@ def _cell_patterns(labels: np.ndarray, ids: np.ndarray, probs: np.ndarray) -> tu
     planes = probs[1:].reshape(len(PATTERNS), -1)
     values = planes[chosen[index], cells].astype(np.float64)
     scale = 255.0 if probs.dtype == np.uint8 else 1.0
-    return chosen, np.bincount(index, values, minlength=len(ids)) / np.bincount(index, minlength=len(ids)) / scale
+    return chosen, np.bincount(index, values, minlength=len(ids)) / area / scale
 
 
 def _first_argmax(probs: np.ndarray) -> np.ndarray:

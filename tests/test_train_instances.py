@@ -291,5 +291,8 @@ def test_cli_run_with_instances_and_pattern_map_reports_cells(synth_tiny: Path, 
     for column in ("train_loss_distance", "train_loss_pattern_map", "weight_distance", "val_loss_pattern_map",
                    "patch_aji", "patch_miou"):
         assert column in header, column
+    row = dict(zip(header, (out / "metrics.csv").read_text().splitlines()[1].split(",")))
+    parts = [float(row[f"patch_{k}"]) for k in ("dice", "pattern_accuracy", "intensity_accuracy", "aji")]
+    assert float(row["score"]) == pytest.approx(sum(parts) / 4, abs=1e-6)  # the distance head's AJI joins the score
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["instances"] and resolved["pattern_map"] and resolved["arch"] == "unet"

@@ -26,6 +26,7 @@ from hep2edge.train.tiles_dataset import TileSet, valid_pixels
 
 MASK_THRESHOLD = 0.5
 SCORE_PARTS = ("dice", "pattern_accuracy", "intensity_accuracy")
+DISTANCE_SCORE_PART = "aji"  # joins the score when the model has the distance head: the checkpoint must find cells
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Evaluation:
     losses: list[float]
     levels: dict[str, dict[str, float]]
     confusion: dict[str, list[list[int]]]
+    score_parts: tuple[str, ...] = SCORE_PARTS
 
     @property
     def loss(self) -> float:
@@ -42,8 +44,9 @@ class Evaluation:
 
     @property
     def score(self) -> float:
-        """Mean of patch-level Dice, pattern accuracy and intensity accuracy (higher is better)."""
-        return float(np.mean([self.levels["patch"][k] for k in SCORE_PARTS]))
+        """Mean of patch-level Dice, pattern accuracy, intensity accuracy and, with the distance head, AJI (higher is
+        better)."""
+        return float(np.mean([self.levels["patch"][k] for k in self.score_parts]))
 
     def metrics(self) -> dict[str, Any]:
         """The dict stored in checkpoints and summaries: score, val_loss and one dict per level."""
@@ -96,6 +99,7 @@ def evaluate(
     parts: list[PatchPredictions] = []
     loss_sum: np.ndarray | float = 0.0
     cells = CellScorer() if tiles.instances is not None else None
+    score_parts = SCORE_PARTS
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
     for start in range(0, len(tiles), batch_size):
         batch = tiles.subset(np.arange(start, min(start + batch_size, len(tiles))))
@@ -105,6 +109,8 @@ def evaluate(
         pred = (torch.sigmoid(out["mask"].float())[:, 0] > MASK_THRESHOLD).cpu().numpy()
         if cells is not None and batch.instances is not None:
             cells.add(out, pred, valid_pixels(batch.valid, pred.shape[-1]), batch.instances, batch.classes)
+            if "distance" in out:
+                score_parts = (*SCORE_PARTS, DISTANCE_SCORE_PART)
         parts.append(PatchPredictions(
             image_ids=batch.image_ids,
             patient_ids=batch.patient_ids,
@@ -121,7 +127,8 @@ def evaluate(
     if cells is not None:
         levels["patch"] |= cells.metrics()
     confusion = {level: pattern_confusion(predictions, level).tolist() for level in LEVELS}
-    return Evaluation([float(v) for v in np.atleast_1d(loss_sum / max(len(tiles), 1))], levels, confusion)
+    return Evaluation([float(v) for v in np.atleast_1d(loss_sum / max(len(tiles), 1))], levels, confusion,
+                      score_parts)
 
 
 def is_better(value: float, best: float | None, monitor: str) -> bool:

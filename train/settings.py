@@ -70,7 +70,8 @@ class TrainSettings:
         "(3 given: the dense heads take 1).")
     alpha: float = setting(0.12, "GradNorm asymmetry alpha.")
     weighting_lr: float = setting(0.025, "GradNorm weight learning rate.")
-    monitor: str = setting("score", "Best checkpoint by: score | val_loss | dice | pattern_accuracy | ...")
+    monitor: str = setting("score", "Best checkpoint by: score (mean of Dice, pattern and intensity accuracy; + AJI "
+                                    "with --instances) | val_loss | dice | pattern_accuracy | ...")
     patience: int = setting(0, "Early stop after this many epochs without gain (0 = off).")
     amp: bool = setting(True, "Mixed precision on CUDA (CPU is always fp32).", toggle=True)
     device: str = setting("auto", "auto | cpu | cuda | cuda:N.")

@@ -25,7 +25,7 @@ from hep2edge.train.targets import DISTANCE_SCALE
 from hep2edge.train.tiles_dataset import TileSet, valid_pixels
 
 MASK_THRESHOLD = 0.5
-SCORE_PARTS = ("dice", "pattern_accuracy", "intensity_accuracy")
+SCORE_PARTS: tuple[str, ...] = ("dice", "pattern_accuracy", "intensity_accuracy")
 DISTANCE_SCORE_PART = "aji"  # joins the score when the model has the distance head: the checkpoint must find cells
 
 
@@ -99,7 +99,7 @@ def evaluate(
     parts: list[PatchPredictions] = []
     loss_sum: np.ndarray | float = 0.0
     cells = CellScorer() if tiles.instances is not None else None
-    score_parts = SCORE_PARTS
+    score_parts: tuple[str, ...] = SCORE_PARTS
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
     for start in range(0, len(tiles), batch_size):
         batch = tiles.subset(np.arange(start, min(start + batch_size, len(tiles))))

@@ -77,6 +77,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-size", default="1040x1388", help="test field size HEIGHTxWIDTH (full size)")
     parser.add_argument("--batch", type=int, default=16, help="tiles per inference call")
     parser.add_argument("--no-field", action="store_true", help="skip the whole-field rows")
+    parser.add_argument("--tile-overlap", type=int, default=32,
+                        help="px; adds a tiles row with neighbours overlapping this much (0: no such row)")
     parser.add_argument("--models", default=",".join(MODELS),
                         help="which models to train and score: heads (distance + pattern map), plain (neither)")
     parser.add_argument("--label", default="",
@@ -236,15 +238,15 @@ class Row:
                 "targets": {k: verdict(metrics.get(k), t, higher) for k, (t, higher) in TARGETS.items()}}
 
 
-def tile_outputs(backend: Any, gray: np.ndarray, step: int) -> tuple[Any, Any, float]:
-    """Tile mode as the runtime's HostExecutor runs it: (TileOutputs, grid, inference ms)."""
+def tile_outputs(backend: Any, gray: np.ndarray, step: int, overlap: int = 0) -> tuple[Any, Any, float]:
+    """Tile mode as the runtime's HostExecutor runs it (`--tile-overlap`): (TileOutputs, grid, inference ms)."""
     from hep2edge.runtime.cells import to_u8
     from hep2edge.runtime.preprocess import frame_to_batch, threshold_masks
     from hep2edge.runtime.results import TileOutputs
 
     contract = backend.contract
     started = time.perf_counter()
-    batch, grid = frame_to_batch(gray, contract)
+    batch, grid = frame_to_batch(gray, contract, overlap)
     parts = [backend.infer(batch[i : i + step]) for i in range(0, len(batch), step)]
     outputs = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     mask = threshold_masks(outputs["mask"], contract.mask_threshold)
@@ -332,6 +334,9 @@ def evaluate(onnx: Path, name: str, test: Path, args: argparse.Namespace) -> tup
         miou_from = "pattern map" if has_map else "mask x image pattern"
         if has_distance:
             rows = [Row("with distance head (watershed), tiles", name, "tiles", "distance", miou_from)]
+            if args.tile_overlap:
+                rows.append(Row(f"with distance head (watershed), tiles overlapping >= {args.tile_overlap} px", name,
+                                "overlap", "distance", miou_from))
             if contract.whole_field and not args.no_field:
                 rows.append(Row("with distance head (watershed), whole field", name, "field", "distance", miou_from))
             rows.append(Row("same model, connected components of its mask, tiles", name, "tiles", "components",
@@ -344,10 +349,13 @@ def evaluate(onnx: Path, name: str, test: Path, args: argparse.Namespace) -> tup
             gray = read_image(record.image)
             assert record.labels is not None, f"{record.image}: no label image"
             truth = read_labels(record.labels, (gray.shape[0], gray.shape[1]))
-            tiles = tile_outputs(backend, gray, backend.max_batch)
-            whole = field_outputs(backend, gray) if any(r.inference == "field" for r in rows) else None
+            modes = {"tiles": tile_outputs(backend, gray, backend.max_batch)}
+            if any(r.inference == "overlap" for r in rows):
+                modes["overlap"] = tile_outputs(backend, gray, backend.max_batch, args.tile_overlap)
+            if any(r.inference == "field" for r in rows):
+                modes["field"] = field_outputs(backend, gray)
             for row in rows:
-                outputs, grid, infer_ms = whole if row.inference == "field" and whole else tiles
+                outputs, grid, infer_ms = modes[row.inference]
                 score(row, outputs, grid, gray, truth, record.pattern, params, infer_ms)
             if index % 7 == 6 or index == len(records) - 1:
                 say(f"{name}: {index + 1}/{len(records)} fields scored")

@@ -15,19 +15,21 @@ import numpy as np
 MAX_EXTRA_FOR_EXACT_STRIDE = 1
 
 
-def axis_starts(length: int, tile: int) -> list[int]:
+def axis_starts(length: int, tile: int, min_overlap: int = 0) -> list[int]:
     """Start offsets of tiles along one axis of `length` pixels.
 
-    Fewest tiles that cover; one more tile is allowed when that makes the stride a whole number
-    (this is what reproduces the seed's 5 x 251 columns on 1388 px). A length shorter than a tile
-    gets one tile at 0 (the image is padded).
+    Fewest tiles that cover with neighbours overlapping by >= `min_overlap` px; one more tile is allowed when
+    that makes the stride a whole number (this is what reproduces the seed's 5 x 251 columns on 1388 px). A
+    length shorter than a tile gets one tile at 0 (the image is padded).
     """
     if length <= 0 or tile <= 0:
         raise ValueError(f"length and tile must be positive, got {length} and {tile}")
+    if not 0 <= min_overlap < tile:
+        raise ValueError(f"tile overlap must be in [0, {tile}) px for {tile} px tiles, got {min_overlap}")
     if length <= tile:
         return [0]
     span = length - tile
-    fewest = math.ceil(length / tile)
+    fewest = math.ceil(span / (tile - min_overlap)) + 1
     for count in range(fewest, fewest + MAX_EXTRA_FOR_EXACT_STRIDE + 1):
         if span % (count - 1) == 0:
             stride = span // (count - 1)
@@ -62,9 +64,10 @@ class TileGrid:
         return min(self.tile, self.height - top), min(self.tile, self.width - left)
 
 
-def tile_grid(height: int, width: int, tile: int) -> TileGrid:
-    """The grid of `tile` x `tile` tiles covering a `height` x `width` image."""
-    return TileGrid(height, width, tile, tuple(axis_starts(height, tile)), tuple(axis_starts(width, tile)))
+def tile_grid(height: int, width: int, tile: int, min_overlap: int = 0) -> TileGrid:
+    """The grid of `tile` x `tile` tiles covering a `height` x `width` image (neighbours overlap >= min_overlap)."""
+    return TileGrid(height, width, tile, tuple(axis_starts(height, tile, min_overlap)),
+                    tuple(axis_starts(width, tile, min_overlap)))
 
 
 def pad_to_grid(image: np.ndarray, grid: TileGrid) -> np.ndarray:

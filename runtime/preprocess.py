@@ -56,13 +56,20 @@ def check_frame_size(frame: np.ndarray, contract: ModelContract, source: str) ->
                              f"{least} (a quarter of the model's {contract.tile} px tile)")
 
 
-def frame_grid(frame: np.ndarray, contract: ModelContract) -> TileGrid:
-    return tile_grid(int(frame.shape[0]), int(frame.shape[1]), contract.tile)
+def check_tile_overlap(overlap: int, contract: ModelContract) -> None:
+    """ConfigError unless neighbouring tiles can overlap by `overlap` px with this model's tiles."""
+    if overlap >= contract.tile:
+        raise ConfigError(f"`tile_overlap` {overlap} px: must be below the model's {contract.tile} px tiles")
 
 
-def frame_to_batch(gray: np.ndarray, contract: ModelContract) -> tuple[np.ndarray, TileGrid]:
+def frame_grid(frame: np.ndarray, contract: ModelContract, overlap: int = 0) -> TileGrid:
+    """The contract's tiles over a frame; neighbours overlap by >= `overlap` px (0: the fewest tiles)."""
+    return tile_grid(int(frame.shape[0]), int(frame.shape[1]), contract.tile, overlap)
+
+
+def frame_to_batch(gray: np.ndarray, contract: ModelContract, overlap: int = 0) -> tuple[np.ndarray, TileGrid]:
     """(H, W) uint8/uint16 -> ((N, 1, t, t) float32 normalised tiles, the grid they were cut on)."""
-    grid = frame_grid(gray, contract)
+    grid = frame_grid(gray, contract, overlap)
     return normalize_tiles(extract_tiles(gray, grid), contract.normalization), grid
 
 

@@ -27,7 +27,7 @@ from hep2edge.runtime.executors import Executor, make_executor
 from hep2edge.runtime.field import check_inference_mode
 from hep2edge.runtime.journal import Journal
 from hep2edge.runtime.pipeline import Pipeline
-from hep2edge.runtime.preprocess import check_contract_channels
+from hep2edge.runtime.preprocess import check_contract_channels, check_tile_overlap
 from hep2edge.runtime.results import ModelInfo, result_row
 from hep2edge.runtime.settings import RunConfig
 from hep2edge.runtime.sinks import IMAGE_SINKS, TABLE_SINKS
@@ -127,6 +127,7 @@ def run_service(config: RunConfig, make_source: Callable[[Journal], Source],
     with backend:
         check_contract_channels(backend.contract)
         check_inference_mode(config.inference, backend.contract, str(config.model))
+        check_tile_overlap(config.stage.tile_overlap, backend.contract)
         cell_method(config.stage.cells, backend.contract, str(config.model))
         CHANNEL_POLICIES.get(config.channel_policy(backend.contract))
         journal = Journal(config.out, {"command": config.command, "model": str(config.model), **config.source})

@@ -95,11 +95,14 @@ class StageConfig:
     max_inflight_bytes: int = MAX_INFLIGHT_BYTES
     stitch: str = "majority"
     cells: str = "auto"  # CELL_MODES
+    tile_overlap: int = 0  # px, least overlap of neighbouring tiles (0: the fewest tiles); below the model's tile
 
     def __post_init__(self) -> None:
         # checked here, before any input: found per image it would fail (and journal) every input
         check_choice("stitch", self.stitch, MASK_STITCHERS, "methods")
         check_choice("cells", self.cells, CELL_MODES)
+        if isinstance(self.tile_overlap, bool) or not isinstance(self.tile_overlap, int) or self.tile_overlap < 0:
+            raise ConfigError(f"`tile_overlap` must be a whole number of pixels >= 0, got {self.tile_overlap!r}")
 
 
 @dataclass(frozen=True)

@@ -170,14 +170,14 @@ class Reader:
 
     def _network_input(self, item: Item, gray: np.ndarray) -> tuple[np.ndarray | None, TileGrid, bool]:
         """(normalised tiles, or the whole-field input, or None when the GPU cuts them; the grid; whole field?)."""
-        grid = frame_grid(gray, self.contract)
+        grid = frame_grid(gray, self.contract, self.config.tile_overlap)
         if self.inference == "field":
             problem = field_problem(grid.height, grid.width, self.contract, self.largest_field)
             if problem is None:
                 return field_input(gray, self.contract), grid, True
             log.warning("%s: %s; analysed in tiles", item.key, problem)
         if self.tiles_on_host:
-            return frame_to_batch(gray, self.contract)[0], grid, False
+            return frame_to_batch(gray, self.contract, self.config.tile_overlap)[0], grid, False
         return None, grid, False
 
 

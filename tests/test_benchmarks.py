@@ -301,3 +301,24 @@ def test_bench_soak_runs_the_watcher_and_reports_memory(models_dir: Path, tmp_pa
     assert data["images_s"]["after_warmup"] > 0 and data["threads"]["end"] > 1 and data["fds"]["end"] > 0
     assert len(data["samples"]) >= 5 and all(s["rss_mb"] > 0 for s in data["samples"])
     assert (out / data["plot"]).is_file() and "kB/image" in path.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
+def test_bench_cells_scores_each_way_of_finding_cells_against_the_truth(tmp_path: Path) -> None:
+    import bench_cells
+
+    code = bench_cells.main(["--quick", "--out", str(tmp_path), "--work", str(tmp_path / "work"), "--threads", "1",
+                             "--tile-overlap", "16"])
+    assert code == 0
+    (written,) = tmp_path.glob("*-instances-accuracy-*.json")
+    data = json.loads(written.read_text())
+    rows = {(r["inference"], r["method"], r["model"]): r for r in data["rows"]}
+    assert set(rows) == {("tiles", "distance", "heads"), ("overlap", "distance", "heads"),
+                         ("field", "distance", "heads"), ("tiles", "components", "heads"),
+                         ("tiles", "components", "plain")}
+    assert "overlapping >= 16 px" in rows["overlap", "distance", "heads"]["label"]
+    for row in data["rows"]:
+        assert row["fields"] == 2 and row["true_cells"] > 0
+        assert set(row["targets"]) == set(bench_cells.TARGETS)
+        assert 0 <= row["metrics"]["aji"] <= 1 and row["timings_ms"]["post_processing"]["p50"] > 0
+    assert "| with distance head (watershed), tiles overlapping >= 16 px |" in written.with_suffix(".md").read_text()

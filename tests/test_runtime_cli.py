@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 from runtime_support import (  # noqa: F401 - spawn_fixture provides `spawn`
     Spawn,
     check_exactly_once,
@@ -183,6 +184,35 @@ def test_bad_options_exit_2_before_results_or_journal_exist(tiny_onnx: Path, tmp
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and words in err and "\n" not in err, err
     assert not out.exists()
+
+
+def test_tile_overlap_cuts_more_tiles_and_is_recorded(tiny_onnx: Path, tmp_path: Path) -> None:
+    from conftest import TINY_TILE as tile
+
+    from hep2edge.tiling import tile_grid
+
+    (image,) = write_pngs(tmp_path / "in", 1, shape=(200, 260))
+    counts = {}
+    for overlap in (0, tile // 2):
+        out = tmp_path / f"results-{overlap}"
+        result = hep2edge("analyze", str(image), "--model", str(tiny_onnx), "--out", str(out), "--backend",
+                          "onnxruntime", "--tile-overlap", str(overlap), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        counts[overlap] = len(json.loads((out / f"{image.stem}.json").read_text())["tiles"])
+        assert counts[overlap] == len(tile_grid(200, 260, tile, overlap))
+        assert yaml.safe_load((out / "config.yaml").read_text())["stage"]["tile_overlap"] == overlap
+    assert counts[tile // 2] > counts[0]
+
+
+def test_a_tile_overlap_the_model_cannot_have_is_refused_before_any_result(tiny_onnx: Path, tmp_path: Path) -> None:
+    (image,) = write_pngs(tmp_path / "in", 1)
+    out = tmp_path / "results"
+    result = hep2edge("analyze", str(image), "--model", str(tiny_onnx), "--out", str(out), "--tile-overlap", "4096",
+                      cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "--tile-overlap 4096 px: must be below the model's" in lines[0]
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_stable_watch_folder_for_restarts(tmp_path: Path) -> None:

@@ -40,6 +40,24 @@ def test_fewest_tiles_cover_evenly(length: int, tile: int) -> None:
     assert gaps.max() - gaps.min() <= 1  # spread evenly
 
 
+@pytest.mark.parametrize("length", [500, 1040, 1388])
+@pytest.mark.parametrize(("tile", "overlap"), [(128, 1), (128, 32), (128, 64), (384, 96), (64, 63)])
+def test_fewest_tiles_that_overlap_by_at_least_the_minimum(length: int, tile: int, overlap: int) -> None:
+    starts = axis_starts(length, tile, overlap)
+    assert starts[0] == 0 and starts[-1] + tile == length
+    gaps = np.diff(starts)
+    assert (gaps > 0).all() and (tile - gaps >= overlap).all()
+    fewest = math.ceil((length - tile) / (tile - overlap)) + 1  # fewer would need a stride beyond tile - overlap
+    assert fewest <= len(starts) <= fewest + 1
+    assert axis_starts(length, tile, 0) == axis_starts(length, tile)
+
+
+@pytest.mark.parametrize("overlap", [-1, 128, 500])
+def test_an_overlap_outside_the_tile_raises(overlap: int) -> None:
+    with pytest.raises(ValueError, match="tile overlap"):
+        axis_starts(1000, 128, overlap)
+
+
 def test_extra_tile_only_for_a_whole_stride() -> None:
     assert axis_starts(1388, 384) == [0, 251, 502, 753, 1004]  # 4 would do; 5 gives a whole stride
     starts = axis_starts(1000, 384)

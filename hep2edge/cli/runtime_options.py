@@ -79,6 +79,9 @@ OUTPUT_OPTIONS: dict[str, tuple[Any, Any]] = {
                                            help="Also write <stem>_instances.png (16-bit cell ids).")),
     "stitch": (str, typer.Option(default_of(StageConfig, "stitch"), "--stitch",
                                  help=f"Tile masks -> image mask: {_modes(MASK_STITCHERS)}.")),
+    "tile_overlap": (int, typer.Option(default_of(StageConfig, "tile_overlap"), "--tile-overlap", min=0,
+                                       help="Least overlap of neighbouring tiles, px (0: the fewest tiles). More "
+                                       "overlap costs tiles and gives cells found near tile edges more context.")),
     "stats": (bool, typer.Option(False, "--stats", help="Print p50/p95/p99 per stage and end to end at the end.")),
 }
 PIPELINE_OPTIONS: dict[str, tuple[Any, Any]] = {

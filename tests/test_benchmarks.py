@@ -322,3 +322,20 @@ def test_bench_cells_scores_each_way_of_finding_cells_against_the_truth(tmp_path
         assert set(row["targets"]) == set(bench_cells.TARGETS)
         assert 0 <= row["metrics"]["aji"] <= 1 and row["timings_ms"]["post_processing"]["p50"] > 0
     assert "| with distance head (watershed), tiles overlapping >= 16 px |" in written.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
+def test_bench_accuracy_scores_tiles_and_whole_field_against_the_truth(tmp_path: Path) -> None:
+    import bench_accuracy
+
+    out = tmp_path / "results"
+    code = bench_accuracy.main(["--quick", "--out", str(out), "--work", str(tmp_path / "work"), "--precisions", "fp32"])
+    assert code == 0
+    section = _read_day(out)["sections"]["accuracy"]
+    field = [r for r in section["rows"] if r.get("inference") == "field"]
+    assert field and len(field) < len(section["rows"])  # tile rows beside the whole-field ones
+    for row in field:
+        assert 0 <= row["vs_tiles"]["mask_dice"] <= 1 and 0 <= row["vs_tiles"]["pattern_agreement"] <= 1
+    for row in section["rows"]:
+        assert 0 <= row["metrics"]["patch"]["dice"] <= 1
+    assert "mask Dice vs tiles" in next(out.glob("*.md")).read_text()

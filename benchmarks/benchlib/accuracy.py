@@ -69,9 +69,8 @@ def agreement(field: dict[str, np.ndarray], tiles: dict[str, np.ndarray], tile_s
     images whose pattern (mean of its tiles' probabilities) is the same."""
     from hep2edge.metrics import dice
 
-    valid = [(slice(0, int(h)), slice(0, int(w))) for h, w in tile_set.valid]
-    a = np.concatenate([(field["mask"][i, 0][rows, cols] > threshold).ravel() for i, (rows, cols) in enumerate(valid)])
-    b = np.concatenate([(tiles["mask"][i, 0][rows, cols] > threshold).ravel() for i, (rows, cols) in enumerate(valid)])
+    valid = np.asarray(tile_set.valid, dtype=bool)  # (N, t, t): inside the image, not pad
+    a, b = field["mask"][:, 0][valid] > threshold, tiles["mask"][:, 0][valid] > threshold
     ids = np.asarray(tile_set.image_ids, dtype=str)
     same = [np.argmax(field["pattern"][ids == image].mean(0)) == np.argmax(tiles["pattern"][ids == image].mean(0))
             for image in dict.fromkeys(ids)]

@@ -292,12 +292,13 @@ def _cell_patterns(labels: np.ndarray, table: dict[str, np.ndarray], runs: dict[
 def _pattern_votes(ids: np.ndarray, first: np.ndarray, cells: int) -> np.ndarray:
     """(cells, K + 1) pixel counts of cell ids 1..cells x per-pixel argmax 0..K (K: no pattern matched).
 
-    One histogram of cell * 8 + argmax: OpenCV's uint16 histogram, ~10x numpy's bincount, up to 8,191 cells.
+    One histogram of cell * (K + 1) + argmax: OpenCV's uint16 histogram, ~10x numpy's bincount, while the
+    codes fit in uint16 (8,191 cells for 7 patterns).
     """
     k = len(PATTERNS) + 1
     bins = (cells + 1) * k
     if bins <= 1 << 16:
-        code = (ids.astype(np.uint16) << 3) | first
+        code = ids.astype(np.uint16) * np.uint16(k) + first
         counts = cv2.calcHist([code], [0], None, [bins], [0, bins]).ravel().astype(np.int64)
     else:
         counts = np.bincount((ids * k + first).ravel(), minlength=bins)

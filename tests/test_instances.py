@@ -211,6 +211,16 @@ def test_a_uint8_pattern_map_reads_as_probabilities() -> None:
     assert records[0]["pattern_probability"] == pytest.approx(0.5, abs=1 / 255)
 
 
+@pytest.mark.parametrize("cells", [12, 9000])  # up to 8,191 cells one uint16 histogram, beyond it numpy's
+def test_one_pixel_cells_take_their_own_pixels_pattern_and_probability(cells: int) -> None:
+    labels = np.arange(1, cells + 1, dtype=np.int32).reshape(-1, 12 if cells == 12 else 100)
+    probs = np.random.default_rng(cells).integers(0, 256, (len(PATTERNS) + 1, *labels.shape), dtype=np.uint8)
+    records = cell_records(labels, np.zeros(labels.shape, np.uint8), probs)
+    flat = probs[1:].reshape(len(PATTERNS), -1)
+    assert [r["pattern"] for r in records] == [PATTERNS[i] for i in flat.argmax(axis=0)]
+    assert [r["pattern_probability"] for r in records] == [round(v / 255, 4) for v in flat.max(axis=0).tolist()]
+
+
 def test_cell_records_do_not_depend_on_the_label_numbers() -> None:
     truth = touching_disks(6)
     rng = np.random.default_rng(3)

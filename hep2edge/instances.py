@@ -306,7 +306,10 @@ def _pattern_votes(ids: np.ndarray, first: np.ndarray, cells: int) -> np.ndarray
 
 
 def _dense_ids(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """The labels renumbered 1..n in the order of `ids` (their sorted nonzero values); as they are if already so."""
+    """The labels renumbered 1..n in the order of `ids` (their sorted positive values); as they are if already so.
+    Negative labels are background, as in the records."""
+    if labels.min() < 0:
+        labels = np.maximum(labels, 0)
     if ids[-1] == len(ids):
         return labels
     if ids[-1] < 4 * labels.size:

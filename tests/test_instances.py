@@ -221,6 +221,18 @@ def test_one_pixel_cells_take_their_own_pixels_pattern_and_probability(cells: in
     assert [r["pattern_probability"] for r in records] == [round(v / 255, 4) for v in flat.max(axis=0).tolist()]
 
 
+@pytest.mark.parametrize("cell", [1, 5])  # ids 1..n as they are, and renumbered through a lookup
+def test_negative_labels_are_background_for_the_pattern_votes_too(cell: int) -> None:
+    labels = np.zeros((4, 8), np.int32)
+    labels[:, :3], labels[:, 4:] = cell, -1  # the negative region is the larger
+    probs = np.zeros((len(PATTERNS) + 1, 4, 8), np.uint8)
+    probs[1 + 2, :, :3] = 200  # the cell votes pattern 2
+    probs[1 + 6, :, 4:] = 255  # the negative region would vote pattern 6
+    (record,) = cell_records(labels, np.zeros(labels.shape, np.uint8), probs)
+    assert record["id"] == cell and record["pattern"] == PATTERNS[2]
+    assert record["pattern_probability"] == round(200 / 255, 4)
+
+
 def test_cell_records_do_not_depend_on_the_label_numbers() -> None:
     truth = touching_disks(6)
     rng = np.random.default_rng(3)

@@ -274,6 +274,7 @@ def field_outputs(backend: Any, gray: np.ndarray) -> tuple[Any, Any, float]:
 def score(row: Row, outputs: Any, grid: Any, gray: np.ndarray, truth: np.ndarray, pattern: int,
           params: Any, infer_ms: float) -> None:
     """Post-process one field as the runtime's Writer does (timed), then score its cells and class map."""
+    from hep2edge.cell_kernels import cell_kernels
     from hep2edge.labels import PATTERNS
     from hep2edge.metrics import instance_scores
     from hep2edge.runtime.cells import analyse_cells, full_dense
@@ -284,7 +285,7 @@ def score(row: Row, outputs: Any, grid: Any, gray: np.ndarray, truth: np.ndarray
     stitched = time.perf_counter()
     dense = full_dense(outputs, grid)  # every dense head the model has, as the writer does for any --cells mode
     densed = time.perf_counter()
-    cells = analyse_cells(row.method, mask, dense, gray, params)
+    cells = analyse_cells(row.method, mask, dense, gray, params, cell_kernels())
     done = time.perf_counter()
     row.dense_ms.append((densed - stitched) * 1000)
     row.infer_ms.append(infer_ms)

@@ -30,13 +30,8 @@ from benchlib.stats import summarize
 from benchlib.tables import fmt, markdown_table, verdict
 from benchlib.timing import Budget, time_calls
 
-from hep2edge.instances import (
-    InstanceParams,
-    cell_records,
-    connected_instances,
-    distance_target,
-    instances_from_maps,
-)
+from hep2edge.cell_records import cell_records
+from hep2edge.instances import InstanceParams, connected_instances, distance_target, instances_from_maps
 from hep2edge.labels import PATTERNS
 
 QUICK = {"size": "256x384", "cells": 20, "repeats": 5, "warmup": 1, "tile": 128}

@@ -23,6 +23,8 @@ EXTRA_OF: dict[str, str] = {
     "modelopt": "export",
     "onnxruntime": "onnx",
     "openvino": "openvino",
+    "numba": "fast",
+    "llvmlite": "fast",
     "pycuda": "gpu",
     "cuda": "gpu",  # cuda-python (cuda.bindings): CUDA graph replay with TensorRT
     "tensorrt": "tensorrt",

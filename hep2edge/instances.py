@@ -1,21 +1,22 @@
-"""Per-cell instances from the model's dense heads (mask, distance, pattern): numpy + OpenCV only (Jetson runtime).
+"""Per-cell instances from the model's dense heads (mask, distance): numpy + OpenCV only (Jetson runtime).
 
-Instances come from one watershed over the (optionally shrunk) field; per-cell numbers from the label image's row
-runs and one histogram of the pattern map per cell (vectorised passes).
+Instances come from one watershed over the (optionally shrunk) field; this is the reference the compiled
+kernels (hep2edge.instances_numba) are tested against. Per-cell records: hep2edge.cell_records.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import cv2
 import numpy as np
 
+from hep2edge.cell_records import cell_table, int_labels, label_runs
 from hep2edge.errors import ContractError
-from hep2edge.labels import PATTERNS
+from hep2edge.row_bands import filter_in_bands
 
 _KERNEL = np.ones((3, 3), np.uint8)
 
@@ -77,10 +78,10 @@ def distance_target(labels: np.ndarray) -> np.ndarray:
     Exact per cell (touching cells are separated by their shared border); outside the image is not background, so
     a cell cut by a tile edge does not dip there (no false valley at tile seams); background is 0.
     """
-    labels = _labels(labels)
+    labels = int_labels(labels)
     out = np.zeros(labels.shape, np.float32)
     height, width = labels.shape
-    table = _cell_table(_runs(labels), width)
+    table = cell_table(label_runs(labels), width)
     for cell, top, left, bottom, right in zip(*(table[k].tolist() for k in ("id", "top", "left", "bottom", "right"))):
         top, left, bottom, right = max(top - 1, 0), max(left - 1, 0), min(bottom + 1, height), min(right + 1, width)
         own = labels[top:bottom, left:right] == cell
@@ -113,19 +114,30 @@ def instances_from_maps(mask: np.ndarray, distance: np.ndarray, params: Instance
     blobs; the watershed floods by level from them, so a mask cluster without a marker is dropped. Cells under
     min_area (counted on the shrunk maps, x scale**2) go; the labels come back at full size inside the full mask.
     """
+    m8, small_d, small_m, markers, seeds = shrunk_markers(mask, distance, params)
+    if not seeds:
+        return np.zeros(m8.shape, np.int32)
+    labels = _drop_small(_flood(markers, seeds, small_d, small_m), params.min_area / params.scale**2)
+    return _grow(labels, m8, params.scale)
+
+
+def shrunk_markers(mask: np.ndarray, distance: np.ndarray, params: InstanceParams,
+                   tops: Callable[[np.ndarray, int, np.ndarray, int], np.ndarray] | None = None) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """What every flood starts from: the full (H, W) uint8 0/1 mask, the shrunk (h, w) distance (uint8, smoothed)
+    and 0/1 mask, and the (h, w) int32 seeds 1..n with n (split at the `tops` of the markers when params.h > 0;
+    default peak_tops)."""
     d8 = _distance_u8(distance)
     m8 = _mask_u8(mask, d8.shape)
     small_d, small_m = _shrink(d8, m8, params)
     core = cv2.threshold(small_d, math.floor(params.marker_threshold * 255), 1, cv2.THRESH_BINARY)[1]
     cv2.bitwise_and(core, small_m, dst=core)
-    count, markers = _components(core)
+    count, markers = components8(core)
     seeds = count - 1
     if params.h > 0 and seeds:
-        seeds, markers = _peak_tops(markers, count, small_d, round(params.h * 255))
-    if not seeds:
-        return np.zeros(d8.shape, np.int32)
-    labels = _drop_small(_flood(markers, seeds, small_d, small_m), params.min_area / params.scale**2)
-    return _grow(labels, m8, params.scale)
+        count, markers = components8((tops or peak_tops)(markers, count, small_d, round(params.h * 255)))
+        seeds = count - 1
+    return m8, small_d, small_m, markers, seeds
 
 
 def _shrink(d8: np.ndarray, m8: np.ndarray, params: InstanceParams) -> tuple[np.ndarray, np.ndarray]:
@@ -138,15 +150,16 @@ def _shrink(d8: np.ndarray, m8: np.ndarray, params: InstanceParams) -> tuple[np.
     if params.smooth > 0:  # GaussianBlur's kernel, applied by sepFilter2D: ~2x faster on uint8 (not bit-exact)
         sigma = params.smooth / params.scale
         kernel = cv2.getGaussianKernel(max(3, round(sigma * 6 + 1) | 1), sigma)
-        d8 = cv2.sepFilter2D(d8, -1, kernel, kernel, borderType=cv2.BORDER_REFLECT_101)
+        d8 = filter_in_bands(d8, len(kernel) // 2, lambda part: cv2.sepFilter2D(
+            part, -1, kernel, kernel, borderType=cv2.BORDER_REFLECT_101))
     return d8, m8
 
 
-def _peak_tops(markers: np.ndarray, count: int, dist: np.ndarray, h8: int) -> tuple[int, np.ndarray]:
-    """Each marker cut to its pixels within h8 of its own peak; every 8-connected blob of them is a seed.
+def peak_tops(markers: np.ndarray, count: int, dist: np.ndarray, h8: int) -> np.ndarray:
+    """(h, w) uint8 0/1: each marker (int32 1..count-1) cut to its pixels within h8 of its own peak of `dist`.
 
-    (seeds, int32 seeds 1..n). A marker whose top holds several blobs is split (its h-maxima); the rest of each
-    marker lies higher than any path to another seed, so the flood by level gives it back to its own blobs.
+    Every 8-connected blob of them is a seed: a marker whose top holds several blobs is split (its h-maxima); the
+    rest of each marker lies higher than any path to another seed, so the flood by level gives it back to them.
     """
     inside = markers > 0
     peak = np.zeros(count, np.uint8)
@@ -154,8 +167,7 @@ def _peak_tops(markers: np.ndarray, count: int, dist: np.ndarray, h8: int) -> tu
     floor = np.take(peak.astype(np.int16) - h8, markers)
     tops = (dist >= floor).view(np.uint8)
     tops &= inside.view(np.uint8)
-    blobs, seeds = _components(tops)
-    return blobs - 1, seeds
+    return tops
 
 
 def _flood(markers: np.ndarray, seeds: int, dist: np.ndarray, m8: np.ndarray) -> np.ndarray:
@@ -227,7 +239,7 @@ def _clusters(m8: np.ndarray) -> Iterator[tuple[int, int, np.ndarray, bool]]:
         if single:  # nothing else in the box (holes hold no other cluster either)
             yield top, left, crop, True
         else:  # keep the component this contour starts on
-            parts = _components(crop)[1]
+            parts = components8(crop)[1]
             x, y = contour[0, 0]
             yield top, left, (parts == parts[y - top, x - left]).view(np.uint8), False
 
@@ -241,159 +253,12 @@ def _isolated(boxes: np.ndarray) -> list[bool]:
     return (overlap == 1).tolist()
 
 
-def _components(binary: np.ndarray) -> tuple[int, np.ndarray]:
+def components8(binary: np.ndarray) -> tuple[int, np.ndarray]:
     """cv2 8-connected components (count including background, int32 labels)."""
     return cv2.connectedComponentsWithAlgorithm(binary, 8, cv2.CV_32S, cv2.CCL_GRANA)
 
 
-# --- per-cell records --------------------------------------------------------------------------------------------
-def cell_records(labels: np.ndarray, gray: np.ndarray, pattern_map: np.ndarray | None = None) -> list[dict[str, Any]]:
-    """One dict per cell id (ascending): id, centroid [y, x], area, bbox [top, left, bottom, right), mean_intensity.
-
-    With `pattern_map` ((8, H, W) probabilities, channel 0 background; float or uint8 /255): `pattern`, the
-    majority per-pixel argmax of channels 1..7 (ties: the earlier pattern), and `pattern_probability`, the mean
-    probability of that pattern over the cell. Area, centroid, box and intensity come from the label runs, the
-    pattern from one per-pixel argmax of the map (OpenCV) histogrammed per cell.
-    """
-    labels = _labels(labels)
-    if gray.shape != labels.shape:
-        raise ValueError(f"gray image {gray.shape} does not match labels {labels.shape}")
-    if pattern_map is not None and pattern_map.shape != (len(PATTERNS) + 1, *labels.shape):
-        raise ValueError(f"pattern map {pattern_map.shape} is not ({len(PATTERNS) + 1}, {labels.shape[0]}, "
-                         f"{labels.shape[1]})")
-    runs = _runs(labels)
-    table = _cell_table(runs, labels.shape[1])
-    table["mean"] = np.bincount(table["inv"], _run_sums(gray, runs)) / table["area"]
-    keys = ("id", "cy", "cx", "area", "top", "left", "bottom", "right", "mean")
-    records = [{"id": cell, "centroid": [round(cy, 1), round(cx, 1)], "area": int(area),
-                "bbox": [top, left, bottom, right], "mean_intensity": round(mean, 1)}
-               for cell, cy, cx, area, top, left, bottom, right, mean in zip(*(table[k].tolist() for k in keys))]
-    if pattern_map is not None and records:
-        chosen, probability = _cell_patterns(labels, table, runs, np.ascontiguousarray(pattern_map))
-        for record, pattern, value in zip(records, chosen.tolist(), probability.tolist()):
-            record.update({"pattern": PATTERNS[pattern], "pattern_probability": round(value, 4)})
-    return records
-
-
-def _cell_patterns(labels: np.ndarray, table: dict[str, np.ndarray], runs: dict[str, np.ndarray],
-                   probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per cell of `table`: the majority per-pixel pattern (0..6, ties to the earlier) and its mean probability
-    (0..1) over the cell, from a (cell, per-pixel argmax) histogram and the chosen planes' sums over the runs."""
-    votes = _pattern_votes(_dense_ids(labels, table["id"]), _first_argmax(probs[1:]), len(table["id"]))
-    chosen = votes[:, :len(PATTERNS)].argmax(axis=1)
-    sums = np.zeros(len(chosen))
-    for pattern in np.unique(chosen).tolist():
-        cells = chosen == pattern
-        per_cell = np.bincount(table["inv"], _run_sums(probs[1 + pattern], runs), minlength=len(chosen))
-        sums[cells] = per_cell[cells]
-    return chosen, sums / table["area"] / (255.0 if probs.dtype == np.uint8 else 1.0)
-
-
-def _pattern_votes(ids: np.ndarray, first: np.ndarray, cells: int) -> np.ndarray:
-    """(cells, K + 1) pixel counts of cell ids 1..cells x per-pixel argmax 0..K (K: no pattern matched).
-
-    One histogram of cell * (K + 1) + argmax: OpenCV's uint16 histogram, ~10x numpy's bincount, while the
-    codes fit in uint16 (8,191 cells for 7 patterns).
-    """
-    k = len(PATTERNS) + 1
-    bins = (cells + 1) * k
-    if bins <= 1 << 16:
-        code = ids.astype(np.uint16) * np.uint16(k) + first
-        counts = cv2.calcHist([code], [0], None, [bins], [0, bins]).ravel().astype(np.int64)
-    else:
-        counts = np.bincount((ids * k + first).ravel(), minlength=bins)
-    return counts.reshape(cells + 1, k)[1:]
-
-
-def _dense_ids(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """The labels renumbered 1..n in the order of `ids` (their sorted positive values); as they are if already so.
-    Negative labels are background, as in the records."""
-    if labels.min() < 0:
-        labels = np.maximum(labels, 0)
-    if ids[-1] == len(ids):
-        return labels
-    if ids[-1] < 4 * labels.size:
-        lookup = np.zeros(int(ids[-1]) + 1, np.int32)
-        lookup[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
-        return np.take(lookup, labels)
-    return np.where(labels > 0, np.searchsorted(ids, labels) + 1, 0).astype(np.int32)
-
-
-def _first_argmax(probs: np.ndarray) -> np.ndarray:
-    """(H, W) uint8: per pixel, the index of the largest of the (K, H, W) planes, ties to the first (as argmax).
-
-    OpenCV max/compare per plane: several times faster than numpy's argmax over the first axis.
-    """
-    best = probs[0].copy()
-    for plane in probs[1:]:
-        cv2.max(best, plane, dst=best)
-    code = np.zeros(best.shape, np.uint8)  # K - index of the first plane that reaches the maximum
-    for k, plane in enumerate(probs):
-        hit = cv2.compare(plane, best, cv2.CMP_EQ)
-        cv2.max(code, cv2.threshold(hit, 0, len(probs) - k, cv2.THRESH_BINARY)[1], dst=code)
-    return len(probs) - code  # K where no plane matched (NaN): counted for no pattern
-
-
-def pattern_cell_counts(records: list[dict[str, Any]]) -> dict[str, int]:
-    """Cells per pattern name (all 7 present, 0 when none); records without a pattern are not counted."""
-    counts = dict.fromkeys(PATTERNS, 0)
-    for record in records:
-        if record.get("pattern") in counts:
-            counts[record["pattern"]] += 1
-    return counts
-
-
-def _runs(labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Row runs of equal nonzero label, in raster order: label, row, start, stop (int64 arrays, stop exclusive)."""
-    height, width = labels.shape
-    change = cv2.findNonZero((labels[:, 1:] != labels[:, :-1]).view(np.uint8))
-    xy = np.zeros((0, 2), np.int64) if change is None else change.reshape(-1, 2).astype(np.int64)
-    starts = np.concatenate([np.arange(height, dtype=np.int64) * width, xy[:, 1] * width + xy[:, 0] + 1])
-    starts.sort()
-    stops = np.append(starts[1:], height * width)
-    label = labels.ravel()[starts].astype(np.int64)
-    kept = label > 0
-    row = starts[kept] // width
-    return {"label": label[kept], "row": row, "start": starts[kept] - row * width, "stop": stops[kept] - row * width}
-
-
-def _cell_table(runs: dict[str, np.ndarray], width: int) -> dict[str, np.ndarray]:
-    """Per cell id (ascending): area, centroid cy/cx, box top/left/bottom/right; `inv` maps runs to cells."""
-    ids, first, inv = np.unique(runs["label"], return_index=True, return_inverse=True)
-    row, start, stop = runs["row"], runs["start"], runs["stop"]
-    length = stop - start
-    area = np.bincount(inv, length, minlength=len(ids))
-    bottom, right, left = np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64), np.full(len(ids), width)
-    np.maximum.at(bottom, inv, row + 1)
-    np.maximum.at(right, inv, stop)
-    np.minimum.at(left, inv, start)
-    with np.errstate(invalid="ignore"):
-        cy = np.bincount(inv, row * length, minlength=len(ids)) / area
-        cx = np.bincount(inv, (start + stop - 1) * length, minlength=len(ids)) / (2 * area)
-    return {"id": ids, "inv": inv, "area": area, "cy": cy, "cx": cx, "top": row[first], "left": left,
-            "bottom": bottom, "right": right}
-
-
-def _run_sums(plane: np.ndarray, runs: dict[str, np.ndarray]) -> np.ndarray:
-    """Sum of `plane` over each run, from its integral image (float64; uint8 sums in int32 while they fit)."""
-    if plane.dtype not in (np.uint8, np.float32, np.float64):
-        plane = plane.astype(np.float32)
-    exact32 = plane.dtype == np.uint8 and plane.size * 255 < 2**31
-    table = cv2.integral(plane, sdepth=cv2.CV_32S if exact32 else cv2.CV_64F)
-    row, start, stop = runs["row"], runs["start"], runs["stop"]
-    sums = (table[row + 1, stop] - table[row + 1, start]) - (table[row, stop] - table[row, start])
-    return sums.astype(np.float64)
-
-
 # --- input checks ------------------------------------------------------------------------------------------------
-def _labels(labels: np.ndarray) -> np.ndarray:
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"expected an (H, W) integer label image, got {labels.dtype} {labels.shape}")
-    if labels.dtype != np.int32:
-        labels = labels.astype(np.int32)
-    return labels
-
-
 def _distance_u8(distance: np.ndarray) -> np.ndarray:
     """The distance map as uint8 0..255 (float 0..1 is scaled, rounded and clipped)."""
     if distance.ndim != 2:

@@ -12,15 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from hep2edge.cell_kernels import CellKernels
+from hep2edge.cell_records import pattern_cell_counts
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError
-from hep2edge.instances import (
-    InstanceParams,
-    cell_records,
-    connected_instances,
-    instances_from_maps,
-    pattern_cell_counts,
-)
+from hep2edge.instances import InstanceParams, connected_instances
 from hep2edge.runtime.results import TileOutputs
 from hep2edge.runtime.settings import CELL_MODES, check_choice
 from hep2edge.tiling import TileGrid, stitch_inner_channels
@@ -60,15 +56,16 @@ def full_dense(outputs: TileOutputs, grid: TileGrid) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class CellAnalysis:
-    """One field's cells: the (H, W) int32 instance labels and a record per cell."""
+    """One field's cells: the (H, W) int32 instance labels and a record per cell; `kernels` computed them."""
 
     method: str
+    kernels: str
     labels: np.ndarray
     records: list[dict[str, Any]]
 
     def section(self, with_patterns: bool) -> dict[str, Any]:
         """The result document's `cells`: count, how they were found, per-pattern counts, the per-cell list."""
-        section: dict[str, Any] = {"count": len(self.records), "method": self.method}
+        section: dict[str, Any] = {"count": len(self.records), "method": self.method, "kernels": self.kernels}
         if with_patterns:
             section["patterns"] = pattern_cell_counts(self.records)
         section["items"] = self.records
@@ -76,10 +73,12 @@ class CellAnalysis:
 
 
 def analyse_cells(method: str, mask: np.ndarray, dense: dict[str, np.ndarray], gray: np.ndarray,
-                  params: InstanceParams) -> CellAnalysis:
+                  params: InstanceParams, kernels: CellKernels) -> CellAnalysis:
     """Cells of one field: `mask` (H, W) 0/1 or 0/255, `dense` (C, H, W) uint8 maps by output name."""
+    pattern_map = dense.get("pattern_map")
     if method == "distance":
-        labels = instances_from_maps(mask, dense["distance"][0], params)
+        labels, records = kernels.cells(mask, dense["distance"][0], gray, pattern_map, params)
     else:
         labels = connected_instances(mask, params.min_area)
-    return CellAnalysis(method, labels, cell_records(labels, gray, dense.get("pattern_map")))
+        records = kernels.records(labels, gray, pattern_map)
+    return CellAnalysis(method, kernels.name, labels, records)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 INFERENCE_MODES = ("tiles", "field")  # runtime/field.py
 CELL_MODES = ("auto", "distance", "components", "off")  # runtime/cells.py
+CELL_KERNELS = ("auto", "numba", "numpy")  # hep2edge.cell_kernels.kernel_choices() (a test keeps them equal)
 PREPROCESS_MODES = ("auto", "host", "cuda")  # runtime/executors.py
 MASK_STITCHERS = ("majority", "or")
 SPECIMEN_METHODS = ("vote", "mean", "cells")  # cells: the pattern most cells of the specimen's images carry
@@ -95,12 +96,14 @@ class StageConfig:
     max_inflight_bytes: int = MAX_INFLIGHT_BYTES
     stitch: str = "majority"
     cells: str = "auto"  # CELL_MODES
+    cell_kernels: str = "auto"  # CELL_KERNELS
     tile_overlap: int = 0  # px, least overlap of neighbouring tiles (0: the fewest tiles); below the model's tile
 
     def __post_init__(self) -> None:
         # checked here, before any input: found per image it would fail (and journal) every input
         check_choice("stitch", self.stitch, MASK_STITCHERS, "methods")
         check_choice("cells", self.cells, CELL_MODES)
+        check_choice("cell_kernels", self.cell_kernels, CELL_KERNELS, "kernels")
         if isinstance(self.tile_overlap, bool) or not isinstance(self.tile_overlap, int) or self.tile_overlap < 0:
             raise ConfigError(f"`tile_overlap` must be a whole number of pixels >= 0, got {self.tile_overlap!r}")
 

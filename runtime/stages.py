@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from hep2edge.cell_kernels import cell_kernels
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ImageReadError, IncompleteImageError
 from hep2edge.imageio import decode_image
@@ -190,13 +191,16 @@ class Writer:
         self.sinks, self.specimens, self.stats, self.board = sinks, specimens, stats, board
         self.cell_method = cell_method(config.cells, contract, model.file)
         self.instance_params = InstanceParams.from_dict(contract.instances)
+        self.kernels = cell_kernels(config.cell_kernels)
+        if self.cell_method is not None:
+            self.kernels.warm_up()
 
     def _cells(self, outputs: TileOutputs, frame: Frame, mask: np.ndarray) -> CellAnalysis | None:
         if self.cell_method is None:
             return None
         with self.stats.time("cells", frame.timings):
             dense = full_dense(outputs, frame.grid)
-            return analyse_cells(self.cell_method, mask, dense, frame.gray, self.instance_params)
+            return analyse_cells(self.cell_method, mask, dense, frame.gray, self.instance_params, self.kernels)
 
     def write(self, frame: Frame) -> None:
         outputs = frame.outputs()

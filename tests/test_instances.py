@@ -10,16 +10,18 @@ import cv2
 import numpy as np
 import pytest
 
+from hep2edge.cell_kernels import CELL_KERNELS, CellKernels, cell_kernels
+from hep2edge.cell_records import pattern_cell_counts
 from hep2edge.errors import ContractError
-from hep2edge.instances import (
-    InstanceParams,
-    cell_records,
-    connected_instances,
-    distance_target,
-    instances_from_maps,
-    pattern_cell_counts,
-)
+from hep2edge.instances import InstanceParams, connected_instances, distance_target
 from hep2edge.labels import PATTERNS
+
+
+@pytest.fixture(params=CELL_KERNELS.names())
+def kernels(request: pytest.FixtureRequest) -> CellKernels:
+    """Every test that takes it runs on the reference (numpy) and on the compiled twin (numba)."""
+    return cell_kernels(request.param)
+
 
 # the hand-made cells here are small (9 x 9 px squares, r = 10 disks): full size, no smoothing
 SMALL = InstanceParams(min_area=30, smooth=0, scale=1)
@@ -64,10 +66,10 @@ def test_distance_target_keeps_cells_cut_by_the_image_edge_open() -> None:
 
 
 # --- instances ---------------------------------------------------------------------------------------------------
-def test_watershed_recovers_touching_disks_that_components_merge() -> None:
+def test_watershed_recovers_touching_disks_that_components_merge(kernels: CellKernels) -> None:
     truth = touching_disks()
     d = distance_target(truth)
-    labels = instances_from_maps(truth > 0, d, SMALL)
+    labels = kernels.instances(truth > 0, d, SMALL)
     assert labels.dtype == np.int32 and labels.max() == 5
     assert sorted(np.unique(labels).tolist()) == list(range(6))
     assert min(best_iou(truth, labels, cell) for cell in range(1, 6)) > 0.95
@@ -75,106 +77,106 @@ def test_watershed_recovers_touching_disks_that_components_merge() -> None:
     assert connected_instances(truth > 0, 30).max() == 1
 
 
-def test_a_confluent_sheet_of_more_than_255_cells_is_split() -> None:
+def test_a_confluent_sheet_of_more_than_255_cells_is_split(kernels: CellKernels) -> None:
     truth = np.zeros((16 * 9 + 4, 20 * 9 + 4), np.int32)
     for i in range(16):
         for j in range(20):
             truth[2 + i * 9:11 + i * 9, 2 + j * 9:11 + j * 9] = i * 20 + j + 1
-    labels = instances_from_maps(truth > 0, distance_target(truth), SMALL)
+    labels = kernels.instances(truth > 0, distance_target(truth), SMALL)
     assert labels.max() == 320 and ((labels > 0) == (truth > 0)).all()
     assert len(set(zip(truth[truth > 0].tolist(), labels[truth > 0].tolist()))) == 320  # one instance per square
 
 
-def test_uint8_and_float_distance_give_the_same_labels() -> None:
+def test_uint8_and_float_distance_give_the_same_labels(kernels: CellKernels) -> None:
     truth = touching_disks(4)
     d = distance_target(truth)
-    as_float = instances_from_maps(truth > 0, d, SMALL)
-    as_uint8 = instances_from_maps(truth > 0, np.round(d * 255).astype(np.uint8), SMALL)
+    as_float = kernels.instances(truth > 0, d, SMALL)
+    as_uint8 = kernels.instances(truth > 0, np.round(d * 255).astype(np.uint8), SMALL)
     assert as_float.max() == 4
     assert (as_float == as_uint8).all()
 
 
-def test_min_area_removes_a_speck() -> None:
+def test_min_area_removes_a_speck(kernels: CellKernels) -> None:
     truth = touching_disks(2)
     truth[1:4, -4:-1] = 9  # a 3 x 3 speck, away from the disks
     d = distance_target(truth)
-    assert instances_from_maps(truth > 0, d, SMALL).max() == 2
-    kept = instances_from_maps(truth > 0, d, replace(SMALL, min_area=0))
+    assert kernels.instances(truth > 0, d, SMALL).max() == 2
+    kept = kernels.instances(truth > 0, d, replace(SMALL, min_area=0))
     speck = kept[1:4, -4:-1]
     assert kept.max() == 3 and (speck == speck[0, 0]).all() and speck[0, 0] not in kept[truth != 9]
     assert connected_instances(truth > 0, 30).max() == 1
     assert connected_instances(truth > 0, 0).max() == 2
 
 
-def test_h_merges_shallow_peaks_and_splits_deep_ones() -> None:
+def test_h_merges_shallow_peaks_and_splits_deep_ones(kernels: CellKernels) -> None:
     """Two cones 10 px apart in one blob: the saddle is 0.25 below both peaks."""
     yy, xx = np.mgrid[0:21, 0:41].astype(np.float32)
     cones = [1 - np.hypot(yy - 10, xx - cx) / 20 for cx in (15, 25)]
     d = np.clip(np.maximum(*cones), 0, 1)
     mask = np.ones(d.shape, bool)
-    assert instances_from_maps(mask, d, replace(SMALL, h=0.1)).max() == 2
-    assert instances_from_maps(mask, d, replace(SMALL, h=0.3)).max() == 1
+    assert kernels.instances(mask, d, replace(SMALL, h=0.1)).max() == 2
+    assert kernels.instances(mask, d, replace(SMALL, h=0.3)).max() == 1
 
 
-def test_h_splits_a_marker_next_to_another_one_in_the_same_cluster() -> None:
+def test_h_splits_a_marker_next_to_another_one_in_the_same_cluster(kernels: CellKernels) -> None:
     yy, xx = np.mgrid[0:21, 0:81].astype(np.float32)
     d = np.clip(np.max([1 - np.hypot(yy - 10, xx - cx) / 20 for cx in (15, 25, 60)], axis=0), 0, 1)
     mask = np.ones(d.shape, bool)
-    labels = instances_from_maps(mask, d, replace(SMALL, h=0.1))
+    labels = kernels.instances(mask, d, replace(SMALL, h=0.1))
     assert labels.max() == 3 and len({labels[10, 15], labels[10, 25], labels[10, 60]}) == 3
-    assert instances_from_maps(mask, d, replace(SMALL, h=0.3)).max() == 2
+    assert kernels.instances(mask, d, replace(SMALL, h=0.3)).max() == 2
 
 
-def test_shrunk_maps_find_the_same_full_size_cells() -> None:
+def test_shrunk_maps_find_the_same_full_size_cells(kernels: CellKernels) -> None:
     """scale 2 works on a quarter of the pixels; the cells come back at full size, inside the full mask."""
     truth = touching_disks(4, radius=30, step=56)
     d = distance_target(truth)
-    full = instances_from_maps(truth > 0, d, SMALL)
-    half = instances_from_maps(truth > 0, d, replace(SMALL, scale=2))
+    full = kernels.instances(truth > 0, d, SMALL)
+    half = kernels.instances(truth > 0, d, replace(SMALL, scale=2))
     assert full.max() == half.max() == 4 and half.shape == truth.shape
     assert ((half > 0) == (truth > 0)).all()
     assert min(best_iou(truth, half, cell) for cell in range(1, 5)) > 0.95
 
 
-def test_smoothing_merges_the_noise_peaks_of_one_cell() -> None:
+def test_smoothing_merges_the_noise_peaks_of_one_cell(kernels: CellKernels) -> None:
     """A disk whose distance map carries a ripple: raw, the ripple's crests split it; smoothed, it is one cell."""
     truth = np.zeros((70, 70), np.int32)
     cv2.circle(truth, (35, 35), 30, 1, -1)
     xx = np.mgrid[0:70, 0:70][1].astype(np.float32)
     d = distance_target(truth) * (0.75 + 0.25 * np.cos(xx * 2 * np.pi / 8)).astype(np.float32)
     params = replace(SMALL, marker_threshold=0.5, h=0)
-    assert instances_from_maps(truth > 0, d, params).max() > 1
-    assert instances_from_maps(truth > 0, d, replace(params, smooth=4)).max() == 1
+    assert kernels.instances(truth > 0, d, params).max() > 1
+    assert kernels.instances(truth > 0, d, replace(params, smooth=4)).max() == 1
 
 
-def test_a_cell_inside_the_hole_of_another_stays_apart() -> None:
+def test_a_cell_inside_the_hole_of_another_stays_apart(kernels: CellKernels) -> None:
     truth = np.zeros((60, 60), np.int32)
     cv2.circle(truth, (30, 30), 24, 1, -1)
     cv2.circle(truth, (30, 30), 12, 0, -1)
     cv2.circle(truth, (30, 30), 6, 2, -1)
-    labels = instances_from_maps(truth > 0, distance_target(truth), SMALL)
+    labels = kernels.instances(truth > 0, distance_target(truth), SMALL)
     assert labels.max() == 2 and len(np.unique(labels[truth == 1])) == 1 and len(np.unique(labels[truth == 2])) == 1
     assert labels[30, 30] != labels[30, 8]
     assert connected_instances(truth > 0, 30).max() == 2
 
 
-def test_a_cluster_without_a_marker_is_dropped_and_an_empty_mask_gives_nothing() -> None:
+def test_a_cluster_without_a_marker_is_dropped_and_an_empty_mask_gives_nothing(kernels: CellKernels) -> None:
     mask = np.zeros((20, 20), bool)
     mask[5:15, 5:15] = True
     flat = np.full(mask.shape, 0.3, np.float32)
-    assert instances_from_maps(mask, flat, SMALL).max() == 0
-    empty = instances_from_maps(np.zeros((8, 9), bool), np.zeros((8, 9), np.float32), InstanceParams())
+    assert kernels.instances(mask, flat, SMALL).max() == 0
+    empty = kernels.instances(np.zeros((8, 9), bool), np.zeros((8, 9), np.float32), InstanceParams())
     assert empty.shape == (8, 9) and empty.dtype == np.int32 and not empty.any()
     assert not connected_instances(np.zeros((8, 9), np.uint8), 0).any()
-    assert cell_records(empty, np.zeros((8, 9), np.uint8)) == []
+    assert kernels.records(empty, np.zeros((8, 9), np.uint8)) == []
     assert pattern_cell_counts([]) == dict.fromkeys(PATTERNS, 0)
 
 
-def test_maps_of_the_wrong_kind_are_refused() -> None:
+def test_maps_of_the_wrong_kind_are_refused(kernels: CellKernels) -> None:
     with pytest.raises(ValueError, match="mask"):
-        instances_from_maps(np.ones((4, 4), bool), np.ones((4, 5), np.float32), InstanceParams())
+        kernels.instances(np.ones((4, 4), bool), np.ones((4, 5), np.float32), InstanceParams())
     with pytest.raises(ValueError, match="distance map"):
-        instances_from_maps(np.ones((4, 4), bool), np.ones((4, 4), np.uint16), InstanceParams())
+        kernels.instances(np.ones((4, 4), bool), np.ones((4, 4), np.uint16), InstanceParams())
 
 
 # --- cell records ------------------------------------------------------------------------------------------------
@@ -192,66 +194,66 @@ def hand_made() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return labels, gray, probs
 
 
-def test_cell_records_worked_out_by_hand() -> None:
+def test_cell_records_worked_out_by_hand(kernels: CellKernels) -> None:
     labels, gray, probs = hand_made()
-    first, second = cell_records(labels, gray, probs)
+    first, second = kernels.records(labels, gray, probs)
     assert first == {"id": 3, "centroid": [1.5, 2.0], "area": 6, "bbox": [1, 1, 3, 4], "mean_intensity": 14.0,
                      "pattern": "speckled", "pattern_probability": 0.5}
     assert second == {"id": 7, "centroid": [4.0, 6.0], "area": 3, "bbox": [3, 6, 6, 7], "mean_intensity": 38.0,
                       "pattern": "homogeneous", "pattern_probability": 0.4}
-    assert "pattern" not in cell_records(labels, gray)[0]
+    assert "pattern" not in kernels.records(labels, gray)[0]
     counts = pattern_cell_counts([first, second])
     assert counts == {**dict.fromkeys(PATTERNS, 0), "speckled": 1, "homogeneous": 1}
 
 
-def test_a_uint8_pattern_map_reads_as_probabilities() -> None:
+def test_a_uint8_pattern_map_reads_as_probabilities(kernels: CellKernels) -> None:
     labels, gray, probs = hand_made()
-    records = cell_records(labels, gray, np.round(probs * 255).astype(np.uint8))
+    records = kernels.records(labels, gray, np.round(probs * 255).astype(np.uint8))
     assert [r["pattern"] for r in records] == ["speckled", "homogeneous"]
     assert records[0]["pattern_probability"] == pytest.approx(0.5, abs=1 / 255)
 
 
 @pytest.mark.parametrize("cells", [12, 9000])  # up to 8,191 cells one uint16 histogram, beyond it numpy's
-def test_one_pixel_cells_take_their_own_pixels_pattern_and_probability(cells: int) -> None:
+def test_one_pixel_cells_take_their_own_pixels_pattern_and_probability(cells: int, kernels: CellKernels) -> None:
     labels = np.arange(1, cells + 1, dtype=np.int32).reshape(-1, 12 if cells == 12 else 100)
     probs = np.random.default_rng(cells).integers(0, 256, (len(PATTERNS) + 1, *labels.shape), dtype=np.uint8)
-    records = cell_records(labels, np.zeros(labels.shape, np.uint8), probs)
+    records = kernels.records(labels, np.zeros(labels.shape, np.uint8), probs)
     flat = probs[1:].reshape(len(PATTERNS), -1)
     assert [r["pattern"] for r in records] == [PATTERNS[i] for i in flat.argmax(axis=0)]
     assert [r["pattern_probability"] for r in records] == [round(v / 255, 4) for v in flat.max(axis=0).tolist()]
 
 
 @pytest.mark.parametrize("cell", [1, 5])  # ids 1..n as they are, and renumbered through a lookup
-def test_negative_labels_are_background_for_the_pattern_votes_too(cell: int) -> None:
+def test_negative_labels_are_background_for_the_pattern_votes_too(cell: int, kernels: CellKernels) -> None:
     labels = np.zeros((4, 8), np.int32)
     labels[:, :3], labels[:, 4:] = cell, -1  # the negative region is the larger
     probs = np.zeros((len(PATTERNS) + 1, 4, 8), np.uint8)
     probs[1 + 2, :, :3] = 200  # the cell votes pattern 2
     probs[1 + 6, :, 4:] = 255  # the negative region would vote pattern 6
-    (record,) = cell_records(labels, np.zeros(labels.shape, np.uint8), probs)
+    (record,) = kernels.records(labels, np.zeros(labels.shape, np.uint8), probs)
     assert record["id"] == cell and record["pattern"] == PATTERNS[2]
     assert record["pattern_probability"] == round(200 / 255, 4)
 
 
-def test_cell_records_do_not_depend_on_the_label_numbers() -> None:
+def test_cell_records_do_not_depend_on_the_label_numbers(kernels: CellKernels) -> None:
     truth = touching_disks(6)
     rng = np.random.default_rng(3)
     gray = rng.integers(0, 255, truth.shape).astype(np.uint8)
     probs = rng.random((8, *truth.shape)).astype(np.float32)
     new_ids = np.concatenate([[0], rng.permutation(np.arange(100, 100_000))[:6]]).astype(np.int32)
-    before = cell_records(truth, gray, probs)
-    after = cell_records(new_ids[truth], gray, probs)
+    before = kernels.records(truth, gray, probs)
+    after = kernels.records(new_ids[truth], gray, probs)
     assert pattern_cell_counts(before) == pattern_cell_counts(after)
     by_place = [{k: v for k, v in r.items() if k != "id"} for r in before]
     assert sorted(by_place, key=str) == sorted(({k: v for k, v in r.items() if k != "id"} for r in after), key=str)
     assert [r["id"] for r in after] == sorted(new_ids[1:].tolist())
 
 
-def test_a_label_in_two_pieces_is_one_record() -> None:
+def test_a_label_in_two_pieces_is_one_record(kernels: CellKernels) -> None:
     labels = np.zeros((10, 10), np.int32)
     labels[1:3, 1:3] = 4
     labels[7:9, 6:9] = 4
-    (record,) = cell_records(labels, np.ones((10, 10), np.uint8))
+    (record,) = kernels.records(labels, np.ones((10, 10), np.uint8))
     assert record["area"] == 10 and record["bbox"] == [1, 1, 9, 9]
 
 

@@ -11,9 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 from cli_support import run_cli
 from runtime_support import hep2edge, write_pngs
 
+from hep2edge.cell_kernels import cell_kernels
 from hep2edge.contract import ModelContract
 from hep2edge.errors import ConfigError
 from hep2edge.instances import InstanceParams, distance_target
@@ -57,17 +59,18 @@ def _two_touching_cells() -> tuple[np.ndarray, np.ndarray]:
     return labels, (labels > 0).astype(np.uint8) * 255
 
 
-def test_the_distance_head_splits_touching_cells_the_mask_alone_does_not() -> None:
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+def test_the_distance_head_splits_touching_cells_the_mask_alone_does_not(name: str) -> None:
     labels, mask = _two_touching_cells()
     gray = np.full(labels.shape, 90, np.uint8)
     pattern_map = np.zeros((8, *labels.shape), np.uint8)
     pattern_map[1 + PATTERNS.index("speckled")] = 230
     dense = {"distance": to_u8(distance_target(labels))[None], "pattern_map": pattern_map}
-    split = analyse_cells("distance", mask, dense, gray, InstanceParams())
-    merged = analyse_cells("components", mask, {}, gray, InstanceParams())
+    split = analyse_cells("distance", mask, dense, gray, InstanceParams(), cell_kernels(name))
+    merged = analyse_cells("components", mask, {}, gray, InstanceParams(), cell_kernels(name))
     assert len(split.records) == 2 and len(merged.records) == 1
     section = split.section(with_patterns=True)
-    assert section["count"] == 2 and section["method"] == "distance"
+    assert section["count"] == 2 and section["method"] == "distance" and section["kernels"] == name
     assert section["patterns"]["speckled"] == 2 and sum(section["patterns"].values()) == 2
     first = section["items"][0]
     assert set(first) >= {"id", "centroid", "area", "bbox", "pattern", "pattern_probability", "mean_intensity"}
@@ -120,17 +123,20 @@ def cells_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("inference", ["tiles", "field"])
-def test_analyze_writes_cells_counts_and_instance_labels(cells_onnx: Path, tmp_path: Path, inference: str) -> None:
+@pytest.mark.parametrize(("inference", "kernels"), [("tiles", "auto"), ("field", "numpy")])
+def test_analyze_writes_cells_counts_and_instance_labels(cells_onnx: Path, tmp_path: Path, inference: str,
+                                                         kernels: str) -> None:
     images = write_pngs(tmp_path / "in", 2, shape=(96, 128), prefix="00001_p")
     out = tmp_path / "results"
     result = hep2edge("analyze", *map(str, images), "--model", str(cells_onnx), "--out", str(out), "--backend",
                       "onnxruntime", "--inference", inference, "--instance-labels", "--overlay",
-                      "--specimen-method", "cells", cwd=tmp_path)
+                      "--specimen-method", "cells", "--cell-kernels", kernels, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     doc = json.loads((out / f"{images[0].stem}.json").read_text())
     cells = doc["cells"]
     assert cells["method"] == "distance" and cells["count"] == len(cells["items"])
+    assert cells["kernels"] == ("numba" if kernels == "auto" else kernels)  # auto: numba is installed here
+    assert yaml.safe_load((out / "config.yaml").read_text())["stage"]["cell_kernels"] == kernels
     assert set(cells["patterns"]) == set(PATTERNS) and sum(cells["patterns"].values()) == cells["count"]
     labels = cv2.imread(str(out / f"{images[0].stem}_instances.png"), cv2.IMREAD_UNCHANGED)
     assert labels.dtype == np.uint16 and labels.shape == (96, 128)

@@ -1,6 +1,7 @@
 """Per-cell validation (patch level): instances of each held-out tile against its truth, and the pattern map's IoU.
 
-Predicted cells come from the predicted mask and distance map (`instances_from_maps`), or from the mask's
+Predicted cells come from the predicted mask and distance map (the runtime's cell kernels, hep2edge.cell_kernels:
+numba where installed), or from the mask's
 connected components when the model has no distance head; the pad of a tile that overhangs its image is
 background in both. Scores are per tile, averaged over tiles (`mean_instance_scores`). The pattern map's IoU is
 over every in-image pixel of the fold (`mean_iou`, background included as a class).
@@ -11,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hep2edge.instances import InstanceParams, connected_instances, instances_from_maps
+from hep2edge.cell_kernels import cell_kernels
+from hep2edge.instances import InstanceParams, connected_instances
 from hep2edge.metrics import instance_scores, mean_instance_scores, mean_iou
 from hep2edge.train.model import PATTERN_MAP_CLASSES
 
@@ -21,6 +23,7 @@ class CellScorer:
 
     def __init__(self, params: InstanceParams | None = None) -> None:
         self.params = params or InstanceParams()
+        self.kernels = cell_kernels()
         self.scores: list[dict[str, float]] = []
         self.truth_classes: list[np.ndarray] = []
         self.pred_classes: list[np.ndarray] = []
@@ -41,7 +44,7 @@ class CellScorer:
         if distance is not None:
             distance = distance * valid
         for i in range(len(mask)):
-            pred = (instances_from_maps(mask[i], distance[i], self.params) if distance is not None
+            pred = (self.kernels.instances(mask[i], distance[i], self.params) if distance is not None
                     else connected_instances(mask[i], self.params.min_area))
             self.scores.append(instance_scores(instances[i], pred))
         if predicted is not None and classes is not None:

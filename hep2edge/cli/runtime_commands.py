@@ -55,7 +55,7 @@ def _config(command: str, options: dict[str, Any], source: dict[str, Any]) -> An
     check_run_options(options["device"], options["channel"], options["preprocess"], options["inference"])
     stage = StageConfig(max_file_bytes=options["max_file_mb"] << 20, stitch=options["stitch"],
                         max_inflight_bytes=options["max_inflight_mb"] << 20, cells=options["cells"],
-                        tile_overlap=options["tile_overlap"])
+                        cell_kernels=options["cell_kernels"], tile_overlap=options["tile_overlap"])
     specimens = SpecimenConfig(options["specimen_pattern"], options["specimen_images"], options["specimen_method"])
     chosen = select.select_model(options["model"], options["backend"])
     console.print(f"model: {chosen.model} -> backend {chosen.backend} ({chosen.reason})", highlight=False, markup=False)

@@ -42,6 +42,7 @@ from benchlib.results import RESULTS, command_line, environment, machine_name, r
 from benchlib.stats import summarize
 from benchlib.tables import fmt, markdown_table, verdict
 
+from hep2edge.cell_kernels import cell_kernels
 from hep2edge.demo.config import DemoConfig
 from hep2edge.train.settings import TrainSettings
 
@@ -274,7 +275,6 @@ def field_outputs(backend: Any, gray: np.ndarray) -> tuple[Any, Any, float]:
 def score(row: Row, outputs: Any, grid: Any, gray: np.ndarray, truth: np.ndarray, pattern: int,
           params: Any, infer_ms: float) -> None:
     """Post-process one field as the runtime's Writer does (timed), then score its cells and class map."""
-    from hep2edge.cell_kernels import cell_kernels
     from hep2edge.labels import PATTERNS
     from hep2edge.metrics import instance_scores
     from hep2edge.runtime.cells import analyse_cells, full_dense
@@ -387,6 +387,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                         "backend": described, "instance_params": params}
     return {"command": command_line(), "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "load_average": [round(load, 2), round(os.getloadavg()[0], 2)], "threads": args.threads or None,
+            "cell_kernels": cell_kernels().name,
             "training": {k: getattr(args, k) for k in (*TRAIN_KEYS, "distance_loss", "task_weights")},
             "test_set": {"patients": args.test_patients, "images": args.test_patients * args.test_images_per_patient,
                          "size": args.test_size, "seed": args.seed + 1000},
@@ -423,8 +424,8 @@ def markdown(data: dict[str, Any]) -> str:
               markdown_table(["cells from", *target_names],
                              [[r["label"], *(r["targets"][k] for k in TARGETS)] for r in rows]), ""]
     lines += ["Cells and post-processing per field (p50 ms; stitch = `full_mask`, cells = `full_dense` + "
-              "`analyse_cells`, as the runtime's writer, of which full_dense = stitching the dense heads' tiles; "
-              "inference = the backend calls):", "",
+              f"`analyse_cells` with the {data.get('cell_kernels', 'numpy')} cell kernels, as the runtime's writer, "
+              "of which full_dense = stitching the dense heads' tiles; inference = the backend calls):", "",
               markdown_table(["cells from", "true cells", "found", "pooled count error", "cell pattern right",
                               "mIoU from", "inference ms", "stitch ms", "cells ms", "of which full_dense ms",
                               "post-processing ms"],

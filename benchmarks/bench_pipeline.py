@@ -200,7 +200,8 @@ def bare_both(choice: Choice, args: argparse.Namespace, tiles: Any, per_image: i
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     size = size_of(args)
-    models = resolve_models(args, work, engine_batch=engine_profile(args, args.batch))
+    precisions = ("fp32", "fp16", "int8") if args.precision == "auto" else (args.precision,)
+    models = resolve_models(args, work, precisions, engine_batch=engine_profile(args, args.batch))
     choice = choose(models, args.backend, args.precision, args.device)
     if args.precision_hint != "auto":
         if choice.backend != "openvino":
@@ -210,7 +211,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if args.bare_seconds is None:
         args.bare_seconds = 5.0 if choice.device == "cuda" else 20.0
     pool = synth_pool(pool_folder(work, args), args.pool_images, size, args.seed)
-    per_image = tiles_per_image(size, args.tile)
+    per_image = tiles_per_image(size, models.contract().tile)  # the model's tile, also for --models
     tiles = image_tiles(pool, models.contract())
     fields = image_fields(pool, models.contract()) if args.inference == "field" else None
     how = "one whole-field pass per image" if fields is not None else f"batch {args.batch}"

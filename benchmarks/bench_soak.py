@@ -253,7 +253,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"{fmt(found['rss_mb']['end'])} MB; slope {fmt(found['slope_kb_per_image'], 3)} kB/image ({found['verdict']})")
     return {"command": command_line(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "models": models.to_dict(), "model": str(model), "backend": args.backend, "device": args.device,
-            "image_size": list(size), "tile": args.tile, "tiles_per_image": tiles_per_image(size, args.tile),
+            "image_size": list(size), "tile": models.contract().tile,
+            "tiles_per_image": tiles_per_image(size, models.contract().tile),
             "dtype": str(pool[0].dtype), "files": args.files, "rate": args.rate, "ahead": args.ahead,
             "settle_ms": args.settle_ms, "interval_s": args.interval, "warmup_fraction": args.warmup_fraction,
             "tracemalloc": args.tracemalloc, **measured["run"], **found, "samples": as_rows(samples)}

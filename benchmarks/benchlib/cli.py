@@ -37,6 +37,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", default=FULL["encoder"])
     parser.add_argument("--decoder-channels", default=FULL["decoder_channels"])
     parser.add_argument("--tile", type=int, default=FULL["tile"])
+    parser.add_argument("--heads", action="store_true",
+                        help="the random-weight model also has the distance and pattern-map heads (per-cell analysis)")
     parser.add_argument("--size", default=FULL["size"], help="image size HEIGHTxWIDTH")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -51,7 +53,8 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
 
 
 def spec_of(args: argparse.Namespace) -> ModelSpec:
-    return ModelSpec(args.encoder, tuple(int(c) for c in str(args.decoder_channels).split(",")), args.tile)
+    return ModelSpec(args.encoder, tuple(int(c) for c in str(args.decoder_channels).split(",")), args.tile,
+                     heads=bool(getattr(args, "heads", False)))
 
 
 def size_of(args: argparse.Namespace) -> tuple[int, int]:
@@ -97,5 +100,5 @@ def resolve_models(args: argparse.Namespace, work: Path, precisions: tuple[str, 
     spec = spec_of(args)
     data = pool_folder(work, args)
     synth_pool(data, 7, size_of(args), args.seed)
-    key = f"models-{spec.encoder}-{spec.tile}-{'-'.join(map(str, spec.decoder_channels))}"
+    key = f"models-{spec.encoder}-{spec.tile}-{'-'.join(map(str, spec.decoder_channels))}{'-heads' * spec.heads}"
     return prepare_random_set(spec, work / key, data, precisions, say, engine_batch)

@@ -33,10 +33,12 @@ class ModelSpec:
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
     tile: int = 384
     pool_levels: int = 1
+    heads: bool = False  # the distance and pattern-map heads (per-cell analysis)
 
     def describe(self) -> str:
         widths = ",".join(map(str, self.decoder_channels))
-        return f"{self.encoder} U-Net (decoder {widths}), {self.tile} px tiles"
+        heads = " + distance and pattern-map heads" if self.heads else ""
+        return f"{self.encoder} U-Net (decoder {widths}){heads}, {self.tile} px tiles"
 
 
 @dataclass
@@ -125,7 +127,8 @@ def random_checkpoint(spec: ModelSpec, path: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     model = build_model(ModelConfig(encoder=spec.encoder, decoder_channels=spec.decoder_channels,
-                                    pool_levels=spec.pool_levels, dropout=0.0))
+                                    pool_levels=spec.pool_levels, dropout=0.0, distance=spec.heads,
+                                    pattern_map=spec.heads))
     contract = ModelContract(tile=spec.tile, encoder=spec.encoder)
     save_checkpoint(path, make_checkpoint(model.eval(), contract, fold=0, epoch=0, metrics={}, random_init=True))
     return path
@@ -188,7 +191,8 @@ def prepare_random_set(spec: ModelSpec, folder: Path, data: Path, precisions: tu
     """A random-weight model of `spec` exported to every precision this machine can write (cached)."""
     if (folder / MANIFEST).is_file():
         cached = ModelSet.load(folder)
-        if cached.spec == _spec_dict(spec) and cached.contract().whole_field:  # older exports lack the field graph
+        same = {"heads": False, **cached.spec} == _spec_dict(spec)  # sets made before `heads` have none
+        if same and cached.contract().whole_field:  # older exports lack the field graph
             say(f"reusing the models in {folder}")
             return cached
         shutil.rmtree(folder)

@@ -129,7 +129,8 @@ class NumbaCellKernels:
             np.ndarray, np.ndarray, int, bool]:
         """(full uint8 mask, the shrunk cells 0..n framed by a pixel of 0, n, whether they grow at full size)."""
         m8, small_d, small_m, markers, seeds = shrunk_markers(mask, distance, params, self.jit.peak_tops)
-        framed, wait = self.jit.flood_frame(markers, small_d, small_m)
+        framed = self.jit.framed_seeds(markers, small_m)
+        wait = cv2.copyMakeBorder(cv2.bitwise_not(small_d), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)  # level order
         area = np.zeros(seeds + 1, np.int64)
         if seeds:
             parts = len(row_bands(small_m.shape[0]))
@@ -140,7 +141,10 @@ class NumbaCellKernels:
         keep[0] = False
         lookup = np.zeros(seeds + 2, np.int32)  # lookup[label + 1]: -1 (off the mask) and 0 stay 0
         lookup[2:][keep[1:]] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-        return m8, self.jit.renumbered(framed, lookup), int(keep.sum()), params.scale > 1
+        own = np.empty_like(framed)
+        run_parallel([partial(self.jit.renumber, framed, lookup, own, top, bottom)
+                      for top, bottom in row_bands(framed.shape[0])])
+        return m8, own, int(keep.sum()), params.scale > 1
 
     def _measure(self, m8: np.ndarray, own: np.ndarray, cells: int, grow: bool,
                  gray: np.ndarray | None, pattern_map: np.ndarray | None,

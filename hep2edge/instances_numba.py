@@ -18,26 +18,23 @@ Band = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # measure_band's t
 
 
 @numba.njit(cache=True, nogil=True)
-def flood_frame(seeds: np.ndarray, dist: np.ndarray, mask: np.ndarray) -> tuple[
-        np.ndarray, np.ndarray]:
-    """What flood_part floods, framed by one pixel so that a neighbour needs no bounds test: (h + 2, w + 2) int32
-    labels (the seeds, 0 on the rest of the mask, -1 off it) and uint8 levels 255 - dist (lowest floods first).
-    seeds: (h, w) int32 (0 = none); dist, mask: (h, w) uint8, mask 0/1."""
+def framed_seeds(seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(h + 2, w + 2) int32 labels for flood_part, framed by one pixel so that a neighbour needs no bounds test:
+    the (h, w) int32 seeds (0 = none) on the 0/1 uint8 mask, -1 off it and on the frame (branch-free rows)."""
     height, width = seeds.shape
-    labels = np.full((height + 2, width + 2), -1, np.int32)
-    wait = np.zeros((height + 2, width + 2), np.uint8)
+    out = np.full((height + 2, width + 2), -1, np.int32)
+    off = np.int32(-1)
     for y in range(height):
+        source, inside, row = seeds[y], mask[y], out[y + 1, 1:-1]
         for x in range(width):
-            wait[y + 1, x + 1] = 255 - dist[y, x]
-            if mask[y, x]:
-                labels[y + 1, x + 1] = seeds[y, x]
-    return labels, wait
+            row[x] = source[x] if inside[x] else off
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
 def flood_part(framed: np.ndarray, wait: np.ndarray, groups: np.ndarray, part: int, parts: int,
                seeds: int) -> np.ndarray:
-    """Grow the seeds 1..seeds of flood_frame's labels, in place, over the 0 pixels, by level: a priority flood
+    """Grow the seeds 1..seeds of framed_seeds' labels, in place, over the 0 pixels, by level: a priority flood
     (Meyer's watershed without lines) on a 256-bucket queue. A pixel takes the label of the neighbour
     (4-connected) that reaches it first and waits at max(current level, its own). Only seeds whose `groups`
     (framed int32 8-connected component ids of the mask) % parts == part flood, so parts of the field flood in
@@ -100,13 +97,12 @@ def peak_tops(markers: np.ndarray, count: int, dist: np.ndarray, h8: int) -> np.
 
 
 @numba.njit(cache=True, nogil=True)
-def renumbered(framed: np.ndarray, lookup: np.ndarray) -> np.ndarray:
-    """(h + 2, w + 2) int32 lookup[framed + 1]: the framed flood labels as cells 0..n."""
-    out = np.empty(framed.shape, np.int32)
-    for y in range(framed.shape[0]):
-        for x in range(framed.shape[1]):
-            out[y, x] = lookup[framed[y, x] + 1]
-    return out
+def renumber(framed: np.ndarray, lookup: np.ndarray, out: np.ndarray, top: int, bottom: int) -> None:
+    """Rows top..bottom of `out` = lookup[framed + 1]: the framed flood labels as cells 0..n."""
+    for y in range(top, bottom):
+        source, row = framed[y], out[y]
+        for x in range(source.shape[0]):
+            row[x] = lookup[source[x] + 1]
 
 
 @numba.njit(cache=True, nogil=True)

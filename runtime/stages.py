@@ -191,12 +191,12 @@ class Writer:
         self.sinks, self.specimens, self.stats, self.board = sinks, specimens, stats, board
         self.cell_method = cell_method(config.cells, contract, model.file)
         self.instance_params = InstanceParams.from_dict(contract.instances)
-        self.kernels = cell_kernels(config.cell_kernels)
-        if self.cell_method is not None:
-            self.kernels.warm_up()
+        self.kernels = None if self.cell_method is None else cell_kernels(config.cell_kernels)  # numba if needed
+        if self.kernels is not None:
+            self.kernels.warm_up()  # before the first field, not on it
 
     def _cells(self, outputs: TileOutputs, frame: Frame, mask: np.ndarray) -> CellAnalysis | None:
-        if self.cell_method is None:
+        if self.cell_method is None or self.kernels is None:
             return None
         with self.stats.time("cells", frame.timings):
             dense = full_dense(outputs, frame.grid)

@@ -21,6 +21,7 @@ from hep2edge.errors import ConfigError
 from hep2edge.instances import InstanceParams, distance_target
 from hep2edge.labels import PATTERNS
 from hep2edge.runtime.cells import analyse_cells, cell_method, stitch_dense, to_u8
+from hep2edge.runtime.settings import StageConfig
 from hep2edge.runtime.specimens import cell_shares, specimen_verdict
 from hep2edge.tiling import tile_grid
 
@@ -37,6 +38,8 @@ def test_the_cell_method_follows_the_option_and_the_model() -> None:
         cell_method("distance", TILES_ONLY, "m.onnx")
     with pytest.raises(ConfigError, match="valid modes are auto, distance, components, off"):
         cell_method("all", WITH_HEADS, "m")
+    with pytest.raises(ConfigError, match="`cell_kernels` cuda: valid kernels are auto, numba, numpy"):
+        StageConfig(cell_kernels="cuda")
 
 
 def test_uint8_maps_round_and_stitch_from_the_inner_part_of_each_tile() -> None:

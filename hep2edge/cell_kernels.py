@@ -20,7 +20,7 @@ import numpy as np
 from hep2edge.cell_records import cell_records, record_inputs, records_from_table
 from hep2edge.errors import MissingExtraError
 from hep2edge.extras import import_optional
-from hep2edge.instances import InstanceParams, components8, instances_from_maps, shrunk_markers
+from hep2edge.instances import InstanceParams, components8, instances_from_maps, kept_cells, shrunk_markers
 from hep2edge.labels import PATTERNS
 from hep2edge.registry import Registry
 from hep2edge.row_bands import row_bands, run_parallel
@@ -137,14 +137,12 @@ class NumbaCellKernels:
             groups = components8((framed >= 0).view(np.uint8))[1] if parts > 1 else framed
             area = np.sum(run_parallel([partial(self.jit.flood_part, framed, wait, groups, part, parts, seeds)
                                         for part in range(parts)]), axis=0)
-        keep = area >= params.min_area / params.scale**2
-        keep[0] = False
-        lookup = np.zeros(seeds + 2, np.int32)  # lookup[label + 1]: -1 (off the mask) and 0 stay 0
-        lookup[2:][keep[1:]] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+        ids = kept_cells(area, params.min_area / params.scale**2)
+        lookup = np.concatenate([np.zeros(1, np.int32), ids])  # lookup[label + 1]: -1 (off the mask) and 0 stay 0
         own = np.empty_like(framed)
         run_parallel([partial(self.jit.renumber, framed, lookup, own, top, bottom)
                       for top, bottom in row_bands(framed.shape[0])])
-        return m8, own, int(keep.sum()), params.scale > 1
+        return m8, own, int(ids.max()), params.scale > 1
 
     def _measure(self, m8: np.ndarray, own: np.ndarray, cells: int, grow: bool,
                  gray: np.ndarray | None, pattern_map: np.ndarray | None,

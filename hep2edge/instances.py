@@ -205,12 +205,16 @@ def _dilate_labels(labels: np.ndarray) -> np.ndarray:
 
 def _drop_small(labels: np.ndarray, min_area: float) -> np.ndarray:
     """Cells of >= min_area px, renumbered 1..n in the order of their old ids."""
-    area = np.bincount(labels.ravel())
+    return np.take(kept_cells(np.bincount(labels.ravel()), min_area), labels)
+
+
+def kept_cells(area: np.ndarray, min_area: float) -> np.ndarray:
+    """(len(area),) int32 new id per old id 0..: ids with >= min_area px (never 0) numbered 1..n in order, else 0."""
     keep = area >= min_area
     keep[0] = False
     ids = np.zeros(len(area), np.int32)
     ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return np.take(ids, labels)
+    return ids
 
 
 def _relief(d8: np.ndarray, m8: np.ndarray) -> np.ndarray:

@@ -26,8 +26,6 @@ from typing import Any
 from benchlib import devices
 from benchlib.accuracy import (
     LEVELS,
-    POOLINGS,
-    agreement,
     backend_outputs,
     changes,
     field_backend_outputs,
@@ -39,6 +37,8 @@ from benchlib.cli import parse, say, work_folder
 from benchlib.models import ModelSet, export_set
 from benchlib.results import RESULTS, command_line, publish_section
 from benchlib.tables import fmt, markdown_table
+
+from hep2edge.export.field_check import POOLINGS, agreement
 
 QUICK = {"patients": 7, "images_per_patient": 2, "size": "128x128", "tile": 64, "epochs": 1, "test_patients": 7,
          "test_images_per_patient": 1, "encoder": "resnet18", "decoder_channels": "32,16,16,8,8", "calib_images": 8,
@@ -173,7 +173,8 @@ def field_rows(choice: Choice, tiles: Any, contract: Any, tile_outputs: dict[str
                      "ms_per_tile": per_tile, "metrics": metrics, "change": changes(metrics, reference),
                      "max_abs_diff": output_differences(tile_outputs, outputs), "inference": "field",
                      "pooling": pooling,
-                     "vs_tiles": agreement(outputs, tile_outputs, tiles, contract.mask_threshold)})
+                     "vs_tiles": agreement(outputs, tile_outputs, tiles.valid, tiles.image_ids,
+                                           contract.mask_threshold)})
     return rows
 
 

@@ -95,6 +95,11 @@ class Limits:
     aji_drop: float = 0.02  # per-cell AJI and pattern-map mIoU: only for a model with dense heads
     miou_drop: float = 0.02
 
+    def task_drops(self) -> dict[str, float]:
+        """The largest drop allowed per patch-level task metric (Dice, pattern and intensity accuracy)."""
+        accuracy = self.accuracy_drop
+        return {"dice": self.dice_drop, "pattern_accuracy": accuracy, "intensity_accuracy": accuracy}
+
 
 @dataclass(frozen=True)
 class ExportConfig:
@@ -113,6 +118,7 @@ class ExportConfig:
     workspace_gib: float = 4.0
     opset: int = 17
     simplify: bool = True
+    field_check: bool = True  # score the fp32 file in whole-field mode against its tiles (export/field_check.py)
     verify_batch: int = 8
 
     def __post_init__(self) -> None:

@@ -101,6 +101,8 @@ OPTIONS: dict[str, ExportOption] = {
     "opset": ExportOption("--opset", int, "ONNX opset (17 or newer).", "opset"),
     "simplify": ExportOption("--simplify/--no-simplify", bool, "Simplify with onnxslim when outputs still match.",
                              "simplify"),
+    "field_check": ExportOption("--field-check/--no-field-check", bool, "Score the fp32 file in whole-field mode "
+                                "(--inference field) against its tiles on the held-out images.", "field_check"),
     "max_dice_drop": ExportOption("--max-dice-drop", float, "Fail when a precision loses more Dice.",
                                   "limits.dice_drop"),
     "max_accuracy_drop": ExportOption("--max-accuracy-drop", float, "Fail when a precision loses more pattern or "

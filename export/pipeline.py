@@ -19,10 +19,11 @@ from hep2edge.contract import file_sha256
 from hep2edge.errors import ConfigError, MissingExtraError
 from hep2edge.export.checkpoint_select import SelectedCheckpoint, select_checkpoint
 from hep2edge.export.config import ExportConfig
+from hep2edge.export.field_check import FieldCheck, check_onnx_field
 from hep2edge.export.onnx_contract import attach_contract
 from hep2edge.export.onnx_graph import check_graph, export_checked_fp32, save_model_atomic
 from hep2edge.export.precisions import PRECISIONS, ConversionInputs
-from hep2edge.export.report import ExportReport, PrecisionResult, write_report
+from hep2edge.export.report import ExportReport, PrecisionResult, field_check_line, write_report
 from hep2edge.export.tensorrt.engines import engines_for
 from hep2edge.export.tiles import (
     TRAIN_KEYS,
@@ -107,8 +108,9 @@ def _write_precision(name: str, out_dir: Path, loaded: LoadedCheckpoint, inputs:
 
 
 def _convert_and_verify(name: str, out_dir: Path, prepared: Prepared, inputs: ConversionInputs,
-                        reference: Reference, config: ExportConfig) -> PrecisionResult:
-    """One precision's file and its figures; a conversion failure is recorded, not raised."""
+                        reference: Reference, config: ExportConfig) -> tuple[PrecisionResult, Outputs | None]:
+    """One precision's file, its figures and its ONNX Runtime outputs; a conversion failure is recorded (no
+    outputs), not raised."""
     try:
         result = _write_precision(name, out_dir, prepared.loaded, inputs)
     except ModuleNotFoundError as exc:
@@ -118,16 +120,25 @@ def _convert_and_verify(name: str, out_dir: Path, prepared: Prepared, inputs: Co
     except Exception as exc:  # one precision failing must not stop the others
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         log.debug("conversion to %s failed", name, exc_info=True)
-        return PrecisionResult(precision=name, error=f"conversion failed: {exc.__class__.__name__}: {first}")
+        return PrecisionResult(precision=name, error=f"conversion failed: {exc.__class__.__name__}: {first}"), None
     path = out_dir / str(result.file)
     result.sha256 = file_sha256(path)
-    _verify(result, onnx_outputs(path, prepared.tiles.images, config.verify_batch), prepared, reference, config)
+    outputs = onnx_outputs(path, prepared.tiles.images, config.verify_batch)
+    _verify(result, outputs, prepared, reference, config)
     if openvino_available():  # the file is judged as each installed runtime will run it
         under = PrecisionResult(precision=name, file=result.file, runtime="openvino")
         _verify(under, openvino_outputs(path, prepared.tiles.images, config.verify_batch), prepared, reference,
                 config)
         result.add_runtime(under)
-    return result
+    return result, outputs
+
+
+def _field_check(path: Path, tile_out: Outputs, prepared: Prepared, config: ExportConfig, say: Say) -> FieldCheck:
+    """The fp32 file in whole-field mode against its tile mode; one line says whether the model may use it."""
+    say("fp32: whole field (--inference field) against tiles on the held-out images (ONNX Runtime)")
+    check = check_onnx_field(path, tile_out, prepared.tiles, prepared.loaded.contract, config.limits)
+    say(field_check_line(check))
+    return check
 
 
 def _verify(result: PrecisionResult, outputs: Outputs, prepared: Prepared, reference: Reference,
@@ -221,7 +232,9 @@ def run_export(config: ExportConfig, reporter: Reporter = SILENT) -> ExportRepor
     for name in config.precisions:
         also = " and OpenVINO" if openvino_available() else ""
         say(f"{name}: converting and verifying under ONNX Runtime{also} (CPU)")
-        report.precisions[name] = _convert_and_verify(name, out_dir, prepared, inputs, reference, config)
+        report.precisions[name], outputs = _convert_and_verify(name, out_dir, prepared, inputs, reference, config)
+        if name == "fp32" and outputs is not None and config.field_check:
+            report.whole_field = _field_check(fp32_path, outputs, prepared, config, say).to_dict()
     report.tensorrt = engines_for(config, out_dir, loaded.contract, say)
     write_report(report, out_dir)
     return report

@@ -15,9 +15,8 @@ from typing import Any
 from hep2edge.atomic import atomic_write_json, atomic_write_text
 from hep2edge.export.config import Limits
 from hep2edge.export.verify import CELL_METRICS, TASK_METRICS, OutputDiff
+from hep2edge.workspace import EXPORT_REPORT_JSON, EXPORT_REPORT_MD
 
-REPORT_JSON = "export_report.json"
-REPORT_MD = "export_report.md"
 CELL_LABELS = {"aji": "AJI", "pq": "PQ", "f1": "cell F1", "miou": "mIoU"}
 
 
@@ -74,8 +73,7 @@ class PrecisionResult:
             self.failures.append(
                 f"fp32 parity off: relative error {self.rel_error:.2e} > {limits.fp32_rel_error:g}"
             )
-        allowed = {"dice": limits.dice_drop, "pattern_accuracy": limits.accuracy_drop,
-                   "intensity_accuracy": limits.accuracy_drop}
+        allowed = limits.task_drops()
         allowed |= {name: limit for name, limit in (("aji", limits.aji_drop), ("miou", limits.miou_drop))
                     if name in self.cells}
         for name, limit in allowed.items():
@@ -107,6 +105,7 @@ class ExportReport:
     precisions: dict[str, PrecisionResult] = field(default_factory=dict)
     simplification: str = ""
     tensorrt: dict[str, Any] = field(default_factory=dict)
+    whole_field: dict[str, Any] = field(default_factory=dict)  # export/field_check.FieldCheck.to_dict(); {}: not run
     machine: dict[str, str] = field(default_factory=lambda: {
         "host": platform.node(), "cpu": platform.processor() or platform.machine(), "python": platform.python_version()
     })
@@ -207,6 +206,8 @@ def to_markdown(report: ExportReport) -> str:
             lines.append(f"  - notes: {', '.join(f'{k}={v}' for k, v in r.notes.items())}")
     if report.failures():
         lines += ["", "## Failures", ""] + [f"- {f}" for f in report.failures()]
+    if report.whole_field:
+        lines += ["", "## Whole field (`--inference field`)", "", *_whole_field_lines(report.whole_field)]
     if report.tensorrt:
         lines += ["", "## TensorRT", "", f"- {report.tensorrt.get('status', '')}"]
         lines += [f"- `{cmd}`" for cmd in report.tensorrt.get("trtexec", [])]
@@ -214,8 +215,33 @@ def to_markdown(report: ExportReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def field_check_line(check: Any) -> str:
+    """One line on a FieldCheck (or its dict): whether this model may analyse whole fields, and why."""
+    data = check if isinstance(check, dict) else check.to_dict()
+    if data["skipped"]:
+        return f"whole field not checked: {data['skipped']}"
+    shared = (f"mask Dice {_fmt(data['mask_dice_vs_tiles'], 3)} against tiles, image patterns agree on "
+              f"{100 * data['pattern_agreement']:.0f} % of {data['images']} images")
+    if data["within_limits"]:
+        return f"whole field within the verification limits ({shared}): --inference field may be used"
+    return (f"whole field outside the verification limits ({'; '.join(data['failures'])}; {shared}): "
+            "keep --inference tiles (the default) for this model")
+
+
+def _whole_field_lines(data: dict[str, Any]) -> list[str]:
+    """The whole-field section: the verdict line, then tiles against whole field per task metric."""
+    lines = [f"- {field_check_line(data)}", f"- runtime: {data['runtime']}, fp32 file, patch level against the truth"]
+    if data["skipped"]:
+        return lines
+    lines += ["", "| metric | tiles | whole field | Δ |", "|---|---|---|---|"]
+    tiles, whole = data["tile_metrics"], data["field_metrics"]
+    lines += [f"| {m} | {_fmt(tiles[m])} | {_fmt(whole[m])} | {_fmt(whole[m] - tiles[m], signed=True)} |"
+              for m in TASK_METRICS]
+    return lines
+
+
 def write_report(report: ExportReport, out_dir: Path) -> tuple[Path, Path]:
-    json_path, md_path = Path(out_dir) / REPORT_JSON, Path(out_dir) / REPORT_MD
+    json_path, md_path = Path(out_dir) / EXPORT_REPORT_JSON, Path(out_dir) / EXPORT_REPORT_MD
     atomic_write_json(json_path, report.to_dict())
     atomic_write_text(md_path, to_markdown(report))
     return json_path, md_path

@@ -16,6 +16,8 @@ from hep2edge.errors import ConfigError
 CONFIG_FILE = "hep2edge.yaml"
 RUNS_DIR = "runs"
 RESOLVED_CONFIG = "config.yaml"
+EXPORT_REPORT_JSON = "export_report.json"  # beside the exported models; the runtime reads its whole-field verdict
+EXPORT_REPORT_MD = "export_report.md"
 
 
 def load_defaults(path: Path | None = None) -> dict[str, dict[str, Any]]:

@@ -7,7 +7,9 @@ would use, then activated; pooling is linear, so that is the head applied to fea
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +20,7 @@ from hep2edge.runtime.cells import to_u8
 from hep2edge.runtime.results import TileOutputs
 from hep2edge.runtime.settings import INFERENCE_MODES, check_choice
 from hep2edge.tiling import TileGrid
+from hep2edge.workspace import EXPORT_REPORT_JSON
 
 MAX_FIELD_PIXELS = 4096 * 4096  # padded pixels of one whole-field pass; larger fields run in tiles
 
@@ -32,6 +35,23 @@ def check_inference_mode(mode: str, contract: ModelContract, source: str) -> Non
         raise ConfigError(f"`inference` field: {source} normalises each tile by its own range "
                           f"({contract.normalization.mode}), which a whole field cannot reproduce; "
                           "use `inference` tiles")
+
+
+def export_field_warning(mode: str, model: Path) -> str | None:
+    """A line to show when `field` is asked of a model whose export found whole fields outside its verification
+    limits (the `whole_field` section of the export report beside it), else None."""
+    report = model.parent / EXPORT_REPORT_JSON
+    if mode != "field" or not report.is_file():
+        return None
+    try:
+        verdict = json.loads(report.read_text()).get("whole_field") or {}
+    except (OSError, ValueError, AttributeError):
+        return None  # an unreadable report says nothing about the model
+    if verdict.get("within_limits", True) or verdict.get("skipped"):
+        return None
+    failures = "; ".join(map(str, verdict.get("failures", [])))
+    return (f"warning: {model.name}'s export found whole fields outside its verification limits ({failures}; "
+            f"{report}); tile mode is the verified one")
 
 
 def field_shape(height: int, width: int, stride: int) -> tuple[int, int]:

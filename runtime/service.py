@@ -24,7 +24,7 @@ from hep2edge.runtime.backends import create_backend
 from hep2edge.runtime.backends.base import Backend
 from hep2edge.runtime.cells import cell_method
 from hep2edge.runtime.executors import Executor, make_executor
-from hep2edge.runtime.field import check_inference_mode
+from hep2edge.runtime.field import check_inference_mode, export_field_warning
 from hep2edge.runtime.journal import Journal
 from hep2edge.runtime.pipeline import Pipeline
 from hep2edge.runtime.preprocess import check_contract_channels, check_tile_overlap
@@ -127,6 +127,9 @@ def run_service(config: RunConfig, make_source: Callable[[Journal], Source],
     with backend:
         check_contract_channels(backend.contract)
         check_inference_mode(config.inference, backend.contract, str(config.model))
+        warning = export_field_warning(config.inference, Path(config.model))
+        if warning:
+            reporter.say(warning)
         check_tile_overlap(config.stage.tile_overlap, backend.contract)
         cell_method(config.stage.cells, backend.contract, str(config.model))
         CHANNEL_POLICIES.get(config.channel_policy(backend.contract))

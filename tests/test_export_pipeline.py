@@ -96,6 +96,32 @@ def test_report_has_diffs_and_task_metrics_per_precision(exported: tuple[Path, A
     assert "trtexec --onnx=model.fp16.onnx --stronglyTyped" in json.dumps(data["tensorrt"])
 
 
+def test_report_scores_the_fp32_file_in_whole_field_mode(exported: tuple[Path, Any]) -> None:
+    out, report = exported
+    field = json.loads((out / "export_report.json").read_text())["whole_field"]
+    assert field == report.whole_field and field["runtime"] == "onnxruntime" and not field["skipped"]
+    assert field["images"] == 3 and 0.0 <= field["mask_dice_vs_tiles"] <= 1.0
+    assert field["pattern_agreement"] in (0.0, 1 / 3, 2 / 3, 1.0)
+    assert set(field["tile_metrics"]) == set(field["field_metrics"]) == {"dice", "pattern_accuracy",
+                                                                         "intensity_accuracy"}
+    # tile mode of the same file is what verification scored for fp32
+    assert field["tile_metrics"]["dice"] == pytest.approx(report.precisions["fp32"].dice, abs=1e-9)
+    assert field["within_limits"] is (not field["failures"])
+    md = (out / "export_report.md").read_text()
+    assert "## Whole field (`--inference field`)" in md and "| dice |" in md
+
+
+def test_no_field_check_leaves_the_whole_field_section_out(data_checkpoint: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "tiles-only"
+    code = run_cli(["export", str(data_checkpoint), "--out", str(out), "--val-images", "1", "--no-field-check"],
+                   monkeypatch)
+    assert code == 0
+    assert json.loads((out / "export_report.json").read_text())["whole_field"] == {}
+    assert "Whole field" not in (out / "export_report.md").read_text()
+    assert "field_check: false" in (out / "config.yaml").read_text()
+
+
 def test_limits_exceeded_exit_nonzero_keeping_files(
     data_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,7 @@ from hep2edge.export.onnx_contract import attach_contract, read_contract
 from hep2edge.normalization import NormalizationSpec
 from hep2edge.runtime.field import (
     check_inference_mode,
+    export_field_warning,
     field_input,
     field_outputs,
     field_problem,
@@ -26,6 +28,7 @@ from hep2edge.runtime.field import (
 )
 from hep2edge.runtime.preprocess import frame_to_batch
 from hep2edge.tiling import tile_grid
+from hep2edge.workspace import EXPORT_REPORT_JSON
 
 CONTRACT = ModelContract(tile=64).with_field_outputs()
 
@@ -117,6 +120,48 @@ def test_analyze_in_field_mode_writes_whole_masks_and_per_tile_evidence(tiny_onn
         assert doc["foreground_fraction"] == pytest.approx(np.count_nonzero(mask) / mask.size, abs=1e-6)
     config = (tmp_path / "field" / "config.yaml").read_text()
     assert "inference: field" in config
+
+
+def test_a_field_of_one_tile_gives_exactly_the_tile_result(tiny_onnx: Path, tmp_path: Path) -> None:
+    """One 64 px tile is one network pass either way: the same mask, and the pooled logit maps are the heads."""
+    images = write_pngs(tmp_path / "in", 3, shape=(64, 64), seed=5)
+    field = _analyze(tiny_onnx, images, tmp_path / "field", "--inference", "field")
+    tiles = _analyze(tiny_onnx, images, tmp_path / "tiles")
+    for image in images:
+        by_field, by_tiles = field[image.stem], tiles[image.stem]
+        assert by_field["model"]["inference"] == "field"  # type: ignore[index]
+        masks = [cv2.imread(str(tmp_path / mode / f"{image.stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+                 for mode in ("field", "tiles")]
+        assert np.count_nonzero(masks[0] != masks[1]) <= 2, "only pixels at the threshold may differ"
+        (one_field,), (one_tile,) = by_field["tiles"], by_tiles["tiles"]  # type: ignore[misc]
+        assert one_field["pattern"] == one_tile["pattern"]
+        for key in ("pattern_probability", "intensity_positive_probability"):
+            assert one_field[key] == pytest.approx(one_tile[key], abs=1e-4), key
+        for key in ("pattern", "intensity"):
+            field_probs, tile_probs = by_field[key], by_tiles[key]
+            assert field_probs["probability"] == pytest.approx(tile_probs["probability"], abs=1e-4)  # type: ignore[index]
+
+
+def test_field_mode_warns_when_the_export_found_whole_fields_outside_its_limits(tiny_onnx: Path,
+                                                                                tmp_path: Path) -> None:
+    model = tmp_path / "export" / "model.onnx"
+    model.parent.mkdir()
+    shutil.copy(tiny_onnx, model)
+    verdict = {"skipped": "", "within_limits": False, "failures": ["dice drops by 0.0109 > 0.01 against tiles"]}
+    (model.parent / EXPORT_REPORT_JSON).write_text(json.dumps({"whole_field": verdict}))
+    images = write_pngs(tmp_path / "in", 1, shape=(70, 80))
+    runs = {mode: hep2edge("analyze", str(images[0]), "--model", str(model), "--out", str(tmp_path / mode),
+                           "--backend", "onnxruntime", "--inference", mode, cwd=tmp_path)
+            for mode in ("field", "tiles")}
+    assert runs["field"].returncode == runs["tiles"].returncode == 0
+    said = runs["field"].stdout + runs["field"].stderr
+    assert "outside its verification limits (dice drops by 0.0109 > 0.01 against tiles;" in said
+    assert "verification limits" not in runs["tiles"].stdout + runs["tiles"].stderr
+    assert export_field_warning("field", model) is not None
+    (model.parent / EXPORT_REPORT_JSON).write_text(json.dumps({"whole_field": verdict | {"within_limits": True}}))
+    assert export_field_warning("field", model) is None
+    (model.parent / EXPORT_REPORT_JSON).write_text("{not json")
+    assert export_field_warning("field", model) is None  # an unreadable report says nothing
 
 
 def test_a_field_smaller_than_a_tile_runs_in_tiles_beside_whole_fields(tiny_onnx: Path, tmp_path: Path) -> None:

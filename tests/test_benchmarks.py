@@ -203,6 +203,24 @@ def test_bench_backends_end_to_end(models_dir: Path, tmp_path: Path) -> None:
     assert speedup["baseline"] == "onnxruntime fp32 tiles" and speedup["speedup"] >= 1.0  # the baseline is a candidate
 
 
+def test_bench_openvino_layers_sums_each_kernel_of_a_whole_field_pass(models_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    import bench_openvino_layers
+
+    out = tmp_path / "results"
+    code = bench_openvino_layers.main(["--quick", "--models", str(models_dir), "--out", str(out), "--size",
+                                       "100x130", "--precisions", "fp32,int8", "--repeats", "1"])
+    assert code == 0
+    section = _read_day(out)["sections"]["openvino-layers"]
+    assert section["field"] == [128, 160]  # padded to multiples of 32
+    fp32 = section["files"]["fp32"]
+    assert fp32["file"] == "model.onnx" and fp32["wall_ms"] > 0
+    assert any(row["layer"] == "Convolution" and row["count"] > 0 for row in fp32["rows"])
+    assert [r["ms"] for r in fp32["rows"]] == sorted((r["ms"] for r in fp32["rows"]), reverse=True)
+    assert "skipped" in section["files"]["int8"]  # the folder holds no int8 file: said, not invented
+    assert "Convolution" in section["markdown"]
+
+
 def test_bench_preprocess_records_why_cuda_was_not_measured(tmp_path: Path) -> None:
     import bench_preprocess
     from benchlib import devices

@@ -70,6 +70,14 @@ def split_outputs(outputs: dict[str, np.ndarray], mask: np.ndarray, chunks: list
     return parts
 
 
+def join_outputs(parts: list[TileOutputs]) -> TileOutputs:
+    """Consecutive tile ranges of one frame (run in several batches) as one frame's outputs."""
+    dense = {name: np.concatenate([part.dense[name] for part in parts]) for name in parts[0].dense}
+    masks = [part.mask for part in parts if part.mask is not None]
+    return TileOutputs(mask=np.concatenate(masks), pattern=np.concatenate([part.pattern for part in parts]),
+                       intensity=np.concatenate([part.intensity for part in parts]), dense=dense)
+
+
 class HostExecutor:
     """Any backend; numpy preprocessing (done earlier, on the reader threads) and host threshold."""
 
@@ -159,36 +167,38 @@ class CudaExecutor:
             self.pre.close()
 
 
-def _torch_executor(backend: Backend, preprocess: str) -> Executor:
-    """A checkpoint on a GPU preprocesses there (auto, cuda); on the CPU, on the reader threads."""
+def _torch_executor(backend: Backend, preprocess: str, inference: str) -> Executor:
+    """A checkpoint on a GPU preprocesses there (auto, cuda), tiles or whole fields; on the CPU, on the readers."""
     from hep2edge.errors import ConfigError
 
     on_gpu = backend.device_name().startswith("cuda")
     if preprocess == "host" or (preprocess == "auto" and not on_gpu):
-        return HostExecutor(backend)
+        return FieldExecutor(backend) if inference == "field" else HostExecutor(backend)
     if not on_gpu:
         raise ConfigError(f"`preprocess` cuda needs a GPU; the torch backend runs on {backend.device_name()}")
-    from hep2edge.runtime.backends.torch_backend_executor import TorchDeviceExecutor
+    from hep2edge.runtime.backends.torch_backend_executor import TorchDeviceExecutor, TorchFieldExecutor
 
-    return TorchDeviceExecutor(backend)  # type: ignore[arg-type]
+    executor = TorchFieldExecutor if inference == "field" else TorchDeviceExecutor
+    return executor(backend)  # type: ignore[arg-type]
 
 
 def make_executor(backend: Backend, preprocess: str, inference: str = "tiles") -> Executor:
     """`preprocess`: host | cuda | auto (on the GPU with TensorRT + pycuda, or with torch on a GPU);
-    `inference`: tiles | field (whole-field passes, host preprocessing)."""
+    `inference`: tiles | field (whole-field passes, preprocessed on the host, or on the GPU by torch)."""
     from hep2edge.errors import ConfigError
 
     check_choice("preprocess", preprocess, PREPROCESS_MODES)
     check_inference_mode(inference, backend.contract, str(backend.config.model))
+    if backend.name == "torch":
+        return _torch_executor(backend, preprocess, inference)
     if inference == "field":
         if preprocess == "cuda":
-            raise ConfigError("`inference` field preprocesses on the host; use `preprocess` host or auto")
+            raise ConfigError(f"`inference` field: the {backend.name} backend preprocesses whole fields on the host "
+                              "(the torch backend does it on the GPU); use `preprocess` host or auto")
         if backend.largest_field == (0, 0):
             raise ConfigError(f"`inference` field: {backend.config.model} was built without a whole-field profile; "
                               "rebuild it with `hep2edge build-engine --field-size HxW` or use `inference` tiles")
         return FieldExecutor(backend)
-    if backend.name == "torch":
-        return _torch_executor(backend, preprocess)
     if preprocess == "host" or (preprocess == "auto" and backend.name != "tensorrt"):
         return HostExecutor(backend)
     if backend.name != "tensorrt":

@@ -109,12 +109,19 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 
 def field_outputs(outputs: dict[str, np.ndarray], grid: TileGrid, contract: ModelContract) -> TileOutputs:
     """A whole-field pass ((1,1,Hp,Wp) mask probabilities, (1,K,h,w) logit maps) -> per-tile evidence + the mask."""
-    stride = contract.field_stride
-    pattern = softmax(pool_tiles(outputs["pattern_logits"][0].astype(np.float64), grid, stride))
-    intensity = sigmoid(pool_tiles(outputs["intensity_logits"][0].astype(np.float64), grid, stride))[:, 0]
     probabilities = np.asarray(outputs["mask"][0, 0, : grid.height, : grid.width], dtype=np.float32)
     mask = (probabilities > np.float32(contract.mask_threshold)).astype(np.uint8)
     dense = {name: to_u8(outputs[name][0, :, : grid.height, : grid.width]) for name in contract.cell_outputs}
+    return pooled_outputs(outputs, grid, contract, mask, dense)
+
+
+def pooled_outputs(outputs: dict[str, np.ndarray], grid: TileGrid, contract: ModelContract, mask: np.ndarray,
+                   dense: dict[str, np.ndarray]) -> TileOutputs:
+    """Per-tile pattern / intensity pooled from the (1,K,h,w) logit maps, beside the (H, W) uint8 0/1 mask and
+    the uint8 dense maps, made wherever the pass ran (host or device)."""
+    stride = contract.field_stride
+    pattern = softmax(pool_tiles(outputs["pattern_logits"][0].astype(np.float64), grid, stride))
+    intensity = sigmoid(pool_tiles(outputs["intensity_logits"][0].astype(np.float64), grid, stride))[:, 0]
     return TileOutputs(mask=None, pattern=pattern.astype(np.float32), intensity=intensity.astype(np.float32),
                        field_mask=mask, dense=dense)
 

@@ -175,7 +175,7 @@ class Reader:
         if self.inference == "field":
             problem = field_problem(grid.height, grid.width, self.contract, self.largest_field)
             if problem is None:
-                return field_input(gray, self.contract), grid, True
+                return (field_input(gray, self.contract) if self.tiles_on_host else None), grid, True
             log.warning("%s: %s; analysed in tiles", item.key, problem)
         if self.tiles_on_host:
             return frame_to_batch(gray, self.contract, self.config.tile_overlap)[0], grid, False

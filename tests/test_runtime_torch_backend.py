@@ -260,3 +260,132 @@ def test_device_path_through_the_whole_pipeline(tiny_checkpoint: Path, tmp_path:
         assert on_device[stem]["probabilities"] == pytest.approx(pattern["probabilities"], abs=1e-5)
     for path in (tmp_path / "host").glob("*_mask.png"):
         assert path.read_bytes() == (tmp_path / "device" / path.name).read_bytes()
+
+
+# --- whole fields on the device: the raw frame goes up, padded and normalised there ------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_device_field_input_is_bit_identical_to_numpy(dtype: type, device: str) -> None:
+    from hep2edge.contract import ModelContract
+    from hep2edge.normalization import NormalizationSpec, dtype_scale
+    from hep2edge.runtime.backends.torch_backend_executor import TorchTiler
+    from hep2edge.runtime.field import field_input
+
+    spec = NormalizationSpec("fixed", mean=0.2, std=0.7)
+    contract = ModelContract(tile=TILE, normalization=spec).with_field_outputs()
+    tiler = TorchTiler(contract, _device(device))
+    for gray in _frames(dtype):
+        got = tiler.field(tiler.upload(gray), *gray.shape, dtype_scale(gray.dtype))
+        np.testing.assert_array_equal(got.cpu().numpy(), field_input(gray, contract))  # the pad too: -mean/std
+
+
+def test_device_field_input_refuses_per_tile_normalisation() -> None:
+    from hep2edge.contract import ModelContract
+    from hep2edge.normalization import NormalizationSpec
+    from hep2edge.runtime.backends.torch_backend_executor import TorchTiler
+
+    tiler = TorchTiler(ModelContract(tile=TILE, normalization=NormalizationSpec("minmax")), torch.device("cpu"))
+    with pytest.raises(ValueError, match="needs fixed normalisation"):
+        tiler.field(tiler.upload(np.zeros((TILE, TILE), np.uint8)), TILE, TILE, 255.0)
+
+
+def _field_chunks(contract: Any, frames: list[np.ndarray], host: bool) -> list[Any]:
+    """One chunk per frame, as the readers make them in field mode (a frame smaller than a tile stays in tiles)."""
+    from hep2edge.runtime.executors import Chunk
+    from hep2edge.runtime.field import field_input, field_problem
+    from hep2edge.runtime.preprocess import frame_to_batch
+
+    chunks = []
+    for key, gray in enumerate(frames):
+        tiles, grid = frame_to_batch(gray, contract)
+        whole = field_problem(*gray.shape, contract) is None
+        data = (field_input(gray, contract) if whole else tiles) if host else None
+        chunks.append(Chunk(key, gray, grid, 0, len(grid), data, whole))
+    return chunks
+
+
+def _device_field_matches_host(checkpoint: Path, device: str) -> None:
+    from hep2edge.runtime.backends.torch_backend_executor import TorchFieldExecutor
+    from hep2edge.runtime.executors import FieldExecutor
+
+    rng = np.random.default_rng(6)
+    frames = [rng.integers(0, 255, shape, dtype=np.uint8) for shape in ((100, 150), (40, 300), (130, 90))]
+    with TorchBackend(BackendConfig(checkpoint, 2, device)) as backend:  # the (40, 300) frame: 5 tiles, 3 batches
+        chunks = _field_chunks(backend.contract, frames, host=True)
+        want = FieldExecutor(backend).run(chunks)
+        got = TorchFieldExecutor(backend).run(_field_chunks(backend.contract, frames, host=False))
+    assert [c.field for c in chunks] == [True, False, True]
+    for g, w in zip(got, want):
+        for name in ("mask", "field_mask"):
+            mine, theirs = getattr(g, name), getattr(w, name)
+            assert (mine is None) == (theirs is None)
+            if mine is not None:
+                assert mine.dtype == np.uint8 and mine.shape == theirs.shape
+                assert np.mean(mine != theirs) < 1e-4  # only ties at the threshold may differ
+        np.testing.assert_allclose(g.pattern, w.pattern, atol=1e-5)
+        np.testing.assert_allclose(g.intensity, w.intensity, atol=1e-5)
+        assert g.dense.keys() == w.dense.keys()
+        for name in g.dense:
+            assert np.abs(g.dense[name].astype(int) - w.dense[name]).max() <= 1
+
+
+def test_device_field_executor_matches_the_host_path_on_the_cpu(tiny_checkpoint: Path) -> None:
+    _device_field_matches_host(tiny_checkpoint, "cpu")
+
+
+@pytest.mark.gpu
+def test_device_field_executor_matches_the_host_path_on_the_gpu(tiny_checkpoint: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    _device_field_matches_host(tiny_checkpoint, "cuda")
+
+
+def test_executor_choice_for_whole_fields(tiny_checkpoint: Path, tiny_onnx: Path) -> None:
+    from hep2edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from hep2edge.runtime.executors import FieldExecutor, make_executor
+
+    with TorchBackend(BackendConfig(tiny_checkpoint, 4, "cpu")) as backend:
+        assert isinstance(make_executor(backend, "auto", "field"), FieldExecutor)  # CPU: the readers pad fields
+        with pytest.raises(ConfigError, match="`preprocess` cuda needs a GPU"):
+            make_executor(backend, "cuda", "field")
+    with OnnxRuntimeBackend(BackendConfig(tiny_onnx, 4, "cpu")) as onnx_backend, \
+            pytest.raises(ConfigError, match="onnxruntime backend preprocesses whole fields on the host"):
+        make_executor(onnx_backend, "cuda", "field")
+
+
+def test_device_field_path_through_the_whole_pipeline(tiny_checkpoint: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers hand on whole frames without a host field input, and results match the host field path (on the CPU
+    here, with the executor a GPU run chooses; make_executor picks it only on a GPU)."""
+    import io
+
+    from rich.console import Console
+
+    from hep2edge.cli.reporter import RichReporter
+    from hep2edge.runtime import service
+    from hep2edge.runtime.backends.torch_backend_executor import TorchFieldExecutor
+    from hep2edge.runtime.settings import RunConfig
+    from hep2edge.runtime.sources.files import FileListSource
+
+    def analyse(out: Path) -> dict[str, Any]:
+        out.mkdir()
+        config = RunConfig(command="analyze", out=out, model=tiny_checkpoint, backend="torch", device="cpu",
+                           inference="field")
+        summary = service.run_service(config, lambda journal: FileListSource(inputs),
+                                      RichReporter(Console(file=io.StringIO())))
+        assert summary.processed == len(inputs) and not summary.failed
+        check_exactly_once(out, inputs)
+        docs = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+        assert {doc["model"]["inference"] for doc in docs.values()} == {"field"}
+        return {stem: doc["pattern"] for stem, doc in docs.items()}
+
+    inputs = write_pngs(tmp_path / "in", 3, shape=(100, 150))
+    on_host = analyse(tmp_path / "host")
+    monkeypatch.setattr(service, "make_executor", lambda backend, *_: TorchFieldExecutor(backend))
+    on_device = analyse(tmp_path / "device")
+    assert on_device.keys() == on_host.keys()
+    for stem, pattern in on_host.items():
+        assert on_device[stem]["top"] == pattern["top"]
+        assert on_device[stem]["probabilities"] == pytest.approx(pattern["probabilities"], abs=1e-5)

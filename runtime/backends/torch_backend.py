@@ -203,13 +203,19 @@ class TorchBackend(Backend):
         return {name: np.array(self._host[name][:n].numpy()) for name in self.tile_outputs}
 
     @torch.inference_mode()
-    def _infer_field(self, field: np.ndarray) -> dict[str, np.ndarray]:
-        """One whole field, eagerly (no CUDA graph: field sizes vary): mask probability and the heads' maps."""
-        assert self._model is not None
+    def infer_field_tensor(self, field: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(1, C, Hp, Wp) float32 on this device -> the mask probability and the heads' maps there, float32.
+
+        Eager (no CUDA graph: field sizes vary)."""
+        assert self._model is not None, "activate() first"
         memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
-        batch = torch.from_numpy(field).to(self._device, DTYPES[self.options.precision])
-        out = self._model(batch.contiguous(memory_format=memory_format), maps=True)
-        return {name: activate(name, out[name].float()).cpu().numpy() for name in self.field_outputs}
+        batch = field.to(self._device, DTYPES[self.options.precision]).contiguous(memory_format=memory_format)
+        out = self._model(batch, maps=True)
+        return {name: activate(name, out[name].float()) for name in self.field_outputs}
+
+    def _infer_field(self, field: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.infer_field_tensor(torch.from_numpy(field))
+        return {name: value.cpu().numpy() for name, value in outputs.items()}
 
     def _release(self) -> None:
         self._model = None

@@ -18,7 +18,8 @@ from hep2edge.contract import ModelContract
 from hep2edge.normalization import dtype_scale
 from hep2edge.runtime.backends.base import check_output_shapes
 from hep2edge.runtime.backends.torch_backend import TorchBackend
-from hep2edge.runtime.executors import Chunk, split_outputs
+from hep2edge.runtime.executors import Chunk, join_outputs, split_outputs
+from hep2edge.runtime.field import field_shape, pooled_outputs
 from hep2edge.runtime.results import TileOutputs
 from hep2edge.tiling import TileGrid
 
@@ -91,6 +92,19 @@ class TorchTiler:
             x = (x - self._mean) / self._std
         return x[:, None]
 
+    def field(self, frame: torch.Tensor, height: int, width: int, scale: float) -> torch.Tensor:
+        """An uploaded (H, W) frame -> (1, 1, Hp, Wp) float32: zero-padded to multiples of the field stride, then
+        normalised as a whole (the twin of runtime.field.field_input; `fixed` normalisation only)."""
+        spec = self.contract.normalization
+        if spec.mode != "fixed":
+            raise ValueError(f"whole-field input needs fixed normalisation, the contract has {spec.mode}")
+        padded = frame.new_zeros(field_shape(height, width, self.contract.field_stride))
+        padded[:height, :width] = frame[:height, :width]
+        x = padded.to(torch.float32) * _f32(1.0 / scale)
+        if spec.mean != 0.0 or spec.std != 1.0:
+            x = (x - self._mean) / self._std
+        return x[None, None]
+
     def clear(self) -> None:
         self._indices.clear()
 
@@ -139,3 +153,40 @@ class TorchDeviceExecutor:
     def close(self) -> None:
         self._frame = None
         self.tiler.clear()
+
+
+class TorchFieldExecutor:
+    """Whole-field inference on the torch backend's device: the raw frame goes up, is padded and normalised there,
+    the mask is thresholded there; the uint8 mask and dense maps and the small logit maps come down. A frame kept
+    in tiles (smaller than a tile) takes the tile device path, `max_batch` tiles at a time."""
+
+    preprocess_on_host = False
+    whole_frames = True
+
+    def __init__(self, backend: TorchBackend) -> None:
+        self.backend = backend
+        self.tiles = TorchDeviceExecutor(backend)
+
+    @torch.inference_mode()
+    def run(self, chunks: list[Chunk]) -> list[TileOutputs]:
+        return [self._field(chunk) if chunk.field else self._in_tiles(chunk) for chunk in chunks]
+
+    def _field(self, chunk: Chunk) -> TileOutputs:
+        contract, (height, width) = self.backend.contract, chunk.gray.shape[:2]
+        tiler = self.tiles.tiler
+        x = tiler.field(tiler.upload(chunk.gray), height, width, dtype_scale(chunk.gray.dtype))
+        out = self.backend.infer_field_tensor(x)
+        check_output_shapes(out, 1, contract, names=tuple(out), size=tuple(x.shape[2:]))
+        mask = threshold_on_device(out["mask"][:, :, :height, :width], contract.mask_threshold)[0].cpu().numpy()
+        dense = {name: u8_on_device(out[name][0, :, :height, :width]).cpu().numpy() for name in contract.cell_outputs}
+        logits = {name: out[name].cpu().numpy() for name in ("pattern_logits", "intensity_logits")}
+        return pooled_outputs(logits, chunk.grid, contract, mask, dense)
+
+    def _in_tiles(self, chunk: Chunk) -> TileOutputs:
+        step = self.backend.max_batch
+        parts = [self.tiles.run([Chunk(chunk.key, chunk.gray, chunk.grid, start, min(start + step, chunk.stop),
+                                       None)])[0] for start in range(chunk.start, chunk.stop, step)]
+        return join_outputs(parts)
+
+    def close(self) -> None:
+        self.tiles.close()

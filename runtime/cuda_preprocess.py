@@ -3,7 +3,8 @@
 One H2D copy of the gray frame; one kernel (a block per tile row, grid (1, t, tiles): threads stride over the
 row's pixels, so no integer division; zero outside the image) converts uint8/uint16 to float, applies the
 contract's normalisation and writes fp32 or fp16 straight into the backend's input buffer. `minmax`
-normalisation first runs a per-tile min/max reduction (pad zeros included, as in the numpy reference).
+normalisation first runs a per-tile min/max reduction (pad zeros included, as in the numpy reference). A whole
+field (`--inference field`) is padded to its stride multiple and normalised by one kernel (a block per row).
 Compiled with --fmad=false so every float operation rounds exactly like numpy's float32 arithmetic. pycuda is
 imported on construction.
 """
@@ -83,6 +84,23 @@ __device__ void cut_tiles(const SRC *src, int height, int width, const int *tops
     }
 }
 
+// grid (1, padded_h): blockIdx.y is the row of the padded field; threads stride over its pixels. Zero outside the
+// image, then the `fixed` arithmetic of cut_tiles (whole fields are never normalised per tile).
+template <typename SRC, typename DST>
+__device__ void pad_field(const SRC *src, int height, int width, int padded_w, float inv_scale,
+                          int affine, float mean, float stdev, DST *dst) {
+    const int y = blockIdx.y;
+    const bool row_inside = y < height;
+    const long row_start = (long)y * width;
+    const long out_start = (long)y * padded_w;
+    for (int x = threadIdx.x; x < padded_w; x += blockDim.x) {
+        float v = (row_inside && x < width) ? (float)src[row_start + x] : 0.0f;
+        v = v * inv_scale;
+        if (affine) v = (v - mean) / stdev;
+        store(dst, out_start + x, v);
+    }
+}
+
 template <typename P>
 __device__ void threshold(const P *prob, long count, float level, unsigned char *out) {
     const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -94,6 +112,8 @@ __device__ void threshold(const P *prob, long count, float level, unsigned char 
 #define CUT(NAME, SRC, DST) extern "C" __global__ void NAME(const SRC *s, int h, int w, const int *t, \
     const int *l, int tile, float inv, const float *lo, const float *hi, int affine, float mean, float stdev, \
     DST *d) { cut_tiles<SRC, DST>(s, h, w, t, l, tile, inv, lo, hi, affine, mean, stdev, d); }
+#define FIELD(NAME, SRC, DST) extern "C" __global__ void NAME(const SRC *s, int h, int w, int pw, float inv, \
+    int affine, float mean, float stdev, DST *d) { pad_field<SRC, DST>(s, h, w, pw, inv, affine, mean, stdev, d); }
 #define THRESH(NAME, P) extern "C" __global__ void NAME(const P *p, long n, float level, unsigned char *o) { \
     threshold<P>(p, n, level, o); }
 
@@ -103,12 +123,16 @@ CUT(cut_u8_f32, unsigned char, float)
 CUT(cut_u8_f16, unsigned char, __half)
 CUT(cut_u16_f32, unsigned short, float)
 CUT(cut_u16_f16, unsigned short, __half)
+FIELD(field_u8_f32, unsigned char, float)
+FIELD(field_u8_f16, unsigned char, __half)
+FIELD(field_u16_f32, unsigned short, float)
+FIELD(field_u16_f16, unsigned short, __half)
 THRESH(threshold_f32, float)
 THRESH(threshold_f16, __half)
 """
 
 KERNEL_NAMES = ("minmax_u8", "minmax_u16", "cut_u8_f32", "cut_u8_f16", "cut_u16_f32", "cut_u16_f16",
-                "threshold_f32", "threshold_f16")
+                "field_u8_f32", "field_u8_f16", "field_u16_f32", "field_u16_f16", "threshold_f32", "threshold_f16")
 SOURCE_TYPES = {np.dtype(np.uint8): "u8", np.dtype(np.uint16): "u16"}
 OUTPUT_TYPES = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16"}
 
@@ -195,6 +219,24 @@ class CudaPreprocessor:
             self._frame[0], height, width, np.intp(args_pos[0]), np.intp(args_pos[1]), np.int32(t),
             np.float32(1.0 / scale), lo_ptr, hi_ptr, affine, np.float32(spec.mean), np.float32(spec.std),
             np.intp(dst), block=(ROW_THREADS, 1, 1), grid=(1, t, count), stream=self.stream)
+
+    def field(self, dst: int, out_dtype: np.dtype, padded: tuple[int, int]) -> None:
+        """Write the uploaded frame zero-padded to `padded` (Hp, Wp) and normalised, as (1, 1, Hp, Wp) at device
+        address `dst`: the twin of runtime.field.field_input (`fixed` normalisation only)."""
+        assert self._frame is not None, "upload() a frame first"
+        spec = self.contract.normalization
+        if spec.mode != "fixed":
+            raise ValueError(f"whole-field input needs fixed normalisation, the contract has {spec.mode}")
+        height, width = self._frame_shape
+        if padded[0] < height or padded[1] < width:
+            raise ValueError(f"padded field {padded} is smaller than the {height} x {width} frame")
+        src_kind, out_kind = SOURCE_TYPES[self._frame_dtype], OUTPUT_TYPES[np.dtype(out_dtype)]
+        scale = float(np.iinfo(self._frame_dtype).max)
+        affine = np.int32(spec.mean != 0.0 or spec.std != 1.0)
+        self._kernels[f"field_{src_kind}_{out_kind}"](
+            self._frame[0], np.int32(height), np.int32(width), np.int32(padded[1]), np.float32(1.0 / scale), affine,
+            np.float32(spec.mean), np.float32(spec.std), np.intp(dst),
+            block=(ROW_THREADS, 1, 1), grid=(1, padded[0]), stream=self.stream)
 
     def threshold(self, probabilities: int, shape: tuple[int, ...], dtype: np.dtype, level: float) -> np.ndarray:
         """Device probabilities at address `probabilities` -> host uint8 0/1 of `shape`; only uint8 crosses D2H."""

@@ -11,6 +11,7 @@ checkpoint on a GPU.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,7 +20,7 @@ import numpy as np
 from hep2edge.contract import CELL_OUTPUTS
 from hep2edge.runtime.backends.base import Backend, check_output_shapes
 from hep2edge.runtime.cells import to_u8
-from hep2edge.runtime.field import check_inference_mode, field_outputs
+from hep2edge.runtime.field import check_inference_mode, field_outputs, field_shape, pooled_outputs
 from hep2edge.runtime.preprocess import threshold_masks
 from hep2edge.runtime.results import TileOutputs
 from hep2edge.runtime.settings import PREPROCESS_MODES, check_choice
@@ -162,9 +163,55 @@ class CudaExecutor:
                                   contract.mask_threshold)
         return split_outputs(outputs, mask, chunks)
 
+    def uploaded(self, key: int) -> None:
+        """The frame `key` is on the device now (another executor sharing this preprocessor put it there)."""
+        self._current = key
+
     def close(self) -> None:
         with self.backend.on_this_thread():
             self.pre.close()
+
+
+class CudaFieldExecutor:
+    """TensorRT whole fields with CUDA preprocessing: the raw frame goes up once, is padded and normalised into the
+    field profile's input buffer and its mask thresholded there; the uint8 mask and the logit / dense maps come
+    back. A frame kept in tiles (smaller than a tile) takes the CudaExecutor path, `max_batch` tiles at a time."""
+
+    preprocess_on_host = False
+    whole_frames = True
+
+    def __init__(self, backend: TensorRTBackend) -> None:
+        self.backend = backend
+        self.tiles = CudaExecutor(backend)  # its preprocessor (on the engine's stream) serves both paths
+
+    def run(self, chunks: list[Chunk]) -> list[TileOutputs]:
+        with self.backend.on_this_thread():
+            return [self._field(chunk) if chunk.field else self._in_tiles(chunk) for chunk in chunks]
+
+    def _field(self, chunk: Chunk) -> TileOutputs:
+        backend, contract, pre = self.backend, self.backend.contract, self.tiles.pre
+        height, width = chunk.gray.shape[:2]
+        padded = field_shape(height, width, contract.field_stride)
+        pre.upload(chunk.gray)
+        self.tiles.uploaded(chunk.key)
+        source = backend.field_binding(contract.input_name)
+        pre.field(int(source.device), source.host.dtype, padded)
+        out = backend.infer_field_on_device((1, contract.channels, *padded),
+                                            ("pattern_logits", "intensity_logits", *contract.cell_outputs))
+        probabilities = backend.field_binding("mask")
+        mask = pre.threshold(int(probabilities.device), (1, 1, *padded), probabilities.host.dtype,
+                             contract.mask_threshold)[0, 0, :height, :width]
+        dense = {name: to_u8(out[name][0, :, :height, :width]) for name in contract.cell_outputs}
+        return pooled_outputs(out, chunk.grid, contract, np.ascontiguousarray(mask), dense)
+
+    def _in_tiles(self, chunk: Chunk) -> TileOutputs:
+        step = self.backend.max_batch
+        return join_outputs([self.tiles.run([Chunk(chunk.key, chunk.gray, chunk.grid, start,
+                                                   min(start + step, chunk.stop), None)])[0]
+                             for start in range(chunk.start, chunk.stop, step)])
+
+    def close(self) -> None:
+        self.tiles.close()
 
 
 def _torch_executor(backend: Backend, preprocess: str, inference: str) -> Executor:
@@ -184,7 +231,7 @@ def _torch_executor(backend: Backend, preprocess: str, inference: str) -> Execut
 
 def make_executor(backend: Backend, preprocess: str, inference: str = "tiles") -> Executor:
     """`preprocess`: host | cuda | auto (on the GPU with TensorRT + pycuda, or with torch on a GPU);
-    `inference`: tiles | field (whole-field passes, preprocessed on the host, or on the GPU by torch)."""
+    `inference`: tiles | field (whole-field passes; on the GPU where tiles would be, else on the host)."""
     from hep2edge.errors import ConfigError
 
     check_choice("preprocess", preprocess, PREPROCESS_MODES)
@@ -192,23 +239,31 @@ def make_executor(backend: Backend, preprocess: str, inference: str = "tiles") -
     if backend.name == "torch":
         return _torch_executor(backend, preprocess, inference)
     if inference == "field":
-        if preprocess == "cuda":
-            raise ConfigError(f"`inference` field: the {backend.name} backend preprocesses whole fields on the host "
-                              "(the torch backend does it on the GPU); use `preprocess` host or auto")
         if backend.largest_field == (0, 0):
             raise ConfigError(f"`inference` field: {backend.config.model} was built without a whole-field profile; "
                               "rebuild it with `hep2edge build-engine --field-size HxW` or use `inference` tiles")
+        if backend.name == "tensorrt" and preprocess != "host":
+            return _on_gpu(lambda: CudaFieldExecutor(backend), lambda: FieldExecutor(backend), preprocess)  # type: ignore[arg-type]
+        if preprocess == "cuda":
+            raise ConfigError(f"`inference` field: the {backend.name} backend preprocesses whole fields on the host "
+                              "(tensorrt and torch do it on the GPU); use `preprocess` host or auto")
         return FieldExecutor(backend)
     if preprocess == "host" or (preprocess == "auto" and backend.name != "tensorrt"):
         return HostExecutor(backend)
     if backend.name != "tensorrt":
         raise ConfigError(f"`preprocess` cuda needs the tensorrt or torch backend (this run uses {backend.name})")
+    return _on_gpu(lambda: CudaExecutor(backend), lambda: HostExecutor(backend), preprocess)  # type: ignore[arg-type]
+
+
+def _on_gpu(make: Callable[[], Executor], host: Callable[[], Executor], preprocess: str) -> Executor:
+    """TensorRT's CUDA-preprocessing executor; with `auto`, the host path when it cannot start (no pycuda, no
+    nvcc on a Jetson without the toolkit, ...), said in one line."""
     try:
-        return CudaExecutor(backend)  # type: ignore[arg-type]
-    except Exception as exc:  # auto: no pycuda, no nvcc (a Jetson without the toolkit), ...
+        return make()
+    except Exception as exc:
         if preprocess == "cuda":
             raise
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         log.warning("CUDA preprocessing unavailable (%s: %s); preprocessing on the host instead",
                     exc.__class__.__name__, first)
-        return HostExecutor(backend)
+        return host()

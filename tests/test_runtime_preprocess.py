@@ -195,3 +195,34 @@ def test_cuda_threshold_is_bit_exact(cuda_pre: type[CudaPreprocessor], dtype: ty
         device.free()
         pre.close()
     np.testing.assert_array_equal(got, threshold_masks(probs, 0.5))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("out_dtype", [np.float32, np.float16])
+def test_cuda_field_matches_numpy(cuda_pre: type[CudaPreprocessor], dtype: type, out_dtype: type) -> None:
+    """The whole-field kernel against runtime.field.field_input: the pad is normalised too (-mean / std)."""
+    import pycuda.driver as cuda
+
+    from hep2edge.runtime.field import field_input, field_shape
+
+    rng = np.random.default_rng()
+    contract = ModelContract(tile=64, normalization=NormalizationSpec("fixed", mean=0.2, std=0.7)).with_field_outputs()
+    for shape in ((157, 203), (64, 129), (1040, 1388)):
+        gray = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+        expected = field_input(gray, contract)
+        padded = field_shape(*shape, contract.field_stride)
+        out: np.ndarray = np.empty((1, 1, *padded), out_dtype)
+        pre, device = cuda_pre(contract), cuda.mem_alloc(out.nbytes)
+        try:
+            pre.upload(gray)
+            pre.field(int(device), np.dtype(out_dtype), padded)
+            pre.stream.synchronize()
+            cuda.memcpy_dtoh(out, device)
+        finally:
+            device.free()
+            pre.close()
+        if out_dtype == np.float32:
+            np.testing.assert_array_equal(out, expected)
+        else:
+            np.testing.assert_array_equal(out, expected.astype(np.float16))

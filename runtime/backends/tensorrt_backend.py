@@ -293,23 +293,37 @@ class TensorRTBackend(Backend):
         """The field profile's largest (H, W); (0, 0) when the engine was built without one."""
         return self._field.largest if self._field is not None else (0, 0)
 
+    def _field_run(self) -> FieldRun:
+        if self._field is None:
+            raise ConfigError(f"`inference` field: {self.config.model} has no whole-field profile; rebuild it "
+                              "with `hep2edge build-engine --field-size HxW`")
+        return self._field
+
+    def field_binding(self, name: str) -> Binding:
+        """A tensor of the field profile's context: CUDA preprocessing writes the field into the input's
+        `.device`, the GPU threshold reads the mask there."""
+        return self._field_run().bindings[name]
+
     def _infer_field(self, field: np.ndarray) -> dict[str, np.ndarray]:
         """One whole field through the field profile's context: H2D, execute, D2H of mask and maps."""
         assert self._cuda is not None
-        run = self._field
-        if run is None:
-            raise ConfigError(f"`inference` field: {self.config.model} has no whole-field profile; rebuild it "
-                              "with `hep2edge build-engine --field-size HxW`")
-        name = self.contract.input_name
+        binding = self.field_binding(self.contract.input_name)
         with self.on_this_thread():
-            self._set_input_shape(name, tuple(field.shape), run.context)
-            staged = _view(run.bindings[name].host, tuple(field.shape))
+            staged = _view(binding.host, tuple(field.shape))
             staged[...] = field
-            self._cuda.memcpy_htod_async(run.bindings[name].device, staged, self._stream)
+            self._cuda.memcpy_htod_async(binding.device, staged, self._stream)
+            return self.infer_field_on_device(tuple(field.shape), self.field_outputs)
+
+    def infer_field_on_device(self, shape: tuple[int, ...], copy: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Run the field profile on the (1, C, Hp, Wp) input already in its buffer; D2H of the outputs in `copy`."""
+        assert self._cuda is not None
+        run = self._field_run()
+        with self.on_this_thread():
+            self._set_input_shape(self.contract.input_name, shape, run.context)
             if not run.context.execute_async_v3(self._stream.handle):
-                raise RuntimeError(f"{self.config.model}: TensorRT execute_async_v3 failed for a field {field.shape}")
+                raise RuntimeError(f"{self.config.model}: TensorRT execute_async_v3 failed for a field {shape}")
             outputs = {}
-            for output in self.field_outputs:
+            for output in copy:
                 binding = run.bindings[output]
                 outputs[output] = _view(binding.host, tuple(dims(run.context.get_tensor_shape(output))))
                 self._cuda.memcpy_dtoh_async(outputs[output], binding.device, self._stream)

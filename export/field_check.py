@@ -68,6 +68,7 @@ class FieldCheck:
 
     runtime: str = "onnxruntime"
     images: int = 0
+    largest: tuple[int, int] = (0, 0)  # (H, W) of the largest image checked: small images understate the gap
     skipped: str = ""  # why the check did not run (a minmax-normalised model, images smaller than a tile)
     mask_dice_vs_tiles: float = float("nan")
     pattern_agreement: float = float("nan")
@@ -113,7 +114,9 @@ def run_field_check(run_field: FieldRunner, tile_out: Outputs, tiles: TileSet, c
     field_out = field_tile_outputs(run_field, list(images.values()), contract)
     tile_kept = {name: tile_out[name][keep] for name in ("mask", "pattern", "intensity")}
     threshold = contract.mask_threshold
-    check = FieldCheck(runtime=runtime, images=len(images))
+    sides = [gray.shape[:2] for gray in images.values()]
+    largest = (max(h for h, _ in sides), max(w for _, w in sides))
+    check = FieldCheck(runtime=runtime, images=len(images), largest=largest)
     shared = agreement(field_out, tile_kept, kept.valid, kept.image_ids, threshold)
     check.mask_dice_vs_tiles, check.pattern_agreement = shared["mask_dice"], shared["pattern_agreement"]
     check.tile_metrics = {k: task_metrics(tile_kept, kept, threshold)["patch"][k] for k in TASK_METRICS}

@@ -220,8 +220,9 @@ def field_check_line(check: Any) -> str:
     data = check if isinstance(check, dict) else check.to_dict()
     if data["skipped"]:
         return f"whole field not checked: {data['skipped']}"
+    height, width = data["largest"]
     shared = (f"mask Dice {_fmt(data['mask_dice_vs_tiles'], 3)} against tiles, image patterns agree on "
-              f"{100 * data['pattern_agreement']:.0f} % of {data['images']} images")
+              f"{100 * data['pattern_agreement']:.0f} % of {data['images']} images up to {width} x {height}")
     if data["within_limits"]:
         return f"whole field within the verification limits ({shared}): --inference field may be used"
     return (f"whole field outside the verification limits ({'; '.join(data['failures'])}; {shared}): "

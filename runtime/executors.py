@@ -1,11 +1,12 @@
-"""The GPU stage's two ways to run a batch of tiles gathered from several frames.
+"""The GPU stage's ways to run a batch of tiles gathered from several frames, or one whole field.
 
 `HostExecutor`: tiles were cut and normalised by numpy on the reader threads; the batch goes through
 `backend.infer`, masks are thresholded on the host. `CudaExecutor` (TensorRT + pycuda): each frame's gray
 image is copied to the GPU once, one kernel writes its normalised tiles straight into the engine's input
 buffer, and masks are thresholded on the GPU so only uint8 masks and the small heads cross D2H.
 `TorchDeviceExecutor` (backends/torch_backend_executor.py) does the same with torch operations for a
-checkpoint on a GPU.
+checkpoint on a GPU. Whole fields (`--inference field`): `FieldExecutor` (host preprocessing, any backend),
+`CudaFieldExecutor` (TensorRT) and `TorchFieldExecutor` (torch) pad and normalise the field on the GPU.
 """
 
 from __future__ import annotations

@@ -49,10 +49,11 @@ def tiles(synth_small: Path) -> TileSet:
 
 def test_the_same_rule_both_ways_agrees_exactly_and_is_within_limits(tiles: TileSet) -> None:
     check = run_field_check(field_rule, tile_rule(tiles.images), tiles, CONTRACT, Limits())
-    assert check.images == 3 and not check.skipped
+    assert check.images == 3 and check.largest == (192, 256) and not check.skipped
     assert check.mask_dice_vs_tiles == pytest.approx(1.0) and check.pattern_agreement == 1.0
     assert check.field_metrics == pytest.approx(check.tile_metrics, abs=1e-9)
     assert check.within_limits and "may be used" in field_check_line(check)
+    assert "of 3 images up to 256 x 192" in field_check_line(check)
 
 
 def test_a_field_pass_that_loses_the_mask_is_outside_the_limits(tiles: TileSet) -> None:

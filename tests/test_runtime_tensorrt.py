@@ -74,6 +74,17 @@ def _results(out: Path) -> dict[str, tuple[dict[str, float], np.ndarray]]:
     return found
 
 
+def _same_results(runs: dict[str, dict[str, tuple[dict[str, float], np.ndarray]]], images: list[Path]) -> None:
+    """The CUDA-preprocessed run gave every image the host run's masks (threshold ties aside) and verdicts."""
+    assert sorted(runs["cuda"]) == sorted(p.stem for p in images)
+    for stem, (probabilities, mask) in runs["cuda"].items():
+        host_probabilities, host_mask = runs["host"][stem]
+        assert mask.shape == host_mask.shape
+        assert np.count_nonzero(mask != host_mask) <= mask.size // 1000  # only pixels sitting on the threshold
+        for name, value in probabilities.items():
+            assert value == pytest.approx(host_probabilities[name], abs=1e-4)
+
+
 def test_pipeline_with_cuda_preprocessing_matches_host_preprocessing(tiny_onnx: Path, tmp_path: Path) -> None:
     """analyze in its threads: the GPU thread (not the one that activated the engine) cuts tiles on the GPU,
     frames of odd sizes span batches, and the results equal the numpy-preprocessed run's."""
@@ -87,13 +98,7 @@ def test_pipeline_with_cuda_preprocessing_matches_host_preprocessing(tiny_onnx: 
                           "--preprocess", preprocess, "--max-batch", "4", "--out", str(out), cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         runs[preprocess] = _results(out)
-    assert sorted(runs["cuda"]) == sorted(p.stem for p in images)
-    for stem, (probabilities, mask) in runs["cuda"].items():
-        host_probabilities, host_mask = runs["host"][stem]
-        assert mask.shape == host_mask.shape
-        assert np.count_nonzero(mask != host_mask) <= mask.size // 1000  # only pixels sitting on the threshold
-        for name, value in probabilities.items():
-            assert value == pytest.approx(host_probabilities[name], abs=1e-4)
+    _same_results(runs, images)
 
 
 def test_whole_fields_with_cuda_preprocessing_match_host_preprocessing(tiny_onnx: Path, tmp_path: Path) -> None:
@@ -110,10 +115,4 @@ def test_whole_fields_with_cuda_preprocessing_match_host_preprocessing(tiny_onnx
                           cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         runs[preprocess] = _results(out)
-    assert sorted(runs["cuda"]) == sorted(p.stem for p in images)
-    for stem, (probabilities, mask) in runs["cuda"].items():
-        host_probabilities, host_mask = runs["host"][stem]
-        assert mask.shape == host_mask.shape
-        assert np.count_nonzero(mask != host_mask) <= mask.size // 1000  # only pixels sitting on the threshold
-        for name, value in probabilities.items():
-            assert value == pytest.approx(host_probabilities[name], abs=1e-4)
+    _same_results(runs, images)

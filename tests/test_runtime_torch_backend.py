@@ -4,6 +4,7 @@ GPU tests skip without one."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -225,39 +226,49 @@ def test_executor_choice_for_a_checkpoint(tiny_checkpoint: Path) -> None:
             make_executor(backend, "cuda")
 
 
-def test_device_path_through_the_whole_pipeline(tiny_checkpoint: Path, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """Readers hand on frames without host tiles, batches span frames, writers get uint8 masks: on the CPU here,
-    with the executor a GPU run chooses (make_executor picks it only on a GPU, so it is chosen here by hand)."""
+def _host_and_device_runs(make_config: Callable[[Path], Any], inputs: list[Path], executor: Callable[[Any], Any],
+                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The result documents of a run preprocessed on the host and of one with `executor` (chosen by hand here:
+    make_executor picks the device executors only on a GPU)."""
     import io
 
     from rich.console import Console
 
     from hep2edge.cli.reporter import RichReporter
     from hep2edge.runtime import service
-    from hep2edge.runtime.backends.torch_backend_executor import TorchDeviceExecutor
-    from hep2edge.runtime.settings import PipelineConfig, RunConfig
     from hep2edge.runtime.sources.files import FileListSource
 
     def analyse(out: Path) -> dict[str, Any]:
-        config = RunConfig(command="analyze", out=out, model=tiny_checkpoint, backend="torch", device="cpu",
-                           pipeline=PipelineConfig(max_batch=5))
-        summary = service.run_service(config, lambda journal: FileListSource(inputs),
+        out.mkdir()
+        summary = service.run_service(make_config(out), lambda journal: FileListSource(inputs),
                                       RichReporter(Console(file=io.StringIO())))
         assert summary.processed == len(inputs) and not summary.failed
         check_exactly_once(out, inputs)
-        return {p.stem: json.loads(p.read_text())["pattern"] for p in out.glob("*.json")}
+        return {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+
+    on_host = analyse(tmp_path / "host")
+    monkeypatch.setattr(service, "make_executor", lambda backend, *_: executor(backend))
+    return on_host, analyse(tmp_path / "device")
+
+
+def _same_verdicts(on_host: dict[str, Any], on_device: dict[str, Any]) -> None:
+    assert on_device.keys() == on_host.keys()
+    for stem, doc in on_host.items():
+        assert on_device[stem]["pattern"]["top"] == doc["pattern"]["top"]
+        assert on_device[stem]["pattern"]["probabilities"] == pytest.approx(doc["pattern"]["probabilities"], abs=1e-5)
+
+
+def test_device_path_through_the_whole_pipeline(tiny_checkpoint: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers hand on frames without host tiles, batches span frames, writers get uint8 masks."""
+    from hep2edge.runtime.backends.torch_backend_executor import TorchDeviceExecutor
+    from hep2edge.runtime.settings import PipelineConfig, RunConfig
 
     inputs = write_pngs(tmp_path / "in", 6, shape=(100, 150))  # 6 tiles each; max batch 5 splits every frame
-    (tmp_path / "host").mkdir()
-    (tmp_path / "device").mkdir()
-    on_host = analyse(tmp_path / "host")
-    monkeypatch.setattr(service, "make_executor", lambda backend, *_: TorchDeviceExecutor(backend))
-    on_device = analyse(tmp_path / "device")
-    assert on_device.keys() == on_host.keys()
-    for stem, pattern in on_host.items():
-        assert on_device[stem]["top"] == pattern["top"]
-        assert on_device[stem]["probabilities"] == pytest.approx(pattern["probabilities"], abs=1e-5)
+    on_host, on_device = _host_and_device_runs(
+        lambda out: RunConfig(command="analyze", out=out, model=tiny_checkpoint, backend="torch", device="cpu",
+                              pipeline=PipelineConfig(max_batch=5)), inputs, TorchDeviceExecutor, tmp_path, monkeypatch)
+    _same_verdicts(on_host, on_device)
     for path in (tmp_path / "host").glob("*_mask.png"):
         assert path.read_bytes() == (tmp_path / "device" / path.name).read_bytes()
 
@@ -357,35 +368,13 @@ def test_executor_choice_for_whole_fields(tiny_checkpoint: Path, tiny_onnx: Path
 
 def test_device_field_path_through_the_whole_pipeline(tiny_checkpoint: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """Readers hand on whole frames without a host field input, and results match the host field path (on the CPU
-    here, with the executor a GPU run chooses; make_executor picks it only on a GPU)."""
-    import io
-
-    from rich.console import Console
-
-    from hep2edge.cli.reporter import RichReporter
-    from hep2edge.runtime import service
+    """Readers hand on whole frames without a host field input; the results match the host field path."""
     from hep2edge.runtime.backends.torch_backend_executor import TorchFieldExecutor
     from hep2edge.runtime.settings import RunConfig
-    from hep2edge.runtime.sources.files import FileListSource
-
-    def analyse(out: Path) -> dict[str, Any]:
-        out.mkdir()
-        config = RunConfig(command="analyze", out=out, model=tiny_checkpoint, backend="torch", device="cpu",
-                           inference="field")
-        summary = service.run_service(config, lambda journal: FileListSource(inputs),
-                                      RichReporter(Console(file=io.StringIO())))
-        assert summary.processed == len(inputs) and not summary.failed
-        check_exactly_once(out, inputs)
-        docs = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
-        assert {doc["model"]["inference"] for doc in docs.values()} == {"field"}
-        return {stem: doc["pattern"] for stem, doc in docs.items()}
 
     inputs = write_pngs(tmp_path / "in", 3, shape=(100, 150))
-    on_host = analyse(tmp_path / "host")
-    monkeypatch.setattr(service, "make_executor", lambda backend, *_: TorchFieldExecutor(backend))
-    on_device = analyse(tmp_path / "device")
-    assert on_device.keys() == on_host.keys()
-    for stem, pattern in on_host.items():
-        assert on_device[stem]["top"] == pattern["top"]
-        assert on_device[stem]["probabilities"] == pytest.approx(pattern["probabilities"], abs=1e-5)
+    on_host, on_device = _host_and_device_runs(
+        lambda out: RunConfig(command="analyze", out=out, model=tiny_checkpoint, backend="torch", device="cpu",
+                              inference="field"), inputs, TorchFieldExecutor, tmp_path, monkeypatch)
+    assert {doc["model"]["inference"] for doc in [*on_host.values(), *on_device.values()]} == {"field"}
+    _same_verdicts(on_host, on_device)

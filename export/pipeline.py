@@ -22,8 +22,14 @@ from hep2edge.export.config import ExportConfig
 from hep2edge.export.field_check import FieldCheck, check_onnx_field
 from hep2edge.export.onnx_contract import attach_contract
 from hep2edge.export.onnx_graph import check_graph, export_checked_fp32, save_model_atomic
-from hep2edge.export.precisions import PRECISIONS, ConversionInputs
-from hep2edge.export.report import ExportReport, PrecisionResult, field_check_line, write_report
+from hep2edge.export.precisions import PRECISIONS, ConversionInputs, Precision
+from hep2edge.export.report import (
+    OPENVINO_NOTE,
+    ExportReport,
+    PrecisionResult,
+    field_check_line,
+    write_report,
+)
 from hep2edge.export.tensorrt.engines import engines_for
 from hep2edge.export.tiles import (
     TRAIN_KEYS,
@@ -47,6 +53,7 @@ from hep2edge.export.verify import (
 from hep2edge.extras import missing_extra
 from hep2edge.instances import InstanceParams
 from hep2edge.progress import SILENT, Reporter
+from hep2edge.runtime.backends.select import cpu_has_int8_dot
 from hep2edge.train.checkpoint import LoadedCheckpoint, load_checkpoint
 from hep2edge.workspace import resolve_out_dir, write_resolved_config
 
@@ -129,8 +136,21 @@ def _convert_and_verify(name: str, out_dir: Path, prepared: Prepared, inputs: Co
         under = PrecisionResult(precision=name, file=result.file, runtime="openvino")
         _verify(under, openvino_outputs(path, prepared.tiles.images, config.verify_batch), prepared, reference,
                 config)
+        note = openvino_int8_note(PRECISIONS.get(name), bool(under.failures), cpu_has_int8_dot())
+        if note:
+            result.notes[OPENVINO_NOTE] = note
         result.add_runtime(under)
     return result, outputs
+
+
+SATURATION_NOTE = ("this CPU has no VNNI/AMX, so OpenVINO runs int8 with AVX2 instructions, whose 16-bit "
+                   "intermediate sums saturate (the 'saturation issue' of OpenVINO's documentation); hep2edge runs "
+                   "fp32 on such a CPU, and VNNI/AMX CPUs and TensorRT are not affected")
+
+
+def openvino_int8_note(precision: Precision, failed: bool, int8_dot: bool) -> str:
+    """Why an integer file may fail its limits under OpenVINO on this CPU ('' when that is not the case)."""
+    return SATURATION_NOTE if precision.integer and failed and not int8_dot else ""
 
 
 def _field_check(path: Path, tile_out: Outputs, prepared: Prepared, config: ExportConfig, say: Say) -> FieldCheck:

@@ -49,6 +49,7 @@ class Precision:
     filename: str
     convert: Converter | None
     calibration: str = "none"  # none | optional | required
+    integer: bool = False  # integer arithmetic (Q/DQ): exposed to AVX2's int8 saturation under OpenVINO
 
 
 def _fp16(inputs: ConversionInputs) -> Converted:
@@ -66,4 +67,4 @@ def _int8(inputs: ConversionInputs) -> Converted:
 PRECISIONS: Registry[Precision] = Registry("precision")
 PRECISIONS.add("fp32", Precision("fp32", model_file_name("fp32"), None))
 PRECISIONS.add("fp16", Precision("fp16", model_file_name("fp16"), _fp16, calibration="optional"))
-PRECISIONS.add("int8", Precision("int8", model_file_name("int8"), _int8, calibration="required"))
+PRECISIONS.add("int8", Precision("int8", model_file_name("int8"), _int8, calibration="required", integer=True))

@@ -17,6 +17,7 @@ from hep2edge.export.config import Limits
 from hep2edge.export.verify import CELL_METRICS, TASK_METRICS, OutputDiff
 from hep2edge.workspace import EXPORT_REPORT_JSON, EXPORT_REPORT_MD
 
+OPENVINO_NOTE = "openvino"  # a precision's note on why it fails under OpenVINO on this CPU (shown with failures)
 CELL_LABELS = {"aji": "AJI", "pq": "PQ", "f1": "cell F1", "miou": "mIoU"}
 
 
@@ -118,6 +119,10 @@ class ExportReport:
         lines = [f"{p}: {f}" for p, r in self.precisions.items() for f in r.failures]
         return lines + [f"{p}: {r.error}" for p, r in self.precisions.items() if r.error]
 
+    def explanations(self) -> list[str]:
+        """Why some of the failures happen on this machine (a precision's OPENVINO_NOTE), one line each."""
+        return [f"{p}, why: {r.notes[OPENVINO_NOTE]}" for p, r in self.precisions.items() if OPENVINO_NOTE in r.notes]
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["precisions"] = {name: r.to_dict() for name, r in self.precisions.items()}
@@ -206,6 +211,7 @@ def to_markdown(report: ExportReport) -> str:
             lines.append(f"  - notes: {', '.join(f'{k}={v}' for k, v in r.notes.items())}")
     if report.failures():
         lines += ["", "## Failures", ""] + [f"- {f}" for f in report.failures()]
+        lines += [f"- {line}" for line in report.explanations()]
     if report.whole_field:
         lines += ["", "## Whole field (`--inference field`)", "", *_whole_field_lines(report.whole_field)]
     if report.tensorrt:

@@ -154,3 +154,24 @@ def test_the_export_steps_cover_exactly_the_contract_precisions() -> None:
 
     assert sorted(PRECISIONS.names()) == sorted(PRECISION_NAMES)
     assert all(PRECISIONS.get(name).filename.startswith("model.") for name in PRECISION_NAMES)
+
+
+def test_an_integer_file_failing_under_openvino_without_vnni_says_why() -> None:
+    from hep2edge.export.pipeline import SATURATION_NOTE, openvino_int8_note
+    from hep2edge.export.precisions import PRECISIONS
+
+    int8, fp16 = PRECISIONS.get("int8"), PRECISIONS.get("fp16")
+    assert openvino_int8_note(int8, failed=True, int8_dot=False) == SATURATION_NOTE
+    assert "saturat" in SATURATION_NOTE and "VNNI" in SATURATION_NOTE
+    assert openvino_int8_note(int8, failed=True, int8_dot=True) == ""  # VNNI/AMX: a real accuracy loss
+    assert openvino_int8_note(int8, failed=False, int8_dot=False) == ""
+    assert openvino_int8_note(fp16, failed=True, int8_dot=False) == ""
+    assert [name for name in PRECISIONS.names() if PRECISIONS.get(name).integer] == ["int8"]
+    from hep2edge.export.report import OPENVINO_NOTE, ExportReport, PrecisionResult, to_markdown
+
+    failed = PrecisionResult(precision="int8", file="model.int8.onnx", failures=["under openvino: dice drops by 0.03"],
+                             notes={OPENVINO_NOTE: SATURATION_NOTE})
+    report = ExportReport(out_dir="o", checkpoint="c", checkpoint_reason="given", model_id="m", contract={}, limits={},
+                          precisions={"int8": failed})
+    failures = to_markdown(report).split("## Failures")[1]
+    assert "- int8: under openvino: dice drops by 0.03" in failures and f"- int8, why: {SATURATION_NOTE}" in failures

@@ -54,6 +54,8 @@ def export(
     if not report.passed:
         for line in report.failures():
             err_console.print(f"[bold red]failed:[/bold red] {escape(line)}", highlight=False)
+        for line in report.explanations():
+            err_console.print(escape(line), highlight=False)
         raise typer.Exit(1)
 
 

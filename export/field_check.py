@@ -22,7 +22,7 @@ from hep2edge.export.tiles import TileSet
 from hep2edge.export.verify import TASK_METRICS, task_metrics
 from hep2edge.imageio import read_image
 from hep2edge.metrics import dice
-from hep2edge.runtime.field import check_inference_mode, field_input, field_outputs, field_problem, field_verdict
+from hep2edge.runtime.field import check_inference_mode, field_input, field_problem, field_verdict, pooled_evidence
 from hep2edge.tiling import extract_tiles, tile_grid
 
 Outputs = dict[str, np.ndarray]
@@ -38,8 +38,7 @@ def field_tile_outputs(run_field: FieldRunner, images: Sequence[np.ndarray], con
     for gray in images:
         grid = tile_grid(gray.shape[0], gray.shape[1], contract.tile)
         out = run_field(field_input(gray, contract))
-        evidence = field_outputs(out, grid, contract)
-        pattern, intensity = evidence.pattern, evidence.intensity
+        pattern, intensity = pooled_evidence(out, grid, contract.field_stride)
         if pooling == "field":
             whole, positive = field_verdict(out, grid.height, grid.width, contract.field_stride)
             pattern, intensity = np.repeat(whole[None], len(grid), 0), np.full(len(grid), positive)
@@ -84,14 +83,19 @@ class FieldCheck:
         return asdict(self) | {"within_limits": self.within_limits}
 
 
+def held_out_images(tiles: Any, contract: ModelContract) -> dict[str, np.ndarray]:
+    """Each image of a tile set read whole, as the model reads it, in the tile set's order (by its id)."""
+    ids = dict.fromkeys(map(str, tiles.image_ids))
+    return {image: read_image(Path(image), contract.channel_policy) for image in ids}
+
+
 def _whole_field_images(tiles: TileSet, contract: ModelContract) -> tuple[dict[str, np.ndarray], str]:
     """The held-out images a whole-field pass takes, read (in tile-set order), or {} and why none does."""
     try:
         check_inference_mode("field", contract, "this model")
     except ConfigError as exc:
         return {}, str(exc)
-    ids = dict.fromkeys(map(str, tiles.image_ids))
-    grays = {image: read_image(Path(image), contract.channel_policy) for image in ids}
+    grays = held_out_images(tiles, contract)
     kept = {image: gray for image, gray in grays.items() if field_problem(*gray.shape[:2], contract) is None}
     return kept, "" if kept else f"no held-out image is at least one {contract.tile} px tile on each side"
 

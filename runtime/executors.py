@@ -80,6 +80,12 @@ def join_outputs(parts: list[TileOutputs]) -> TileOutputs:
                        intensity=np.concatenate([part.intensity for part in parts]), dense=dense)
 
 
+def in_tile_batches(tiles: Executor, chunk: Chunk, step: int) -> TileOutputs:
+    """A whole frame kept in tiles, run by a tile executor `step` tiles at a time (its largest batch)."""
+    return join_outputs([tiles.run([Chunk(chunk.key, chunk.gray, chunk.grid, start, min(start + step, chunk.stop),
+                                          None)])[0] for start in range(chunk.start, chunk.stop, step)])
+
+
 class HostExecutor:
     """Any backend; numpy preprocessing (done earlier, on the reader threads) and host threshold."""
 
@@ -187,7 +193,8 @@ class CudaFieldExecutor:
 
     def run(self, chunks: list[Chunk]) -> list[TileOutputs]:
         with self.backend.on_this_thread():
-            return [self._field(chunk) if chunk.field else self._in_tiles(chunk) for chunk in chunks]
+            return [self._field(chunk) if chunk.field else in_tile_batches(self.tiles, chunk, self.backend.max_batch)
+                    for chunk in chunks]
 
     def _field(self, chunk: Chunk) -> TileOutputs:
         backend, contract, pre = self.backend, self.backend.contract, self.tiles.pre
@@ -204,12 +211,6 @@ class CudaFieldExecutor:
                              contract.mask_threshold)[0, 0, :height, :width]
         dense = {name: to_u8(out[name][0, :, :height, :width]) for name in contract.cell_outputs}
         return pooled_outputs(out, chunk.grid, contract, np.ascontiguousarray(mask), dense)
-
-    def _in_tiles(self, chunk: Chunk) -> TileOutputs:
-        step = self.backend.max_batch
-        return join_outputs([self.tiles.run([Chunk(chunk.key, chunk.gray, chunk.grid, start,
-                                                   min(start + step, chunk.stop), None)])[0]
-                             for start in range(chunk.start, chunk.stop, step)])
 
     def close(self) -> None:
         self.tiles.close()

@@ -119,11 +119,15 @@ def pooled_outputs(outputs: dict[str, np.ndarray], grid: TileGrid, contract: Mod
                    dense: dict[str, np.ndarray]) -> TileOutputs:
     """Per-tile pattern / intensity pooled from the (1,K,h,w) logit maps, beside the (H, W) uint8 0/1 mask and
     the uint8 dense maps, made wherever the pass ran (host or device)."""
-    stride = contract.field_stride
+    pattern, intensity = pooled_evidence(outputs, grid, contract.field_stride)
+    return TileOutputs(mask=None, pattern=pattern, intensity=intensity, field_mask=mask, dense=dense)
+
+
+def pooled_evidence(outputs: dict[str, np.ndarray], grid: TileGrid, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K) pattern probabilities and (N,) P(positive) per tile: the logit maps averaged over each tile's cells."""
     pattern = softmax(pool_tiles(outputs["pattern_logits"][0].astype(np.float64), grid, stride))
     intensity = sigmoid(pool_tiles(outputs["intensity_logits"][0].astype(np.float64), grid, stride))[:, 0]
-    return TileOutputs(mask=None, pattern=pattern.astype(np.float32), intensity=intensity.astype(np.float32),
-                       field_mask=mask, dense=dense)
+    return pattern.astype(np.float32), intensity.astype(np.float32)
 
 
 def field_verdict(outputs: dict[str, np.ndarray], height: int, width: int, stride: int) -> tuple[np.ndarray, float]:

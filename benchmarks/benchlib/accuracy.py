@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,10 +32,9 @@ def field_backend_outputs(choice: Choice, tiles: Any, contract: Any, pooling: st
                           ) -> tuple[dict[str, np.ndarray], float, str]:
     """`backend_outputs` by whole-field passes, one per image of `tiles`, read back into its tiles' layout as the
     export's whole-field check does (hep2edge.export.field_check.field_tile_outputs)."""
-    from hep2edge.export.field_check import field_tile_outputs
-    from hep2edge.imageio import read_image
+    from hep2edge.export.field_check import field_tile_outputs, held_out_images
 
-    images = [read_image(Path(image), contract.channel_policy) for image in dict.fromkeys(map(str, tiles.image_ids))]
+    images = list(held_out_images(tiles, contract).values())
     with open_backend(choice, 1) as backend:
         elapsed = 0.0
 

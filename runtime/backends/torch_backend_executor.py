@@ -18,7 +18,7 @@ from hep2edge.contract import ModelContract
 from hep2edge.normalization import dtype_scale
 from hep2edge.runtime.backends.base import check_output_shapes
 from hep2edge.runtime.backends.torch_backend import TorchBackend
-from hep2edge.runtime.executors import Chunk, join_outputs, split_outputs
+from hep2edge.runtime.executors import Chunk, in_tile_batches, split_outputs
 from hep2edge.runtime.field import field_shape, pooled_outputs
 from hep2edge.runtime.results import TileOutputs
 from hep2edge.tiling import TileGrid
@@ -169,7 +169,8 @@ class TorchFieldExecutor:
 
     @torch.inference_mode()
     def run(self, chunks: list[Chunk]) -> list[TileOutputs]:
-        return [self._field(chunk) if chunk.field else self._in_tiles(chunk) for chunk in chunks]
+        return [self._field(chunk) if chunk.field else in_tile_batches(self.tiles, chunk, self.backend.max_batch)
+                for chunk in chunks]
 
     def _field(self, chunk: Chunk) -> TileOutputs:
         contract, (height, width) = self.backend.contract, chunk.gray.shape[:2]
@@ -181,12 +182,6 @@ class TorchFieldExecutor:
         dense = {name: u8_on_device(out[name][0, :, :height, :width]).cpu().numpy() for name in contract.cell_outputs}
         logits = {name: out[name].cpu().numpy() for name in ("pattern_logits", "intensity_logits")}
         return pooled_outputs(logits, chunk.grid, contract, mask, dense)
-
-    def _in_tiles(self, chunk: Chunk) -> TileOutputs:
-        step = self.backend.max_batch
-        parts = [self.tiles.run([Chunk(chunk.key, chunk.gray, chunk.grid, start, min(start + step, chunk.stop),
-                                       None)])[0] for start in range(chunk.start, chunk.stop, step)]
-        return join_outputs(parts)
 
     def close(self) -> None:
         self.tiles.close()
